@@ -1,0 +1,247 @@
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import {
+  Client,
+  ProtocolError,
+  SdkError,
+  SdkErrorCode,
+  StreamableHTTPClientTransport,
+  type CallToolResult,
+  type Tool,
+  type Transport,
+  type VersionNegotiationMode,
+} from '@modelcontextprotocol/client';
+import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
+import { WardenError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { Era, Manifest } from '../manifest/types.ts';
+import type { AuditTrail } from '../audit/trail.ts';
+import { compareTools, type Drift } from './drift.ts';
+import { BROKER_INFO } from '../version.ts';
+
+export type BackendState = 'starting' | 'ready' | 'down' | 'closed';
+
+export interface BackendOptions {
+  readonly server: string;
+  readonly manifest: Manifest;
+  readonly connectTimeoutMs: number;
+  readonly logger: Logger;
+  readonly audit: AuditTrail;
+  /** Restart backoff, in milliseconds. */
+  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+}
+
+const DEFAULT_BACKOFF = { initialMs: 250, maxMs: 30_000 } as const;
+/** A server that stayed up this long is healthy again: its next crash restarts fast. */
+const STABLE_AFTER_MS = 30_000;
+/** Pages of tools/list read from a downstream before it is considered hostile. */
+const MAX_LIST_PAGES = 50;
+/** Longest stderr line of a downstream kept in the broker's log. */
+const MAX_STDERR_LINE = 2000;
+
+/**
+ * One downstream MCP server, over stdio or Streamable HTTP. Connects, checks the live tool
+ * list against the manifest, restarts with exponential backoff when the connection drops,
+ * and answers calls while connected. It never throws anything but WardenError to callers.
+ */
+export class McpBackend {
+  readonly server: string;
+  #state: BackendState = 'starting';
+  #client: Client | undefined;
+  #attempt = 0;
+  #readyAt = 0;
+  #restartTimer: NodeJS.Timeout | undefined;
+  #firstAttempt: Promise<void> | undefined;
+  #drift: Drift | undefined;
+  readonly #options: BackendOptions;
+  readonly #backoff: { readonly initialMs: number; readonly maxMs: number };
+
+  constructor(options: BackendOptions) {
+    this.server = options.server;
+    this.#options = options;
+    this.#backoff = options.backoff ?? DEFAULT_BACKOFF;
+  }
+
+  get state(): BackendState {
+    return this.#state;
+  }
+
+  /** Differences between the live server and its manifest at the last connect. */
+  get drift(): Drift | undefined {
+    return this.#drift;
+  }
+
+  /** Starts connecting. The promise settles after the first attempt, whatever its result. */
+  start(): Promise<void> {
+    this.#firstAttempt ??= this.#connect();
+    return this.#firstAttempt;
+  }
+
+  async callTool(tool: string, args: Record<string, unknown>, timeoutMs: number, signal?: AbortSignal): Promise<CallToolResult> {
+    const client = this.#client;
+    if (this.#state !== 'ready' || !client) {
+      throw new WardenError('WARDEN_SERVER_UNAVAILABLE', `server "${this.server}" is ${this.#state === 'closed' ? 'stopped' : 'not connected (restarting)'}; retry later`, {
+        server: this.server,
+        state: this.#state,
+      });
+    }
+    try {
+      return (await client.callTool(
+        { name: tool, arguments: args },
+        { timeout: timeoutMs, maxTotalTimeout: timeoutMs, ...(signal ? { signal } : {}) },
+      )) as CallToolResult;
+    } catch (error) {
+      throw this.#translate(error, timeoutMs);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#state = 'closed';
+    clearTimeout(this.#restartTimer);
+    const client = this.#client;
+    this.#client = undefined;
+    if (client) await client.close().catch(() => undefined);
+  }
+
+  async #connect(): Promise<void> {
+    if (this.#state === 'closed') return;
+    this.#state = 'starting';
+    const { manifest, connectTimeoutMs, logger } = this.#options;
+    const client = new Client({ ...BROKER_INFO }, { versionNegotiation: { mode: negotiationMode(manifest.transport.era) } });
+    const transport = this.#transport();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${connectTimeoutMs} ms`)), connectTimeoutMs);
+      });
+      await Promise.race([client.connect(transport, { timeout: connectTimeoutMs }), deadline]);
+      const live = await Promise.race([listAllTools(client, connectTimeoutMs), deadline]);
+      clearTimeout(timer);
+      if (this.#closed()) {
+        await client.close().catch(() => undefined);
+        return;
+      }
+      this.#drift = compareTools(manifest.tools, live);
+      this.#client = client;
+      this.#state = 'ready';
+      this.#readyAt = Date.now();
+      // Registered only now: a close during the handshake is handled by the catch below.
+      client.onclose = () => this.#onDisconnect(client);
+      logger.info({ server: this.server, era: client.getProtocolEra() }, 'downstream server connected');
+      this.#options.audit.write({
+        event: 'server.state',
+        server: this.server,
+        state: 'ready',
+        era: client.getProtocolEra(),
+        undeclaredTools: this.#drift.extra,
+      });
+      if (this.#drift.differs) {
+        logger.warn({ server: this.server, drift: this.#drift }, 'downstream tools do not match the manifest');
+        this.#options.audit.write({ event: 'server.drift', server: this.server, drift: this.#drift });
+      }
+    } catch (error) {
+      clearTimeout(timer);
+      await client.close().catch(() => undefined);
+      if (this.#closed()) return;
+      this.#state = 'down';
+      const reason = error instanceof Error ? error.message : String(error);
+      logger.warn({ server: this.server, reason }, 'downstream server failed to connect');
+      this.#options.audit.write({ event: 'server.state', server: this.server, state: 'down', reason });
+      this.#scheduleRestart();
+    }
+  }
+
+  /** Read through a method: close() may run while #connect awaits. */
+  #closed(): boolean {
+    return this.#state === 'closed';
+  }
+
+  #onDisconnect(client: Client): void {
+    if (this.#client !== client || this.#state === 'closed') return;
+    this.#client = undefined;
+    this.#state = 'down';
+    if (Date.now() - this.#readyAt >= STABLE_AFTER_MS) this.#attempt = 0;
+    this.#options.logger.warn({ server: this.server }, 'downstream server disconnected');
+    this.#options.audit.write({ event: 'server.state', server: this.server, state: 'down', reason: 'disconnected' });
+    this.#scheduleRestart();
+  }
+
+  #scheduleRestart(): void {
+    const delay = Math.min(this.#backoff.initialMs * 2 ** this.#attempt, this.#backoff.maxMs);
+    this.#attempt = Math.min(this.#attempt + 1, 30);
+    clearTimeout(this.#restartTimer);
+    this.#restartTimer = setTimeout(() => void this.#connect(), delay);
+    this.#restartTimer.unref();
+  }
+
+  #transport(): Transport {
+    const transport = this.#options.manifest.transport;
+    if (transport.type === 'http') {
+      return new StreamableHTTPClientTransport(new URL(transport.url));
+    }
+    const stdio = new StdioClientTransport({
+      command: transport.command,
+      args: [...transport.args],
+      cwd: transport.cwd,
+      // The SDK adds only a minimal set (PATH, HOME, USER, SHELL, TERM, LOGNAME) to this;
+      // the broker's own environment never reaches a downstream server.
+      env: { ...transport.env },
+      stderr: 'pipe',
+    });
+    forwardStderr(stdio.stderr, this.server, this.#options.logger);
+    return stdio;
+  }
+
+  #translate(error: unknown, timeoutMs: number): WardenError {
+    if (error instanceof WardenError) return error;
+    if (error instanceof SdkError) {
+      if (error.code === SdkErrorCode.RequestTimeout) {
+        return new WardenError('WARDEN_DOWNSTREAM_TIMEOUT', `server "${this.server}" did not answer within ${timeoutMs} ms`, { server: this.server });
+      }
+      if (error.code === SdkErrorCode.ConnectionClosed || error.code === SdkErrorCode.NotConnected || error.code === SdkErrorCode.SendFailed) {
+        return new WardenError('WARDEN_SERVER_UNAVAILABLE', `server "${this.server}" disconnected during the call; retry later`, { server: this.server });
+      }
+      return new WardenError('WARDEN_DOWNSTREAM_ERROR', `server "${this.server}" returned an invalid answer (${error.code})`, { server: this.server, sdk: error.code });
+    }
+    if (error instanceof ProtocolError) {
+      return new WardenError('WARDEN_DOWNSTREAM_ERROR', `server "${this.server}" returned error ${error.code}: ${printable(error.message)}`, {
+        server: this.server,
+        rpcCode: error.code,
+      });
+    }
+    return new WardenError('WARDEN_DOWNSTREAM_ERROR', `server "${this.server}" failed the call`, { server: this.server, error: String(error) });
+  }
+}
+
+function negotiationMode(era: Era): VersionNegotiationMode {
+  if (era === 'legacy') return 'legacy';
+  if (era === 'modern') return { pin: '2026-07-28' };
+  return 'auto';
+}
+
+async function listAllTools(client: Client, timeoutMs: number): Promise<Tool[]> {
+  const tools: Tool[] = [];
+  let cursor: string | undefined;
+  for (let page = 0; page < MAX_LIST_PAGES; page++) {
+    const result = await client.listTools(cursor === undefined ? {} : { cursor }, { timeout: timeoutMs });
+    tools.push(...result.tools);
+    cursor = result.nextCursor;
+    if (cursor === undefined) return tools;
+  }
+  throw new Error(`tools/list returned more than ${MAX_LIST_PAGES} pages`);
+}
+
+function forwardStderr(stream: unknown, server: string, logger: Logger): void {
+  if (!stream) return;
+  const lines = createInterface({ input: stream as Readable, crlfDelay: Infinity });
+  lines.on('line', (line) => {
+    logger.info({ server, stderr: printable(line.slice(0, MAX_STDERR_LINE)) }, 'downstream stderr');
+  });
+  lines.on('error', () => undefined);
+}
+
+/** Keeps a downstream's text to printable characters and a bounded length. */
+function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ').slice(0, 500);
+}

@@ -1,0 +1,93 @@
+import { randomUUID } from 'node:crypto';
+import type { CallToolResult, ListToolsResult } from '@modelcontextprotocol/server';
+import { memoryAuditTrail, openAuditTrail, type AuditTrail } from './audit/trail.ts';
+import { McpBackend } from './backends/mcp.ts';
+import type { ExposedDefinition } from './catalog/build.ts';
+import type { WardenConfig } from './config/types.ts';
+import { createLogger, type Logger } from './log.ts';
+import { buildCallPipeline, type CallPipeline } from './pipeline/pipeline.ts';
+import { findGrant } from './policy/grants.ts';
+
+export interface BrokerOptions {
+  readonly logger?: Logger;
+  /** Defaults to the audit file the config names. */
+  readonly audit?: AuditTrail | 'memory';
+  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+}
+
+/** Prefix of the `_meta` key that carries a refusal's code to the agent's host. */
+export const REFUSAL_META_KEY = 'mcp-warden/refusal';
+
+/**
+ * The broker: the config, one backend per downstream server, and the call pipeline. The
+ * fronts (stdio, HTTP) authenticate an agent and then only ever call listTools/callTool.
+ */
+export class Broker {
+  readonly config: WardenConfig;
+  readonly logger: Logger;
+  readonly audit: AuditTrail;
+  readonly backends: ReadonlyMap<string, McpBackend>;
+  readonly #pipeline: CallPipeline;
+  /** Per agent, the definitions its grants make visible; computed once, since config is frozen. */
+  readonly #visible = new Map<string, readonly ExposedDefinition[]>();
+
+  constructor(config: WardenConfig, options: BrokerOptions = {}) {
+    this.config = config;
+    this.logger = options.logger ?? createLogger(config.log.level);
+    this.audit = options.audit === 'memory' ? memoryAuditTrail() : (options.audit ?? openAuditTrail(config.audit.file));
+    const backends = new Map<string, McpBackend>();
+    for (const [server, manifest] of config.servers) {
+      backends.set(
+        server,
+        new McpBackend({
+          server,
+          manifest,
+          connectTimeoutMs: config.limits.connectTimeoutMs,
+          logger: this.logger,
+          audit: this.audit,
+          ...(options.backoff ? { backoff: options.backoff } : {}),
+        }),
+      );
+    }
+    this.backends = backends;
+    this.#pipeline = buildCallPipeline({ config, backends, audit: this.audit, logger: this.logger });
+    for (const [name, agent] of config.agents) {
+      const visible = [...config.catalog.values()]
+        .filter((tool) => findGrant(agent.grants, tool.exposedName, tool.tool.access) !== undefined)
+        .map((tool) => tool.definition);
+      this.#visible.set(name, Object.freeze(visible));
+    }
+  }
+
+  /** Connects every downstream server; resolves when each has had its first attempt. */
+  async start(): Promise<void> {
+    this.audit.write({ event: 'broker.start', config: this.config.file, servers: [...this.backends.keys()] });
+    await Promise.all([...this.backends.values()].map((backend) => backend.start()));
+  }
+
+  /** What tools/list answers this agent: only granted tools, with manifest definitions. */
+  listTools(agentName: string): ListToolsResult {
+    const tools = this.#visible.get(agentName) ?? [];
+    this.audit.write({ event: 'tools/list', correlationId: randomUUID(), agent: agentName, decision: 'allow', outcome: 'ok', count: tools.length });
+    // The manifest schema guarantees inputSchema.type === 'object', which the SDK's type wants.
+    return { tools: [...tools] as unknown as ListToolsResult['tools'] };
+  }
+
+  /** Runs one tools/call through the pipeline. Never throws: refusals become tool errors. */
+  async callTool(agentName: string, toolName: string, args: Record<string, unknown>): Promise<CallToolResult> {
+    const correlationId = randomUUID();
+    const outcome = await this.#pipeline({ correlationId, agentName, toolName, args, startedAt: performance.now(), facts: {} });
+    if (outcome.kind === 'result') return outcome.result;
+    return {
+      content: [{ type: 'text', text: `mcp-warden refused the call [${outcome.code}]: ${outcome.message}` }],
+      isError: true,
+      _meta: { [REFUSAL_META_KEY]: { code: outcome.code, correlationId } },
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.backends.values()].map((backend) => backend.close()));
+    this.audit.write({ event: 'broker.stop' });
+    this.audit.close();
+  }
+}

@@ -1,0 +1,71 @@
+import { WardenError } from '../errors.ts';
+import type { Manifest, ManifestTool } from '../manifest/types.ts';
+
+/** Many clients reject tool names outside this pattern. */
+export const EXPOSED_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+export const SEPARATOR = '__';
+
+/** The definition an agent sees, built only from the manifest. */
+export interface ExposedDefinition {
+  readonly name: string;
+  readonly title?: string;
+  readonly description: string;
+  readonly inputSchema: Readonly<Record<string, unknown>>;
+  readonly outputSchema?: Readonly<Record<string, unknown>>;
+  readonly annotations: { readonly readOnlyHint: boolean };
+}
+
+export interface CatalogTool {
+  readonly exposedName: string;
+  readonly server: string;
+  readonly tool: ManifestTool;
+  readonly definition: ExposedDefinition;
+}
+
+export function exposedName(server: string, tool: string): string {
+  return `${server}${SEPARATOR}${tool}`;
+}
+
+/**
+ * Builds the one catalog of exposed tools from the manifests. Server keys cannot contain
+ * an underscore (config schema), so `<server>__<tool>` is unambiguous; collisions are
+ * still checked, since a check that cannot fail costs nothing here.
+ */
+export function buildCatalog(servers: ReadonlyMap<string, Manifest>, configFile: string): ReadonlyMap<string, CatalogTool> {
+  const catalog = new Map<string, CatalogTool>();
+  for (const [server, manifest] of servers) {
+    for (const tool of manifest.tools) {
+      const name = exposedName(server, tool.name);
+      if (!EXPOSED_NAME.test(name)) {
+        throw new WardenError(
+          'WARDEN_CONFIG_INVALID',
+          `${configFile}: at /servers/${server}: exposed tool name "${name}" is longer than 64 characters or has characters clients reject; shorten the server key or the tool name`,
+          { file: configFile, server, tool: tool.name },
+        );
+      }
+      const existing = catalog.get(name);
+      if (existing) {
+        throw new WardenError(
+          'WARDEN_CONFIG_INVALID',
+          `${configFile}: exposed tool name "${name}" is produced by both server "${existing.server}" and server "${server}"`,
+          { file: configFile, name },
+        );
+      }
+      catalog.set(name, Object.freeze({ exposedName: name, server, tool, definition: toDefinition(name, tool) }));
+    }
+  }
+  return catalog;
+}
+
+function toDefinition(name: string, tool: ManifestTool): ExposedDefinition {
+  return Object.freeze({
+    name,
+    ...(tool.title === undefined ? {} : { title: tool.title }),
+    description: tool.description,
+    inputSchema: tool.inputSchema,
+    ...(tool.outputSchema === undefined ? {} : { outputSchema: tool.outputSchema }),
+    // Hints come from the manifest's access class, never from the live server. A write
+    // tool carries no destructiveHint, so clients keep the protocol's cautious default.
+    annotations: Object.freeze({ readOnlyHint: tool.access === 'read' }),
+  });
+}

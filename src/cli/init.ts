@@ -1,0 +1,107 @@
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { parseDocument } from 'yaml';
+import { sha256Hex } from '../config/load.ts';
+import { WardenError } from '../errors.ts';
+import { cliScript, notesServerScript, packageRoot } from '../paths.ts';
+import { newToken } from './token.ts';
+
+const HELP = `Usage: mcp-warden init DIR [--force]
+
+Writes a complete, working example workspace into DIR:
+  DIR/warden.yaml                       config: two servers, one agent named "demo"
+  DIR/manifests/notes.manifest.yaml     the bundled example notes server
+  DIR/manifests/everything.manifest.yaml  @modelcontextprotocol/server-everything
+  DIR/demo-agent.token                  the demo agent's HTTP bearer token (mode 0600)
+and prints how to register the broker in an MCP client.
+Existing files are never overwritten unless --force is given.
+`;
+
+export interface Workspace {
+  readonly dir: string;
+  readonly config: string;
+  readonly tokenFile: string;
+  readonly token: string;
+}
+
+export async function runInit(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length !== 1 || positionals[0] === undefined) throw new WardenError('WARDEN_USAGE', 'expected: mcp-warden init DIR');
+  const workspace = writeWorkspace(positionals[0], values.force === true);
+  process.stdout.write(registrationHelp(workspace));
+  return 0;
+}
+
+/**
+ * Writes the example workspace. The manifests are the repository's own, with the command
+ * pinned to this Node binary and cwd to this package, so the workspace works wherever it is.
+ */
+export function writeWorkspace(target: string, force: boolean): Workspace {
+  const root = packageRoot();
+  const dir = resolve(target);
+  const files = {
+    config: join(dir, 'warden.yaml'),
+    notes: join(dir, 'manifests', 'notes.manifest.yaml'),
+    everything: join(dir, 'manifests', 'everything.manifest.yaml'),
+    token: join(dir, 'demo-agent.token'),
+  };
+  if (!force) {
+    const existing = Object.values(files).filter((file) => existsSync(file));
+    if (existing.length > 0) {
+      throw new WardenError('WARDEN_INIT_TARGET_EXISTS', `${existing.join(', ')} already exist(s); choose an empty folder or pass --force`);
+    }
+  }
+
+  const everythingScript = join(root, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
+  const hasEverything = existsSync(everythingScript);
+
+  const notes = parseDocument(readFileSync(join(root, 'manifests/notes.manifest.yaml'), 'utf8'));
+  notes.setIn(['transport', 'command'], process.execPath);
+  notes.setIn(['transport', 'args'], [notesServerScript(root)]);
+  notes.setIn(['transport', 'cwd'], root);
+
+  const everything = parseDocument(readFileSync(join(root, 'manifests/everything.manifest.yaml'), 'utf8'));
+  everything.setIn(['transport', 'command'], process.execPath);
+  everything.setIn(['transport', 'args'], [everythingScript, 'stdio']);
+  everything.setIn(['transport', 'cwd'], root);
+
+  const token = newToken();
+  const config = parseDocument(readFileSync(join(root, 'examples/workspace/warden.yaml'), 'utf8'));
+  config.setIn(['agents', 'demo', 'tokenSha256'], sha256Hex(token));
+  if (!hasEverything) config.setIn(['servers', 'everything', 'enabled'], false);
+
+  mkdirSync(join(dir, 'manifests'), { recursive: true });
+  writeFileSync(files.notes, notes.toString());
+  writeFileSync(files.everything, everything.toString());
+  writeFileSync(files.config, config.toString());
+  writeFileSync(files.token, `${token}\n`, { mode: 0o600 });
+  chmodSync(files.token, 0o600);
+  return { dir, config: files.config, tokenFile: files.token, token };
+}
+
+function registrationHelp(workspace: Workspace): string {
+  const cli = cliScript(packageRoot());
+  const entry = {
+    mcpServers: {
+      'mcp-warden': { command: process.execPath, args: [cli, 'serve', '--config', workspace.config, '--stdio', '--agent', 'demo'] },
+    },
+  };
+  return `Wrote a workspace to ${workspace.dir}
+
+Check it:
+  ${cli} config check ${workspace.config}
+
+Register the broker as the only MCP server of your host (Claude Desktop, Claude Code,
+Cursor, VS Code) with this entry in its MCP configuration:
+${JSON.stringify(entry, null, 2)}
+
+Or serve Streamable HTTP and connect to http://127.0.0.1:7070/mcp with the header
+"Authorization: Bearer <the token in ${workspace.tokenFile}>":
+  ${cli} serve --config ${workspace.config} --http
+`;
+}

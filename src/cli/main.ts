@@ -1,0 +1,75 @@
+import { ERRORS, isWardenError, WardenError } from '../errors.ts';
+import { VERSION } from '../version.ts';
+import { runConfig } from './config.ts';
+import { runInit } from './init.ts';
+import { runServe } from './serve.ts';
+import { runToken } from './token.ts';
+
+export type Verb = (argv: string[]) => Promise<number>;
+
+const VERBS: ReadonlyMap<string, { run: Verb; summary: string }> = new Map([
+  ['serve', { run: runServe, summary: 'run the broker for agents, over stdio or Streamable HTTP' }],
+  ['init', { run: runInit, summary: 'write a complete, working example workspace into a folder' }],
+  ['config', { run: runConfig, summary: 'check a config file and every manifest it names, without serving' }],
+  ['token', { run: runToken, summary: 'make an agent bearer token and the hash the config stores' }],
+]);
+
+export const USAGE = `mcp-warden ${VERSION}: an MCP tool-server security broker.
+Agents register mcp-warden as their only MCP server; it shows each agent only the tools
+its policy allows and refuses everything else.
+
+Usage: mcp-warden <command> [options]
+
+Commands:
+${[...VERBS].map(([name, verb]) => `  ${name.padEnd(8)} ${verb.summary}`).join('\n')}
+
+Run "mcp-warden <command> --help" for a command's options.
+
+Quick start:
+  mcp-warden init ./warden-demo
+  mcp-warden serve --config ./warden-demo/warden.yaml --stdio --agent demo
+
+Exit codes:
+  0  success
+  1  any other failure
+  2  usage error: unknown command or option, unknown agent
+  3  config file unreadable or invalid
+  4  a manifest unreadable or invalid
+  5  init refused to overwrite existing files
+  6  the HTTP listener could not bind its address
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [first, ...rest] = argv;
+  if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
+    process.stdout.write(USAGE);
+    return first === undefined ? 2 : 0;
+  }
+  if (first === '--version' || first === '-v') {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  const verb = VERBS.get(first);
+  try {
+    if (!verb) throw new WardenError('WARDEN_USAGE', `unknown command "${first}". Commands: ${[...VERBS.keys()].join(', ')}. See mcp-warden --help.`);
+    return await verb.run(rest);
+  } catch (error) {
+    return reportError(error);
+  }
+}
+
+/** Prints an error for a person: the code, the message, and no stack for expected errors. */
+export function reportError(error: unknown): number {
+  if (isWardenError(error)) {
+    process.stderr.write(`mcp-warden: ${error.code}: ${error.message}\n`);
+    return error.exitCode;
+  }
+  // Node's parseArgs raises these for unknown or malformed options.
+  const code = (error as { code?: string } | null)?.code;
+  if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
+    process.stderr.write(`mcp-warden: WARDEN_USAGE: ${(error as Error).message}. See --help.\n`);
+    return ERRORS.WARDEN_USAGE.exit;
+  }
+  process.stderr.write(`mcp-warden: unexpected failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  return 1;
+}

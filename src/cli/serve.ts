@@ -1,0 +1,91 @@
+import { parseArgs } from 'node:util';
+import { Broker } from '../broker.ts';
+import { loadConfig } from '../config/load.ts';
+import { parseListen } from '../config/listen.ts';
+import { WardenError } from '../errors.ts';
+import { startHttpFront } from '../front/http.ts';
+import { serveAgentOverStdio } from '../front/stdio.ts';
+
+const HELP = `Usage: mcp-warden serve --config FILE --stdio --agent NAME
+       mcp-warden serve --config FILE --http [--listen HOST:PORT]
+
+--stdio      Serve one agent on standard input/output. This is what an MCP host
+             (Claude Desktop, Claude Code, Cursor, VS Code) starts as its server.
+             --agent names the agent in the config whose grants apply.
+--http       Serve Streamable HTTP at http://HOST:PORT/mcp. Each agent authenticates
+             with its bearer token (agents.<name>.tokenSha256 holds the token's hash).
+--listen     Address for --http. Default: http.listen in the config, else 127.0.0.1:7070.
+             A non-loopback address needs http.allowedHosts in the config.
+--config     The config file (warden.yaml). Checked fully before anything starts.
+
+Logs go to standard error; the audit trail goes to the file the config names.
+`;
+
+export async function runServe(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string' },
+      stdio: { type: 'boolean' },
+      http: { type: 'boolean' },
+      agent: { type: 'string' },
+      listen: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length > 0) throw new WardenError('WARDEN_USAGE', `unexpected argument "${positionals[0]}"`);
+  if (values.config === undefined) throw new WardenError('WARDEN_USAGE', 'serve needs --config FILE');
+  if (values.stdio === values.http) throw new WardenError('WARDEN_USAGE', 'serve needs exactly one of --stdio or --http');
+  if (values.stdio && values.agent === undefined) throw new WardenError('WARDEN_USAGE', '--stdio needs --agent NAME');
+  if (values.http && values.agent !== undefined) throw new WardenError('WARDEN_USAGE', '--agent applies to --stdio only; over HTTP the token names the agent');
+  if (values.stdio && values.listen !== undefined) throw new WardenError('WARDEN_USAGE', '--listen applies to --http only');
+
+  const config = loadConfig(values.config);
+  let listen = config.http.listen;
+  if (values.listen !== undefined) {
+    const parsed = parseListen(values.listen);
+    if (!parsed) throw new WardenError('WARDEN_USAGE', `--listen expects HOST:PORT or [IPV6]:PORT, got "${values.listen}"`);
+    listen = parsed;
+  }
+  const agentName = values.agent;
+  if (agentName !== undefined && !config.agents.has(agentName)) {
+    throw new WardenError('WARDEN_AGENT_UNKNOWN', `agent "${agentName}" is not in ${config.file}; agents: ${[...config.agents.keys()].join(', ') || 'none'}`);
+  }
+  for (const warning of config.warnings) process.stderr.write(`mcp-warden: warning: ${warning}\n`);
+
+  const broker = new Broker(config);
+  await broker.start();
+
+  let stopFront: () => Promise<void>;
+  if (agentName !== undefined) {
+    const handle = serveAgentOverStdio(broker, agentName);
+    stopFront = () => handle.close();
+    process.stdin.on('end', () => void shutdown('stdin closed'));
+  } else {
+    const front = await startHttpFront(broker, listen).catch(async (error: unknown) => {
+      await broker.close();
+      throw error;
+    });
+    stopFront = () => front.close();
+    process.stderr.write(`mcp-warden: serving Streamable HTTP at ${front.url}\n`);
+  }
+
+  let stopping = false;
+  const exit = Promise.withResolvers<number>();
+  async function shutdown(reason: string): Promise<void> {
+    if (stopping) return;
+    stopping = true;
+    broker.logger.info({ reason }, 'shutting down');
+    await stopFront().catch(() => undefined);
+    await broker.close();
+    exit.resolve(0);
+  }
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  return exit.promise;
+}

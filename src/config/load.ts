@@ -1,0 +1,117 @@
+import { createHash } from 'node:crypto';
+import { dirname, resolve } from 'node:path';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import { WardenError } from '../errors.ts';
+import { buildCatalog } from '../catalog/build.ts';
+import { loadManifest } from '../manifest/load.ts';
+import type { Manifest } from '../manifest/types.ts';
+import { compileGrants, type RawGrant } from '../policy/grants.ts';
+import { deepFreeze } from './freeze.ts';
+import { isLoopbackHost, parseListen } from './listen.ts';
+import { readDocument } from './read-document.ts';
+import { describeSchemaErrors } from './schema-errors.ts';
+import configSchema from './warden-config.schema.json' with { type: 'json' };
+import type { AgentPolicy, WardenConfig } from './types.ts';
+
+export const DEFAULTS = {
+  manifestsDir: 'manifests',
+  auditFile: 'audit/audit.jsonl',
+  listen: '127.0.0.1:7070',
+  maxBodyBytes: 1024 * 1024, // 1 MiB
+  callTimeoutMs: 30_000, // 30 s
+  connectTimeoutMs: 15_000, // 15 s
+  logLevel: 'info',
+} as const;
+
+const validateConfig = new Ajv2020({ allErrors: true, strict: true }).compile(configSchema);
+
+interface RawConfig {
+  manifestsDir?: string;
+  servers: Record<string, { manifest: string; enabled?: boolean }>;
+  agents: Record<string, { tokenSha256?: string; allow: RawGrant[] }>;
+  audit?: { file?: string };
+  http?: { listen?: string; allowedHosts?: string[]; allowedOrigins?: string[]; maxBodyBytes?: number };
+  limits?: { callTimeoutMs?: number; connectTimeoutMs?: number };
+  log?: { level?: string };
+}
+
+/**
+ * Loads the security team's config and every manifest it names, checks it all, and returns
+ * one frozen object. Anything wrong is a WardenError naming the file and the path inside it;
+ * the broker refuses to start rather than run on a config it does not fully understand.
+ */
+export function loadConfig(file: string): WardenConfig {
+  const path = resolve(file);
+  const dir = dirname(path);
+  const data = readDocument(path, 'WARDEN_CONFIG_UNREADABLE');
+  if (!validateConfig(data)) {
+    const problems = describeSchemaErrors(validateConfig.errors);
+    throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: invalid config:\n  ${problems.join('\n  ')}`, { file: path, problems });
+  }
+  const raw = data as unknown as RawConfig;
+  const warnings: string[] = [];
+
+  const manifestsDir = resolve(dir, raw.manifestsDir ?? DEFAULTS.manifestsDir);
+  const servers = new Map<string, Manifest>();
+  for (const [name, entry] of Object.entries(raw.servers)) {
+    if (entry.enabled === false) continue;
+    servers.set(name, loadManifest(resolve(manifestsDir, entry.manifest)));
+  }
+  const catalog = buildCatalog(servers, path);
+
+  const agents = new Map<string, AgentPolicy>();
+  for (const [name, agent] of Object.entries(raw.agents)) {
+    const grants = compileGrants(agent.allow);
+    for (const grant of grants) {
+      for (const [i, matcher] of grant.matchers.entries()) {
+        if (![...catalog.keys()].some((tool) => matcher.test(tool))) {
+          warnings.push(`/agents/${name}/allow/${grant.index}/tools/${i}: "${grant.patterns[i]}" matches no tool`);
+        }
+      }
+    }
+    agents.set(name, {
+      name,
+      ...(agent.tokenSha256 === undefined ? {} : { tokenSha256: Buffer.from(agent.tokenSha256, 'hex') }),
+      grants,
+    });
+  }
+
+  const listenText = raw.http?.listen ?? DEFAULTS.listen;
+  const listen = parseListen(listenText);
+  if (!listen) {
+    throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /http/listen: expected host:port or [ipv6]:port, got "${listenText}"`, { file: path });
+  }
+  const allowedHosts = raw.http?.allowedHosts ?? [];
+  if (!isLoopbackHost(listen.host) && allowedHosts.length === 0) {
+    throw new WardenError(
+      'WARDEN_CONFIG_INVALID',
+      `${path}: at /http/allowedHosts: listening on non-loopback "${listen.host}" requires allowedHosts (the Host names clients use), as a DNS-rebinding defence`,
+      { file: path },
+    );
+  }
+
+  return deepFreeze({
+    file: path,
+    dir,
+    servers,
+    agents,
+    catalog,
+    audit: { file: resolve(dir, raw.audit?.file ?? DEFAULTS.auditFile) },
+    http: {
+      listen,
+      allowedHosts,
+      allowedOrigins: raw.http?.allowedOrigins ?? [],
+      maxBodyBytes: raw.http?.maxBodyBytes ?? DEFAULTS.maxBodyBytes,
+    },
+    limits: {
+      callTimeoutMs: raw.limits?.callTimeoutMs ?? DEFAULTS.callTimeoutMs,
+      connectTimeoutMs: raw.limits?.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
+    },
+    log: { level: raw.log?.level ?? DEFAULTS.logLevel },
+    warnings,
+  });
+}
+
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}

@@ -1,0 +1,34 @@
+import type { CatalogTool } from '../catalog/build.ts';
+import type { Manifest } from '../manifest/types.ts';
+import type { Grant } from '../policy/grants.ts';
+
+export interface AgentPolicy {
+  readonly name: string;
+  /** SHA-256 of the bearer token; absent means the agent may connect over stdio only. */
+  readonly tokenSha256?: Buffer;
+  readonly grants: readonly Grant[];
+}
+
+export interface ListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface WardenConfig {
+  readonly file: string;
+  readonly dir: string;
+  readonly servers: ReadonlyMap<string, Manifest>;
+  readonly agents: ReadonlyMap<string, AgentPolicy>;
+  readonly catalog: ReadonlyMap<string, CatalogTool>;
+  readonly audit: { readonly file: string };
+  readonly http: {
+    readonly listen: ListenAddress;
+    readonly allowedHosts: readonly string[];
+    readonly allowedOrigins: readonly string[];
+    readonly maxBodyBytes: number;
+  };
+  readonly limits: { readonly callTimeoutMs: number; readonly connectTimeoutMs: number };
+  readonly log: { readonly level: string };
+  /** Things that are legal but probably wrong (a grant matching no tool). */
+  readonly warnings: readonly string[];
+}

@@ -1,0 +1,43 @@
+// Every error mcp-warden raises or returns carries one of these codes. Tests assert the
+// code, never the message. The table is the single place codes are defined; docs/errors.md
+// and the README's exit-code table are written from it.
+
+export const ERRORS = {
+  WARDEN_USAGE: { exit: 2, summary: 'the command line is wrong (unknown verb, missing or bad option)' },
+  WARDEN_CONFIG_UNREADABLE: { exit: 3, summary: 'the config file cannot be read or is not valid YAML/JSON' },
+  WARDEN_CONFIG_INVALID: { exit: 3, summary: 'the config file does not match the config schema or breaks a rule' },
+  WARDEN_MANIFEST_UNREADABLE: { exit: 4, summary: 'a manifest file cannot be read or is not valid YAML/JSON' },
+  WARDEN_MANIFEST_INVALID: { exit: 4, summary: 'a manifest does not match the manifest schema or breaks a rule' },
+  WARDEN_INIT_TARGET_EXISTS: { exit: 5, summary: 'init would overwrite an existing workspace file' },
+  WARDEN_LISTEN_FAILED: { exit: 6, summary: 'the HTTP listener could not bind its address' },
+  WARDEN_AGENT_UNKNOWN: { exit: 2, summary: 'the agent named on the command line is not in the config' },
+  WARDEN_UNAUTHENTICATED: { exit: 1, summary: 'an HTTP request had no valid bearer token' },
+  WARDEN_TOOL_NOT_FOUND: { exit: 1, summary: 'the tool does not exist or this agent may not use it (deliberately indistinguishable)' },
+  WARDEN_SERVER_UNAVAILABLE: { exit: 1, summary: 'the downstream server is not connected (starting, restarting or failed)' },
+  WARDEN_DOWNSTREAM_TIMEOUT: { exit: 1, summary: 'the downstream server did not answer within the call timeout' },
+  WARDEN_DOWNSTREAM_ERROR: { exit: 1, summary: 'the downstream server answered with a protocol error or an invalid result' },
+  WARDEN_INTERNAL: { exit: 1, summary: 'a broker check failed unexpectedly; the call was refused (fail closed)' },
+} as const;
+
+export type WardenErrorCode = keyof typeof ERRORS;
+
+export class WardenError extends Error {
+  readonly code: WardenErrorCode;
+  /** Extra facts for logs and the audit trail; never shown to an agent. */
+  readonly detail: Readonly<Record<string, unknown>> | undefined;
+
+  constructor(code: WardenErrorCode, message: string, detail?: Record<string, unknown>, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'WardenError';
+    this.code = code;
+    this.detail = detail;
+  }
+
+  get exitCode(): number {
+    return ERRORS[this.code].exit;
+  }
+}
+
+export function isWardenError(value: unknown): value is WardenError {
+  return value instanceof WardenError;
+}

@@ -1,0 +1,21 @@
+import { Server } from '@modelcontextprotocol/server';
+import type { Broker } from '../broker.ts';
+import { BROKER_INFO } from '../version.ts';
+
+const INSTRUCTIONS =
+  'mcp-warden is a security broker. It lists only the tools your policy allows; a call to anything else is refused with a code in brackets, such as [WARDEN_TOOL_NOT_FOUND].';
+
+/**
+ * The MCP server one agent talks to. Low-level Server, because tool definitions are raw
+ * JSON Schema from manifests. The agent's name is fixed here by the front that
+ * authenticated it; nothing the agent sends can change it.
+ */
+export function createAgentServer(broker: Broker, agentName: string): Server {
+  const server = new Server({ ...BROKER_INFO }, { capabilities: { tools: { listChanged: false } }, instructions: INSTRUCTIONS });
+  server.setRequestHandler('tools/list', async () => broker.listTools(agentName));
+  server.setRequestHandler('tools/call', async (request) => {
+    const args = request.params.arguments ?? {};
+    return broker.callTool(agentName, request.params.name, args as Record<string, unknown>);
+  });
+  return server;
+}

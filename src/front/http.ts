@@ -1,0 +1,112 @@
+import { createServer, type Server as HttpServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { toNodeHandler } from '@modelcontextprotocol/node';
+import { createMcpHandler } from '@modelcontextprotocol/server';
+import type { Broker } from '../broker.ts';
+import type { ListenAddress } from '../config/types.ts';
+import { WardenError } from '../errors.ts';
+import { createAgentServer } from './agent-server.ts';
+import { agentForBearer } from './bearer.ts';
+
+export const MCP_PATH = '/mcp';
+const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
+
+export interface HttpFront {
+  /** The endpoint agents connect to, e.g. http://127.0.0.1:7070/mcp */
+  readonly url: string;
+  readonly address: AddressInfo;
+  close(): Promise<void>;
+}
+
+/**
+ * Streamable HTTP for agents. Before the MCP handler sees a request: path, Host (DNS
+ * rebinding), Origin, body size and bearer token are checked, in that order. The agent's
+ * identity is the one its token hash maps to in the config, nothing it says.
+ */
+export async function startHttpFront(broker: Broker, listen: ListenAddress): Promise<HttpFront> {
+  const { config, logger, audit } = broker;
+  const handler = createMcpHandler(({ authInfo }) => createAgentServer(broker, authInfo?.clientId ?? ''), {
+    onerror: (error) => logger.debug({ err: error.message }, 'mcp handler rejected a request'),
+  });
+  const mcp = toNodeHandler(handler, {
+    maxRequestBodySize: config.http.maxBodyBytes,
+    onerror: (error) => logger.warn({ err: error.message }, 'http adapter error'),
+  });
+  const allowedHosts = new Set([...LOOPBACK_NAMES, ...config.http.allowedHosts.map((host) => host.toLowerCase())]);
+  const allowedOrigins = new Set(config.http.allowedOrigins.map((origin) => origin.toLowerCase()));
+
+  const server: HttpServer = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://placeholder');
+    if (url.pathname !== MCP_PATH) return reject(res, 404, 'not_found', `The MCP endpoint is ${MCP_PATH}.`);
+    const hostname = hostOf(req.headers.host);
+    if (hostname === undefined || !allowedHosts.has(hostname)) {
+      return reject(res, 403, 'host_not_allowed', 'The Host header is not one this broker serves (DNS-rebinding defence). Add it to http.allowedHosts.');
+    }
+    const origin = req.headers.origin;
+    if (origin !== undefined && !allowedOrigins.has(origin.toLowerCase())) {
+      return reject(res, 403, 'origin_not_allowed', 'Requests from this Origin are not allowed. Add it to http.allowedOrigins.');
+    }
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (!Number.isFinite(length) || length > config.http.maxBodyBytes) {
+      return reject(res, 413, 'body_too_large', `Request bodies are limited to ${config.http.maxBodyBytes} bytes.`);
+    }
+    const agent = agentForBearer(req.headers.authorization, config.agents);
+    if (agent === undefined) {
+      audit.write({
+        event: 'auth.failure',
+        reason: req.headers.authorization === undefined ? 'missing-token' : 'invalid-token',
+        remote: req.socket.remoteAddress,
+      });
+      // RFC 6750 section 3: a challenge on every 401; error only when a token was presented.
+      const challenge = req.headers.authorization === undefined ? 'Bearer realm="mcp-warden"' : 'Bearer realm="mcp-warden", error="invalid_token"';
+      res.setHeader('WWW-Authenticate', challenge);
+      return reject(res, 401, 'WARDEN_UNAUTHENTICATED', 'A valid bearer token is required. Ask the operator for this agent\'s token.');
+    }
+    // Only the agent's name travels on; the token itself is not kept.
+    Object.assign(req, { auth: { token: '', clientId: agent, scopes: [] } });
+    mcp(req, res).catch((error: unknown) => {
+      logger.error({ err: error }, 'http request failed');
+      if (!res.headersSent) reject(res, 500, 'internal', 'The request failed inside the broker.');
+      else res.destroy();
+    });
+  });
+  server.headersTimeout = 10_000; // 10 s to send headers
+  server.requestTimeout = 5 * 60_000; // 5 min for a whole request, streaming included
+  server.maxHeadersCount = 100;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      reject(new WardenError('WARDEN_LISTEN_FAILED', `cannot listen on ${listen.host}:${listen.port}: ${error.code ?? error.message}`, { listen }));
+    });
+    server.listen(listen.port, listen.host, () => resolve());
+  });
+  server.on('error', (error) => logger.error({ err: error }, 'http server error'));
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    url: `http://${host}:${address.port}${MCP_PATH}`,
+    address,
+    async close() {
+      await handler.close().catch(() => undefined);
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** The hostname of a Host header, lower-cased, without the port; undefined if malformed. */
+function hostOf(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  try {
+    return new URL(`http://${header}`).hostname.toLowerCase();
+  } catch {
+    return undefined;
+  }
+}
+
+function reject(res: ServerResponse, status: number, code: string, message: string): void {
+  if (res.headersSent) return void res.destroy();
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32000, message, data: { code } } }));
+}
+

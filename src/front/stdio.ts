@@ -1,0 +1,14 @@
+import { serveStdio, type StdioServerHandle } from '@modelcontextprotocol/server/stdio';
+import type { Broker } from '../broker.ts';
+import { createAgentServer } from './agent-server.ts';
+
+/**
+ * Serves one agent on this process's stdin/stdout. The agent is the one named on the
+ * command line by whoever configured the host; over stdio the process boundary is the
+ * authentication.
+ */
+export function serveAgentOverStdio(broker: Broker, agentName: string): StdioServerHandle {
+  return serveStdio(() => createAgentServer(broker, agentName), {
+    onerror: (error) => broker.logger.warn({ err: error.message, agent: agentName }, 'stdio transport error'),
+  });
+}

@@ -1,0 +1,37 @@
+/** A tool as its owner declared it in a manifest. */
+export interface ManifestTool {
+  readonly name: string;
+  readonly title?: string;
+  readonly description: string;
+  readonly access: 'read' | 'write';
+  readonly inputSchema: Readonly<Record<string, unknown>>;
+  readonly outputSchema?: Readonly<Record<string, unknown>>;
+}
+
+export type Era = 'auto' | 'legacy' | 'modern';
+
+export interface StdioTransport {
+  readonly type: 'stdio';
+  /** Absolute path, resolved once at load; never looked up again at spawn time. */
+  readonly command: string;
+  readonly args: readonly string[];
+  /** Absolute working directory. */
+  readonly cwd: string;
+  readonly env: Readonly<Record<string, string>>;
+  readonly era: Era;
+}
+
+export interface HttpTransport {
+  readonly type: 'http';
+  readonly url: string;
+  readonly era: Era;
+}
+
+export interface Manifest {
+  readonly file: string;
+  readonly name: string;
+  readonly version: string;
+  readonly description?: string;
+  readonly transport: StdioTransport | HttpTransport;
+  readonly tools: readonly ManifestTool[];
+}

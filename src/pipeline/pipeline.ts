@@ -1,0 +1,46 @@
+import { isWardenError } from '../errors.ts';
+import { authorize } from './stages/authorize.ts';
+import { dispatch } from './stages/dispatch.ts';
+import { identify } from './stages/identify.ts';
+import { record } from './stages/record.ts';
+import { resolveTool } from './stages/resolve.ts';
+import { refuse, type CallContext, type CallOutcome, type PipelineDeps, type Stage, type StageFactory } from './types.ts';
+
+/**
+ * Every check a tools/call passes, in order. Adding a check is adding a file to stages/
+ * and a line here.
+ */
+export const CALL_STAGES: readonly StageFactory[] = [
+  record, // outermost: sees every outcome, refuses when the audit trail is down
+  identify, // the authenticated agent is in the config
+  resolveTool, // the exposed name is in the manifest catalog
+  authorize, // a grant covers the tool and its access class (default deny)
+  dispatch, // the downstream server answers within the call timeout
+];
+
+export type CallPipeline = (ctx: CallContext) => Promise<CallOutcome>;
+
+/**
+ * Builds the stages once and composes them. A stage that throws is turned into a refusal
+ * here: a WardenError keeps its code, anything else is WARDEN_INTERNAL (fail closed), and
+ * the agent never sees the thrown message.
+ */
+export function buildCallPipeline(deps: PipelineDeps, factories: readonly StageFactory[] = CALL_STAGES): CallPipeline {
+  const stages: readonly Stage[] = factories.map((factory) => factory(deps));
+  const run = async (index: number, ctx: CallContext): Promise<CallOutcome> => {
+    const stage = stages[index];
+    if (!stage) return refuse('WARDEN_INTERNAL', 'The call was refused because no stage dispatched it.');
+    try {
+      return await stage(ctx, () => run(index + 1, ctx));
+    } catch (error) {
+      if (isWardenError(error)) {
+        ctx.facts['error'] = { code: error.code, ...error.detail };
+        return refuse(error.code, error.message);
+      }
+      deps.logger.error({ err: error, correlationId: ctx.correlationId }, 'a pipeline stage threw');
+      ctx.facts['error'] = { code: 'WARDEN_INTERNAL', stage: index };
+      return refuse('WARDEN_INTERNAL', 'The call was refused because a broker check failed. The operator can find it in the audit trail by its correlation id.');
+    }
+  };
+  return (ctx) => run(0, ctx);
+}

@@ -1,0 +1,50 @@
+import type { CallToolResult } from '@modelcontextprotocol/server';
+import type { AuditTrail } from '../audit/trail.ts';
+import type { McpBackend } from '../backends/mcp.ts';
+import type { CatalogTool } from '../catalog/build.ts';
+import type { AgentPolicy, WardenConfig } from '../config/types.ts';
+import type { WardenErrorCode } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { Grant } from '../policy/grants.ts';
+
+/** One tools/call as it passes the stages. Stages fill in what they establish. */
+export interface CallContext {
+  readonly correlationId: string;
+  /** The agent's name as established by the front (stdio flag or HTTP token), never by the agent's words. */
+  readonly agentName: string;
+  readonly toolName: string;
+  readonly args: Readonly<Record<string, unknown>>;
+  readonly startedAt: number;
+  agent?: AgentPolicy;
+  tool?: CatalogTool;
+  grant?: Grant;
+  /** Facts for the audit record only; nothing here reaches the agent. */
+  readonly facts: Record<string, unknown>;
+}
+
+export interface Refusal {
+  readonly kind: 'refused';
+  readonly code: WardenErrorCode;
+  /** Shown to the agent: what was refused and what it can do instead. No secrets, paths or stacks. */
+  readonly message: string;
+}
+
+export type CallOutcome = { readonly kind: 'result'; readonly result: CallToolResult } | Refusal;
+
+export type Next = () => Promise<CallOutcome>;
+
+/** A stage either refuses (returns a Refusal), or calls next() and may look at what comes back. */
+export type Stage = (ctx: CallContext, next: Next) => Promise<CallOutcome>;
+
+export interface PipelineDeps {
+  readonly config: WardenConfig;
+  readonly backends: ReadonlyMap<string, McpBackend>;
+  readonly audit: AuditTrail;
+  readonly logger: Logger;
+}
+
+export type StageFactory = (deps: PipelineDeps) => Stage;
+
+export function refuse(code: WardenErrorCode, message: string): Refusal {
+  return { kind: 'refused', code, message };
+}
