@@ -1,0 +1,124 @@
+// npm run demo: a scripted agent goes through mcp-warden and every call it tries is shown
+// with the broker's verdict. It uses a fresh workspace written by `init`, over stdio
+// (as an MCP host would start it) and over Streamable HTTP (with and without a token).
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Client, StreamableHTTPClientTransport, type CallToolResult } from '@modelcontextprotocol/client';
+import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
+import { writeWorkspace } from '../src/cli/init.ts';
+import { cliScript, packageRoot } from '../src/paths.ts';
+
+interface Row {
+  transport: string;
+  call: string;
+  verdict: string;
+  detail: string;
+  correlationId?: string;
+}
+
+const CLI = cliScript(packageRoot());
+const dir = mkdtempSync(join(tmpdir(), 'mcp-warden-demo-'));
+const rows: Row[] = [];
+
+try {
+  const workspace = writeWorkspace(join(dir, 'workspace'), false);
+  console.log(`mcp-warden demo: workspace written by init at ${workspace.dir}\n`);
+
+  // 1. stdio, exactly as an MCP host starts the broker.
+  const stdio = new Client({ name: 'demo-agent', version: '1.0.0' });
+  await stdio.connect(
+    new StdioClientTransport({ command: process.execPath, args: [CLI, 'serve', '--config', workspace.config, '--stdio', '--agent', 'demo'], stderr: 'ignore' }),
+  );
+  const { tools } = await stdio.listTools();
+  console.log(`tools/list for agent "demo" shows ${tools.length} tools:\n  ${tools.map((tool) => tool.name).join('\n  ')}\n`);
+
+  const script: [string, Record<string, unknown>][] = [
+    ['notes__list_notes', {}],
+    ['notes__search_notes', { query: 'coffee' }],
+    ['notes__add_note', { title: 'Call the plumber', body: 'Tuesday morning' }],
+    ['notes__delete_note', { id: 1 }],
+    ['notes__debug_dump', {}],
+    ['notes__get_note', { id: 999 }],
+    ['everything__get-sum', { a: 19, b: 23 }],
+    ['everything__echo', { message: 'hello through the broker' }],
+    ['everything__get-env', {}],
+    ['filesystem__read_file', { path: '/etc/passwd' }],
+  ];
+  for (const [name, args] of script) {
+    const result = (await stdio.callTool({ name, arguments: args })) as CallToolResult;
+    rows.push({ transport: 'stdio', call: `${name} ${JSON.stringify(args)}`, ...verdictOf(result) });
+  }
+  await stdio.close();
+
+  // 2. Streamable HTTP on an ephemeral loopback port.
+  const server = spawn(process.execPath, [CLI, 'serve', '--config', workspace.config, '--http', '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the broker did not start within 30 s')), 30_000);
+      createInterface({ input: server.stderr! }).on('line', (line) => {
+        const match = /serving Streamable HTTP at (\S+)/.exec(line);
+        if (match?.[1]) {
+          clearTimeout(timer);
+          resolve(match[1]);
+        }
+      });
+      server.once('exit', (code) => reject(new Error(`the broker exited with code ${code}`)));
+    });
+    const anonymous = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+    });
+    rows.push({ transport: 'http', call: 'tools/list without a token', verdict: 'denied', detail: `HTTP ${anonymous.status}, ${anonymous.headers.get('www-authenticate')}` });
+
+    const token = readFileSync(workspace.tokenFile, 'utf8').trim();
+    const http = new Client({ name: 'demo-agent', version: '1.0.0' }, { versionNegotiation: { mode: 'auto' } });
+    await http.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { Authorization: `Bearer ${token}` } } }));
+    const listed = await http.listTools();
+    rows.push({ transport: 'http', call: 'tools/list with the demo token', verdict: 'allowed', detail: `${listed.tools.length} tools (protocol era: ${http.getProtocolEra()})` });
+    for (const [name, args] of [['notes__search_notes', { query: 'coffee' }], ['notes__delete_note', { id: 2 }]] as const) {
+      const result = (await http.callTool({ name, arguments: args })) as CallToolResult;
+      rows.push({ transport: 'http', call: `${name} ${JSON.stringify(args)}`, ...verdictOf(result) });
+    }
+    await http.close();
+  } finally {
+    server.kill('SIGTERM');
+  }
+
+  // The agent gets one refusal for unknown and ungranted tools alike (no existence
+  // oracle); the audit trail, which only the operator reads, records why.
+  const audit = readFileSync(join(workspace.dir, 'audit/audit.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+  const causes = new Map(audit.map((record) => [record['correlationId'], [record['cause'], record['access']].filter(Boolean).join(', ')]));
+  for (const row of rows) {
+    const cause = row.correlationId === undefined ? undefined : causes.get(row.correlationId);
+    if (cause) row.detail = `${row.detail.split(':')[0]} (audit: ${cause})`;
+  }
+  printTable(rows);
+  console.log(`\nAgents see one refusal for unknown and ungranted tools alike; "audit:" is the reason the`);
+  console.log(`broker recorded in its audit trail (${audit.length} records; the demo's temporary workspace is removed on exit).`);
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+function verdictOf(result: CallToolResult): { verdict: string; detail: string; correlationId?: string } {
+  const text = result.content.map((block) => (block.type === 'text' ? block.text : `[${block.type}]`)).join(' ');
+  const refusal = result._meta?.['mcp-warden/refusal'] as { code?: string; correlationId?: string } | undefined;
+  if (refusal?.code) {
+    return { verdict: 'denied', detail: `${refusal.code}: ${text.replace(/^mcp-warden refused the call \[[A-Z_]+\]: /, '')}`, ...(refusal.correlationId ? { correlationId: refusal.correlationId } : {}) };
+  }
+  if (result.isError) return { verdict: 'allowed, tool error', detail: text };
+  return { verdict: 'allowed', detail: text };
+}
+
+function printTable(table: Row[]): void {
+  const clip = (text: string, width: number) => (text.length > width ? `${text.slice(0, width - 1)}…` : text);
+  const widths = { transport: 9, call: 52, verdict: 19, detail: 70 };
+  const line = (row: Row) =>
+    `${clip(row.transport, widths.transport).padEnd(widths.transport)} | ${clip(row.call, widths.call).padEnd(widths.call)} | ${clip(row.verdict, widths.verdict).padEnd(widths.verdict)} | ${clip(row.detail.replace(/\s+/g, ' '), widths.detail)}`;
+  console.log(line({ transport: 'transport', call: 'call', verdict: 'verdict', detail: 'detail' }));
+  console.log(`${'-'.repeat(widths.transport)}-+-${'-'.repeat(widths.call)}-+-${'-'.repeat(widths.verdict)}-+-${'-'.repeat(widths.detail)}`);
+  for (const row of table) console.log(line(row));
+}

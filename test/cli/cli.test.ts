@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { sha256Hex } from '../../src/config/load.ts';
+import { CLI, tempDir, writeYaml } from '../helpers.ts';
+
+const { dir, cleanup } = tempDir();
+after(cleanup);
+
+function run(args: string[], input?: string) {
+  const result = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input, timeout: 60_000 });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+describe('mcp-warden CLI', () => {
+  it('--help explains the commands and exit codes; no arguments is a usage error', () => {
+    const help = run(['--help']);
+    assert.equal(help.code, 0);
+    for (const word of ['serve', 'init', 'config', 'token', 'Exit codes']) assert.match(help.stdout, new RegExp(word));
+    assert.equal(run([]).code, 2);
+  });
+
+  it('every command has --help', () => {
+    for (const verb of ['serve', 'init', 'config', 'token']) {
+      const result = run([verb, '--help']);
+      assert.equal(result.code, 0, verb);
+      assert.match(result.stdout, /^Usage: mcp-warden/);
+    }
+  });
+
+  it('unknown commands and options are usage errors (exit 2) with a code', () => {
+    const verb = run(['frobnicate']);
+    assert.equal(verb.code, 2);
+    assert.match(verb.stderr, /WARDEN_USAGE/);
+    const option = run(['serve', '--no-such-option']);
+    assert.equal(option.code, 2);
+    assert.match(option.stderr, /WARDEN_USAGE/);
+    assert.equal(run(['serve', '--config', 'x.yaml']).code, 2, 'neither --stdio nor --http');
+    assert.equal(run(['serve', '--config', 'x.yaml', '--stdio']).code, 2, '--stdio without --agent');
+    assert.equal(run(['serve', '--config', 'x.yaml', '--stdio', '--http', '--agent', 'a']).code, 2);
+  });
+
+  it('init writes a workspace that config check accepts, and refuses to overwrite it', () => {
+    const target = join(dir, 'ws');
+    const init = run(['init', target]);
+    assert.equal(init.code, 0, init.stderr);
+    assert.match(init.stdout, /"mcpServers"/);
+    const token = readFileSync(join(target, 'demo-agent.token'), 'utf8').trim();
+    assert.equal(statSync(join(target, 'demo-agent.token')).mode & 0o777, 0o600);
+    assert.ok(readFileSync(join(target, 'warden.yaml'), 'utf8').includes(sha256Hex(token)));
+    const check = run(['config', 'check', join(target, 'warden.yaml')]);
+    assert.equal(check.code, 0, check.stderr);
+    assert.match(check.stdout, /ok: .* 2 server\(s\), 10 tool\(s\), 1 agent\(s\)/);
+    const again = run(['init', target]);
+    assert.equal(again.code, 5);
+    assert.match(again.stderr, /WARDEN_INIT_TARGET_EXISTS/);
+    assert.equal(readFileSync(join(target, 'demo-agent.token'), 'utf8').trim(), token, 'nothing was overwritten');
+  });
+
+  it('config check: exit 3 for config problems, 4 for manifest problems, with file and path', () => {
+    const badConfig = writeYaml(join(dir, 'bad.yaml'), { version: 1, servers: {}, agents: { a: { allow: 'everything' } } });
+    const config = run(['config', 'check', badConfig]);
+    assert.equal(config.code, 3);
+    assert.match(config.stderr, /WARDEN_CONFIG_INVALID/);
+    assert.match(config.stderr, /bad\.yaml/);
+    assert.match(config.stderr, /at \/agents\/a\/allow: must be array/);
+    const badManifest = writeYaml(join(dir, 'm.yaml'), { version: 1, servers: { s: { manifest: 'nope.yaml' } }, agents: {} });
+    assert.equal(run(['config', 'check', badManifest]).code, 4);
+    assert.equal(run(['config', 'check', join(dir, 'missing.yaml')]).code, 3);
+  });
+
+  it('serve refuses an agent that is not in the config, before starting anything', () => {
+    const result = run(['serve', '--config', join(dir, 'ws/warden.yaml'), '--stdio', '--agent', 'mallory']);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /WARDEN_AGENT_UNKNOWN/);
+  });
+
+  it('serve --http refuses a port it cannot bind (exit 6)', async () => {
+    const { createServer } = await import('node:net');
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const port = (blocker.address() as { port: number }).port;
+    try {
+      const result = spawnSync(process.execPath, [CLI, 'serve', '--config', join(dir, 'ws/warden.yaml'), '--http', '--listen', `127.0.0.1:${port}`], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(result.status, 6, result.stderr);
+      assert.match(result.stderr, /WARDEN_LISTEN_FAILED/);
+    } finally {
+      blocker.close();
+    }
+  });
+
+  it('token new prints a token and its hash; token hash agrees', () => {
+    const made = run(['token', 'new']);
+    assert.equal(made.code, 0);
+    const [token, hash] = made.stdout.trim().split('\n');
+    assert.match(token ?? '', /^mwt_[A-Za-z0-9_-]{43}$/);
+    assert.equal(hash, sha256Hex(token ?? ''));
+    assert.equal(run(['token', 'hash'], `${token}\n`).stdout.trim(), hash);
+    assert.equal(run(['token', 'hash'], '').code, 2);
+    assert.equal(run(['token', 'hash'], 'x'.repeat(10_000)).code, 2);
+  });
+});
