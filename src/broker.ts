@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { CallToolResult, ListToolsResult } from '@modelcontextprotocol/server';
-import { memoryAuditTrail, openAuditTrail, type AuditTrail } from './audit/trail.ts';
+import { memoryAuditTrail, openAuditTrail, writeOrLog, type AuditTrail } from './audit/trail.ts';
 import { McpBackend } from './backends/mcp.ts';
 import type { ExposedDefinition } from './catalog/build.ts';
 import type { WardenConfig } from './config/types.ts';
@@ -61,7 +61,7 @@ export class Broker {
 
   /** Connects every downstream server; resolves when each has had its first attempt. */
   async start(): Promise<void> {
-    this.audit.write({ event: 'broker.start', config: this.config.file, servers: [...this.backends.keys()] });
+    writeOrLog(this.audit, { event: 'broker.start', config: this.config.file, servers: [...this.backends.keys()] }, this.logger);
     await Promise.all([...this.backends.values()].map((backend) => backend.start()));
   }
 
@@ -87,7 +87,7 @@ export class Broker {
 
   async close(): Promise<void> {
     await Promise.all([...this.backends.values()].map((backend) => backend.close()));
-    this.audit.write({ event: 'broker.stop' });
+    writeOrLog(this.audit, { event: 'broker.stop' }, this.logger);
     this.audit.close();
   }
 }

@@ -53,14 +53,26 @@ export function openAuditTrail(file: string): AuditTrail {
       return healthy;
     },
     close() {
-      try {
-        destination.flushSync();
-      } catch {
-        // nothing more can be done for a trail that cannot be flushed
-      }
-      destination.end();
+      // Writes are synchronous, so nothing is buffered while the trail is healthy. After a
+      // failed write the stream still holds the failed bytes and would retry them forever
+      // on end() (a full disk stays full): drop them; the failure is already logged.
+      if (healthy) destination.end();
+      else destination.destroy();
     },
   };
+}
+
+/**
+ * For records outside a call (server state, auth failures, start and stop): a failed write
+ * must not crash the broker from an event handler. It is logged, and the trail is then
+ * unhealthy, so the record stage refuses every call until it is fixed.
+ */
+export function writeOrLog(audit: AuditTrail, record: AuditRecord, logger: { error: (obj: object, msg: string) => void }): void {
+  try {
+    audit.write(record);
+  } catch (error) {
+    logger.error({ err: error instanceof Error ? error.message : String(error), event: record.event }, 'audit trail write failed');
+  }
 }
 
 /** An audit trail held in memory; for tests and tooling that must not touch disk. */

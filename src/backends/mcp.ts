@@ -15,7 +15,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import { WardenError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Era, Manifest } from '../manifest/types.ts';
-import type { AuditTrail } from '../audit/trail.ts';
+import { writeOrLog, type AuditRecord, type AuditTrail } from '../audit/trail.ts';
 import { compareTools, type Drift } from './drift.ts';
 import { BROKER_INFO } from '../version.ts';
 
@@ -64,6 +64,11 @@ export class McpBackend {
 
   get state(): BackendState {
     return this.#state;
+  }
+
+  /** The protocol era of the current connection, when connected. */
+  get era(): 'legacy' | 'modern' | undefined {
+    return this.#client?.getProtocolEra();
   }
 
   /** Differences between the live server and its manifest at the last connect. */
@@ -128,7 +133,7 @@ export class McpBackend {
       // Registered only now: a close during the handshake is handled by the catch below.
       client.onclose = () => this.#onDisconnect(client);
       logger.info({ server: this.server, era: client.getProtocolEra() }, 'downstream server connected');
-      this.#options.audit.write({
+      this.#audit({
         event: 'server.state',
         server: this.server,
         state: 'ready',
@@ -137,7 +142,7 @@ export class McpBackend {
       });
       if (this.#drift.differs) {
         logger.warn({ server: this.server, drift: this.#drift }, 'downstream tools do not match the manifest');
-        this.#options.audit.write({ event: 'server.drift', server: this.server, drift: this.#drift });
+        this.#audit({ event: 'server.drift', server: this.server, drift: this.#drift });
       }
     } catch (error) {
       clearTimeout(timer);
@@ -146,9 +151,13 @@ export class McpBackend {
       this.#state = 'down';
       const reason = error instanceof Error ? error.message : String(error);
       logger.warn({ server: this.server, reason }, 'downstream server failed to connect');
-      this.#options.audit.write({ event: 'server.state', server: this.server, state: 'down', reason });
+      this.#audit({ event: 'server.state', server: this.server, state: 'down', reason });
       this.#scheduleRestart();
     }
+  }
+
+  #audit(record: AuditRecord): void {
+    writeOrLog(this.#options.audit, record, this.#options.logger);
   }
 
   /** Read through a method: close() may run while #connect awaits. */
@@ -162,7 +171,7 @@ export class McpBackend {
     this.#state = 'down';
     if (Date.now() - this.#readyAt >= STABLE_AFTER_MS) this.#attempt = 0;
     this.#options.logger.warn({ server: this.server }, 'downstream server disconnected');
-    this.#options.audit.write({ event: 'server.state', server: this.server, state: 'down', reason: 'disconnected' });
+    this.#audit({ event: 'server.state', server: this.server, state: 'down', reason: 'disconnected' });
     this.#scheduleRestart();
   }
 

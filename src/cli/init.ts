@@ -23,6 +23,8 @@ export interface Workspace {
   readonly config: string;
   readonly tokenFile: string;
   readonly token: string;
+  /** False when @modelcontextprotocol/server-everything is not installed; its server is then disabled. */
+  readonly hasEverything: boolean;
 }
 
 export async function runInit(argv: string[]): Promise<number> {
@@ -81,7 +83,7 @@ export function writeWorkspace(target: string, force: boolean): Workspace {
   writeFileSync(files.config, config.toString());
   writeFileSync(files.token, `${token}\n`, { mode: 0o600 });
   chmodSync(files.token, 0o600);
-  return { dir, config: files.config, tokenFile: files.token, token };
+  return { dir, config: files.config, tokenFile: files.token, token, hasEverything };
 }
 
 function registrationHelp(workspace: Workspace): string {
@@ -91,8 +93,11 @@ function registrationHelp(workspace: Workspace): string {
       'mcp-warden': { command: process.execPath, args: [cli, 'serve', '--config', workspace.config, '--stdio', '--agent', 'demo'] },
     },
   };
+  const everythingNote = workspace.hasEverything
+    ? ''
+    : '\nNote: @modelcontextprotocol/server-everything is not installed next to mcp-warden, so the\n"everything" server is disabled in warden.yaml (enabled: false). Install it to try it.\n';
   return `Wrote a workspace to ${workspace.dir}
-
+${everythingNote}
 Check it:
   ${cli} config check ${workspace.config}
 

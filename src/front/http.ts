@@ -2,6 +2,7 @@ import { createServer, type Server as HttpServer, type ServerResponse } from 'no
 import type { AddressInfo } from 'node:net';
 import { toNodeHandler } from '@modelcontextprotocol/node';
 import { createMcpHandler } from '@modelcontextprotocol/server';
+import { writeOrLog } from '../audit/trail.ts';
 import type { Broker } from '../broker.ts';
 import type { ListenAddress } from '../config/types.ts';
 import { WardenError } from '../errors.ts';
@@ -52,11 +53,11 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
     }
     const agent = agentForBearer(req.headers.authorization, config.agents);
     if (agent === undefined) {
-      audit.write({
-        event: 'auth.failure',
-        reason: req.headers.authorization === undefined ? 'missing-token' : 'invalid-token',
-        remote: req.socket.remoteAddress,
-      });
+      writeOrLog(
+        audit,
+        { event: 'auth.failure', reason: req.headers.authorization === undefined ? 'missing-token' : 'invalid-token', remote: req.socket.remoteAddress },
+        logger,
+      );
       // RFC 6750 section 3: a challenge on every 401; error only when a token was presented.
       const challenge = req.headers.authorization === undefined ? 'Bearer realm="mcp-warden"' : 'Bearer realm="mcp-warden", error="invalid_token"';
       res.setHeader('WWW-Authenticate', challenge);

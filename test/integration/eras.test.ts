@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
+import { pino } from 'pino';
+import { Broker } from '../../src/broker.ts';
+import { loadConfig, sha256Hex } from '../../src/config/load.ts';
+import { startHttpFront, type HttpFront } from '../../src/front/http.ts';
+import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
+
+// Every combination of agent era and downstream era, through the same broker.
+const { dir, cleanup } = tempDir();
+let broker: Broker;
+let front: HttpFront;
+
+before(async () => {
+  writeYaml(join(dir, 'manifests/legacy.yaml'), stdioManifest('example/notes', NOTES_SERVER, NOTES_TOOLS, { era: 'legacy' }));
+  writeYaml(join(dir, 'manifests/modern.yaml'), stdioManifest('example/notes', NOTES_SERVER, NOTES_TOOLS, { era: 'modern' }));
+  const config = loadConfig(
+    writeYaml(join(dir, 'warden.yaml'), {
+      version: 1,
+      servers: { old: { manifest: 'legacy.yaml' }, new: { manifest: 'modern.yaml' } },
+      agents: { a: { tokenSha256: sha256Hex('token-a'), allow: [{ tools: ['*'] }] } },
+    }),
+  );
+  broker = new Broker(config, { logger: pino({ level: 'silent' }), audit: 'memory' });
+  await broker.start();
+  front = await startHttpFront(broker, { host: '127.0.0.1', port: 0 });
+});
+
+after(async () => {
+  await front?.close();
+  await broker?.close();
+  cleanup();
+});
+
+describe('protocol eras', () => {
+  it('downstream servers connect in the era their manifest names', () => {
+    assert.equal(broker.backends.get('old')?.era, 'legacy');
+    assert.equal(broker.backends.get('new')?.era, 'modern');
+  });
+
+  for (const agentEra of ['legacy', 'modern'] as const) {
+    for (const server of ['old', 'new'] as const) {
+      it(`${agentEra} agent -> ${server === 'old' ? 'legacy' : 'modern'} downstream`, async () => {
+        const client = new Client({ name: 'era-agent', version: '1.0.0' }, { versionNegotiation: { mode: agentEra === 'modern' ? { pin: '2026-07-28' } : 'legacy' } });
+        await client.connect(new StreamableHTTPClientTransport(new URL(front.url), { requestInit: { headers: { Authorization: 'Bearer token-a' } } }));
+        try {
+          assert.equal(client.getProtocolEra(), agentEra);
+          const text = `${agentEra} to ${server}`;
+          assert.equal(textOf(await client.callTool({ name: `${server}__echo`, arguments: { text } })), text);
+        } finally {
+          await client.close();
+        }
+      });
+    }
+  }
+});
