@@ -13,6 +13,7 @@ export const ERRORS = {
   WARDEN_AGENT_UNKNOWN: { exit: 2, summary: 'the agent named on the command line is not in the config' },
   WARDEN_UNAUTHENTICATED: { exit: 1, summary: 'an HTTP request had no valid bearer token' },
   WARDEN_TOOL_NOT_FOUND: { exit: 1, summary: 'the tool does not exist or this agent may not use it (deliberately indistinguishable)' },
+  WARDEN_ARGUMENTS_INVALID: { exit: 1, summary: 'the arguments break the tool\'s input schema or a global argument limit; the call was not sent' },
   WARDEN_SERVER_UNAVAILABLE: { exit: 1, summary: 'the downstream server is not connected (starting, restarting or failed)' },
   WARDEN_DOWNSTREAM_TIMEOUT: { exit: 1, summary: 'the downstream server did not answer within the call timeout' },
   WARDEN_DOWNSTREAM_ERROR: { exit: 1, summary: 'the downstream server answered with a protocol error or an invalid result' },

@@ -1,4 +1,5 @@
 import { WardenError } from '../errors.ts';
+import type { ArgumentValidator } from '../guard/argument-schema.ts';
 import type { Manifest, ManifestTool } from '../manifest/types.ts';
 
 /** Many clients reject tool names outside this pattern. */
@@ -20,6 +21,8 @@ export interface CatalogTool {
   readonly server: string;
   readonly tool: ManifestTool;
   readonly definition: ExposedDefinition;
+  /** The manifest's input schema, compiled once at load. */
+  readonly validateArguments: ArgumentValidator;
 }
 
 export function exposedName(server: string, tool: string): string {
@@ -51,7 +54,9 @@ export function buildCatalog(servers: ReadonlyMap<string, Manifest>, configFile:
           { file: configFile, name },
         );
       }
-      catalog.set(name, Object.freeze({ exposedName: name, server, tool, definition: toDefinition(name, tool) }));
+      const validateArguments = manifest.validators.get(tool.name);
+      if (!validateArguments) throw new WardenError('WARDEN_MANIFEST_INVALID', `${manifest.file}: tool "${tool.name}" has no compiled input schema`);
+      catalog.set(name, Object.freeze({ exposedName: name, server, tool, definition: toDefinition(name, tool), validateArguments }));
     }
   }
   return catalog;

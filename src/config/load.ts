@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { WardenError } from '../errors.ts';
+import { DEFAULT_ARGUMENT_LIMITS, type ArgumentLimits } from '../guard/argument-limits.ts';
 import { buildCatalog } from '../catalog/build.ts';
 import { loadManifest } from '../manifest/load.ts';
 import type { Manifest } from '../manifest/types.ts';
@@ -31,7 +32,7 @@ interface RawConfig {
   agents: Record<string, { tokenSha256?: string; allow: RawGrant[] }>;
   audit?: { file?: string };
   http?: { listen?: string; allowedHosts?: string[]; allowedOrigins?: string[]; maxBodyBytes?: number };
-  limits?: { callTimeoutMs?: number; connectTimeoutMs?: number };
+  limits?: { callTimeoutMs?: number; connectTimeoutMs?: number; arguments?: Partial<ArgumentLimits> };
   log?: { level?: string };
 }
 
@@ -106,6 +107,7 @@ export function loadConfig(file: string): WardenConfig {
     limits: {
       callTimeoutMs: raw.limits?.callTimeoutMs ?? DEFAULTS.callTimeoutMs,
       connectTimeoutMs: raw.limits?.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
+      arguments: { ...DEFAULT_ARGUMENT_LIMITS, ...raw.limits?.arguments },
     },
     log: { level: raw.log?.level ?? DEFAULTS.logLevel },
     warnings,

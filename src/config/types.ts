@@ -1,3 +1,4 @@
+import type { ArgumentLimits } from '../guard/argument-limits.ts';
 import type { CatalogTool } from '../catalog/build.ts';
 import type { Manifest } from '../manifest/types.ts';
 import type { Grant } from '../policy/grants.ts';
@@ -27,7 +28,7 @@ export interface WardenConfig {
     readonly allowedOrigins: readonly string[];
     readonly maxBodyBytes: number;
   };
-  readonly limits: { readonly callTimeoutMs: number; readonly connectTimeoutMs: number };
+  readonly limits: { readonly callTimeoutMs: number; readonly connectTimeoutMs: number; readonly arguments: ArgumentLimits };
   readonly log: { readonly level: string };
   /** Things that are legal but probably wrong (a grant matching no tool). */
   readonly warnings: readonly string[];

@@ -7,6 +7,7 @@ import { describeSchemaErrors } from '../config/schema-errors.ts';
 import { deepFreeze } from '../config/freeze.ts';
 import manifestSchema from './manifest.schema.json' with { type: 'json' };
 import type { Era, Manifest, ManifestTool } from './types.ts';
+import { compileArgumentSchema, type ArgumentValidator } from '../guard/argument-schema.ts';
 
 const validateManifest = new Ajv2020({ allErrors: true, strict: true }).compile(manifestSchema);
 
@@ -33,12 +34,13 @@ export function loadManifest(file: string, searchPath: string | undefined = proc
   }
   const raw = data as unknown as RawManifest;
 
-  const seen = new Set<string>();
+  const validators = new Map<string, ArgumentValidator>();
   raw.tools.forEach((tool, index) => {
-    if (seen.has(tool.name)) {
+    if (validators.has(tool.name)) {
       throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /tools/${index}/name: tool "${tool.name}" is declared twice`, { file });
     }
-    seen.add(tool.name);
+    validators.set(tool.name, compileOrExplain(tool.inputSchema, `/tools/${index}/inputSchema`, file));
+    if (tool.outputSchema) compileOrExplain(tool.outputSchema, `/tools/${index}/outputSchema`, file);
   });
 
   const base = dirname(resolve(file));
@@ -73,8 +75,18 @@ export function loadManifest(file: string, searchPath: string | undefined = proc
     ...(raw.description === undefined ? {} : { description: raw.description }),
     transport,
     tools: raw.tools,
+    validators,
   };
   return deepFreeze(manifest);
+}
+
+function compileOrExplain(schema: Readonly<Record<string, unknown>>, path: string, file: string): ArgumentValidator {
+  try {
+    return compileArgumentSchema(schema);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at ${path}: the schema does not compile: ${reason}`, { file, path });
+  }
 }
 
 /**

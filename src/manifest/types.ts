@@ -1,3 +1,5 @@
+import type { ArgumentValidator } from '../guard/argument-schema.ts';
+
 /** A tool as its owner declared it in a manifest. */
 export interface ManifestTool {
   readonly name: string;
@@ -28,6 +30,8 @@ export interface HttpTransport {
 }
 
 export interface Manifest {
+  /** Compiled input-schema validators, by tool name; compiled once, at load. */
+  readonly validators: ReadonlyMap<string, ArgumentValidator>;
   readonly file: string;
   readonly name: string;
   readonly version: string;

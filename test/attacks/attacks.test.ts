@@ -10,6 +10,28 @@ import { NOTES_SERVER, NOTES_TOOLS, refusalCode, ROOT, stdioManifest, tempDir, t
 
 const CONFIG_CASES = join(ROOT, 'test/attacks/config');
 
+/** Corpus shorthands: "REPEAT:c:n" is c repeated n times; "NEST:n" is n nested arrays. */
+function expand(value: unknown): unknown {
+  if (typeof value === 'string') {
+    const repeat = /^REPEAT:(.):(\d+)$/.exec(value);
+    if (repeat) return repeat[1]!.repeat(Number(repeat[2]));
+    const nest = /^NEST:(\d+)$/.exec(value);
+    if (nest) {
+      let inner: unknown = 1;
+      for (let i = 0; i < Number(nest[1]); i++) inner = [inner];
+      return inner;
+    }
+    return value;
+  }
+  if (Array.isArray(value)) return value.map(expand);
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [key, child] of Object.entries(value)) Object.defineProperty(out, key, { value: expand(child), enumerable: true, writable: true, configurable: true });
+    return out;
+  }
+  return value;
+}
+
 describe('hostile config files (test/attacks/config)', () => {
   for (const file of readdirSync(CONFIG_CASES).filter((name) => name.endsWith('.yaml')).sort()) {
     const expected = /^# expect: (\S+)/.exec(readFileSync(join(CONFIG_CASES, file), 'utf8'))?.[1];
@@ -34,7 +56,14 @@ describe('hostile tool names (test/attacks/tool-names.json)', () => {
   const downstreamCalls: string[] = [];
 
   before(async () => {
-    writeYaml(join(dir, 'manifests/notes.yaml'), stdioManifest('example/notes', NOTES_SERVER, [...NOTES_TOOLS, { name: 'delete_note', description: 'd', access: 'write', inputSchema: { type: 'object' } }]));
+    writeYaml(
+      join(dir, 'manifests/notes.yaml'),
+      stdioManifest('example/notes', NOTES_SERVER, [
+        ...NOTES_TOOLS,
+        { name: 'delete_note', description: 'd', access: 'write', inputSchema: { type: 'object' } },
+        { name: 'get_note', description: 'Read one note by id.', access: 'read', inputSchema: { type: 'object', properties: { id: { type: 'integer', minimum: 1 } }, required: ['id'], additionalProperties: false } },
+      ]),
+    );
     const config = loadConfig(writeYaml(join(dir, 'warden.yaml'), { version: 1, servers: { notes: { manifest: 'notes.yaml' } }, agents: { a: { allow: [{ tools: ['notes__*'] }] } } }));
     broker = new Broker(config, { logger: pino({ level: 'silent' }), audit: 'memory' });
     await broker.start();
@@ -58,6 +87,19 @@ describe('hostile tool names (test/attacks/tool-names.json)', () => {
       assert.equal(result.isError, true);
       assert.equal(refusalCode(result), corpus.expect);
       assert.ok(textOf(result).length < 400, 'the echoed name is truncated');
+    });
+  }
+
+  const argumentCorpus = JSON.parse(readFileSync(join(ROOT, 'test/attacks/arguments.json'), 'utf8')) as {
+    expect: string;
+    cases: { why: string; tool: string; args: Record<string, unknown>; path: string; rule: string }[];
+  };
+  for (const { why, tool, args, path, rule } of argumentCorpus.cases) {
+    it(`arguments, ${why}: refused with ${argumentCorpus.expect} (${rule})`, async () => {
+      const result = await broker.callTool('a', tool, expand(args) as Record<string, unknown>);
+      assert.equal(refusalCode(result), argumentCorpus.expect);
+      assert.match(textOf(result), new RegExp(`\\(rule: ${rule}\\)`));
+      if (path !== 'DEEP') assert.ok(textOf(result).includes(`Argument ${path} `), textOf(result));
     });
   }
 

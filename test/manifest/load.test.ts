@@ -99,3 +99,26 @@ describe('resolveCommand', () => {
     assert.throws(() => resolveCommand(join(ROOT, 'package.json'), '/', '', 'm.yaml'), WardenError);
   });
 });
+
+describe('loadManifest: input schemas', () => {
+  it('refuses a schema that does not compile, naming its path', () => {
+    const tool = { ...NOTES_TOOLS[0], inputSchema: { type: 'object', properties: { a: { type: 'strin' } } } };
+    let message = '';
+    try {
+      loadManifest(file(stdioManifest('x', NOTES_SERVER, [NOTES_TOOLS[0], tool].map((t, i) => ({ ...t, name: `t${i}` })))));
+    } catch (error) {
+      assert.ok(error instanceof WardenError);
+      assert.equal(error.code, 'WARDEN_MANIFEST_INVALID');
+      message = error.message;
+    }
+    assert.match(message, /at \/tools\/1\/inputSchema: the schema does not compile/);
+  });
+
+  it('compiles each tool schema once, at load', () => {
+    const manifest = loadManifest(join(ROOT, 'manifests/notes.manifest.yaml'));
+    const validate = manifest.validators.get('get_note');
+    assert.ok(validate);
+    assert.equal(validate({ id: 1 }), true);
+    assert.equal(validate({ id: '1' }), false);
+  });
+});

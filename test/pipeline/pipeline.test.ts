@@ -80,6 +80,18 @@ describe('call pipeline', () => {
     assert.deepEqual(calls, ['add_note']);
   });
 
+  it('refuses arguments that break the schema, after authorization, without dispatching', async () => {
+    const { audit, calls, call } = setup(ok);
+    const outcome = await call('alice', 'notes__echo', { text: 42 });
+    assert.equal(outcome.kind === 'refused' && outcome.code, 'WARDEN_ARGUMENTS_INVALID');
+    assert.ok(outcome.kind === 'refused' && outcome.message.includes('Argument /text must be string (rule: type)'), outcome.kind === 'refused' ? outcome.message : '');
+    assert.deepEqual(calls, []);
+    assert.deepEqual(audit.records[0]?.['argumentError'], { path: '/text', rule: 'type' });
+    // an ungranted tool with bad arguments is still "not found": validation never runs first
+    const denied = await call('alice', 'notes__add_note', { title: 42 });
+    assert.equal(denied.kind === 'refused' && denied.code, 'WARDEN_TOOL_NOT_FOUND');
+  });
+
   it('refuses an agent that is not in the config', async () => {
     const { call } = setup(ok);
     const outcome = await call('mallory', 'notes__echo', { text: 'x' });

@@ -1,0 +1,78 @@
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
+
+/**
+ * Compiles tool input schemas once, at load. Strict mode (unknown keywords and formats are
+ * errors), no type coercion, no defaults injected: the arguments the tool receives are
+ * exactly the ones the agent sent, and only if they match. JSON Schema 2020-12 (the MCP
+ * default) and draft-07 are supported; any other declared dialect is refused.
+ */
+const DRAFT_07 = new Set(['http://json-schema.org/draft-07/schema#', 'http://json-schema.org/draft-07/schema', 'https://json-schema.org/draft-07/schema#', 'https://json-schema.org/draft-07/schema']);
+const DRAFT_2020 = new Set(['https://json-schema.org/draft/2020-12/schema', 'https://json-schema.org/draft/2020-12/schema#']);
+
+const OPTIONS = { strict: true, allErrors: false, coerceTypes: false, useDefaults: false, removeAdditional: false, validateSchema: true } as const;
+const ajv2020 = addFormats.default(new Ajv2020({ ...OPTIONS }));
+const ajv07 = addFormats.default(new Ajv({ ...OPTIONS }));
+
+export type ArgumentValidator = ValidateFunction;
+
+export class SchemaCompileError extends Error {}
+
+export function compileArgumentSchema(schema: Readonly<Record<string, unknown>>): ArgumentValidator {
+  const dialect = schema['$schema'];
+  const ajv = dialect === undefined || (typeof dialect === 'string' && DRAFT_2020.has(dialect)) ? ajv2020 : typeof dialect === 'string' && DRAFT_07.has(dialect) ? ajv07 : undefined;
+  if (!ajv) throw new SchemaCompileError(`unsupported $schema ${JSON.stringify(dialect)}; use JSON Schema 2020-12 or draft-07`);
+  try {
+    // A copy: ajv keeps a reference, and the manifest's own object stays frozen and unchanged.
+    return ajv.compile(closeObjects(structuredClone(schema)));
+  } catch (error) {
+    throw new SchemaCompileError(error instanceof Error ? error.message : String(error));
+  }
+}
+
+/**
+ * Unknown properties are refused unless the schema allows them: an object schema with
+ * `properties` and no `additionalProperties`, `patternProperties` or
+ * `unevaluatedProperties` gets `additionalProperties: false`. Only structural positions
+ * are visited (properties, items, prefixItems, additionalProperties, $defs, definitions):
+ * subschemas under allOf/anyOf/oneOf/not/if/then/else combine with others, and closing
+ * them would change what the schema means.
+ */
+function closeObjects(schema: Record<string, unknown>): Record<string, unknown> {
+  const stack: unknown[] = [schema];
+  for (let steps = 0; stack.length > 0 && steps < 100_000; steps++) {
+    const node = stack.pop();
+    if (node === null || typeof node !== 'object' || Array.isArray(node)) continue;
+    const record = node as Record<string, unknown>;
+    if (
+      typeof record['properties'] === 'object' &&
+      !('additionalProperties' in record) &&
+      !('patternProperties' in record) &&
+      !('unevaluatedProperties' in record)
+    ) {
+      record['additionalProperties'] = false;
+    }
+    for (const key of ['properties', '$defs', 'definitions']) {
+      const children = record[key];
+      if (children && typeof children === 'object') stack.push(...Object.values(children));
+    }
+    for (const key of ['items', 'additionalProperties']) stack.push(record[key]);
+    const prefix = record['prefixItems'];
+    if (Array.isArray(prefix)) stack.push(...prefix);
+    else if (Array.isArray(record['items'])) stack.push(...(record['items'] as unknown[]));
+  }
+  return schema;
+}
+
+/** The first error as "path: message (rule)", for an agent to correct its call. */
+export function describeArgumentError(errors: readonly ErrorObject[] | null | undefined): { path: string; rule: string; message: string } {
+  const error = errors?.[0];
+  if (!error) return { path: '/', rule: 'schema', message: 'arguments do not match the input schema' };
+  const path = error.instancePath === '' ? '/' : error.instancePath;
+  let message = error.message ?? 'is invalid';
+  if (error.keyword === 'additionalProperties') message = `has unknown property "${String(error.params['additionalProperty'])}"`;
+  if (error.keyword === 'required') message = `is missing required property "${String(error.params['missingProperty'])}"`;
+  if (error.keyword === 'enum') message = `must be one of ${JSON.stringify(error.params['allowedValues']).slice(0, 300)}`;
+  return { path, rule: error.keyword, message };
+}
