@@ -13,7 +13,7 @@ export interface AuditRecord {
   readonly reason?: string | null;
   readonly outcome?: 'ok' | 'tool_error' | 'refused' | 'failed';
   readonly durationMs?: number;
-  readonly argsSha256?: string;
+  readonly argsSha256?: string | null;
   readonly [key: string]: unknown;
 }
 

@@ -61,7 +61,15 @@ export function loadConfig(file: string): WardenConfig {
   const catalog = buildCatalog(servers, path);
 
   const agents = new Map<string, AgentPolicy>();
+  const tokenOwners = new Map<string, string>();
   for (const [name, agent] of Object.entries(raw.agents)) {
+    if (agent.tokenSha256 !== undefined) {
+      const other = tokenOwners.get(agent.tokenSha256);
+      if (other !== undefined) {
+        throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /agents/${name}/tokenSha256: the same token hash as agent "${other}"; each agent needs its own token`, { file: path });
+      }
+      tokenOwners.set(agent.tokenSha256, name);
+    }
     const grants = compileGrants(agent.allow);
     for (const grant of grants) {
       for (const [i, matcher] of grant.matchers.entries()) {

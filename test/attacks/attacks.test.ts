@@ -103,6 +103,13 @@ describe('hostile tool names (test/attacks/tool-names.json)', () => {
     });
   }
 
+  it('every refused call has its audit record, even when the arguments cannot be serialised', () => {
+    const records = (broker.audit as unknown as { records: Record<string, unknown>[] }).records.filter((r) => r['event'] === 'tools/call');
+    assert.equal(records.length, corpus.cases.length + argumentCorpus.cases.length);
+    assert.ok(records.every((r) => r['decision'] === 'deny'));
+    assert.ok(records.some((r) => r['argsSha256'] === null), 'the 100 000-deep case has no digest but has a record');
+  });
+
   it('none of them reached the downstream, and the broker still serves', async () => {
     assert.deepEqual(downstreamCalls, []);
     assert.equal(textOf(await broker.callTool('a', 'notes__echo', { text: 'alive' })), 'alive');

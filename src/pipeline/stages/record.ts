@@ -1,20 +1,22 @@
-import { createHash } from 'node:crypto';
-import canonicalize from 'canonicalize';
+import { digestArguments } from '../../audit/digest.ts';
 import { printableName } from '../names.ts';
 import { refuse, type StageFactory } from '../types.ts';
 
 /**
  * Outermost stage: refuses every call while the audit trail cannot be written (fail
  * closed), and writes one record per call with its decision and outcome. Argument values
- * are never written; their canonical SHA-256 is.
+ * are never written; their canonical SHA-256 is (null when they cannot be serialised).
  */
 export const record: StageFactory = ({ audit }) => async (ctx, next) => {
   if (!audit.healthy) {
     return refuse('WARDEN_INTERNAL', 'The broker cannot write its audit trail, so it refuses all calls. Tell the operator.');
   }
+  // Computed before the call: a stage that throws later must not also lose the record.
+  const argsSha256 = digestArguments(ctx.args) ?? null;
   const outcome = await next();
   const refused = outcome.kind === 'refused';
   audit.write({
+    ...ctx.facts, // first, so no fact can overwrite the fields below
     event: 'tools/call',
     correlationId: ctx.correlationId,
     agent: ctx.agentName,
@@ -24,8 +26,7 @@ export const record: StageFactory = ({ audit }) => async (ctx, next) => {
     reason: refused ? outcome.code : null,
     outcome: refused ? 'refused' : outcome.result.isError === true ? 'tool_error' : 'ok',
     durationMs: Math.round((performance.now() - ctx.startedAt) * 1000) / 1000,
-    argsSha256: createHash('sha256').update(canonicalize(ctx.args) ?? 'null').digest('hex'),
-    ...ctx.facts,
+    argsSha256,
   });
   return outcome;
 };
