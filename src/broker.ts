@@ -7,6 +7,7 @@ import type { WardenConfig } from './config/types.ts';
 import { createLogger, type Logger } from './log.ts';
 import { buildCallPipeline, type CallPipeline } from './pipeline/pipeline.ts';
 import { findGrant } from './policy/grants.ts';
+import { secretForms } from './guard/sanitize-output.ts';
 
 export interface BrokerOptions {
   readonly logger?: Logger;
@@ -45,18 +46,34 @@ export class Broker {
           connectTimeoutMs: config.limits.connectTimeoutMs,
           logger: this.logger,
           audit: this.audit,
+          ...(config.credentials.has(server) ? { credentialSources: config.credentials.get(server)! } : {}),
           ...(options.backoff ? { backoff: options.backoff } : {}),
         }),
       );
     }
     this.backends = backends;
-    this.#pipeline = buildCallPipeline({ config, backends, audit: this.audit, logger: this.logger });
+    this.#pipeline = buildCallPipeline({ config, backends, audit: this.audit, logger: this.logger, secretForms: () => this.#currentSecretForms() });
     for (const [name, agent] of config.agents) {
       const visible = [...config.catalog.values()]
         .filter((tool) => findGrant(agent.grants, tool.exposedName, tool.tool.access) !== undefined)
         .map((tool) => tool.definition);
       this.#visible.set(name, Object.freeze(visible));
     }
+  }
+
+  #secretFormsKey = -1;
+  #secretForms: readonly string[] = [];
+
+  /** Recomputed only when a backend has been given a new credential value (they are never removed). */
+  #currentSecretForms(): readonly string[] {
+    let count = 0;
+    for (const backend of this.backends.values()) count += backend.credentialValues.size;
+    if (count !== this.#secretFormsKey) {
+      const values = [...this.backends.values()].flatMap((backend) => [...backend.credentialValues]);
+      this.#secretForms = secretForms(values);
+      this.#secretFormsKey = count;
+    }
+    return this.#secretForms;
   }
 
   /** Connects every downstream server; resolves when each has had its first attempt. */

@@ -15,6 +15,7 @@ export const ERRORS = {
   WARDEN_TOOL_NOT_FOUND: { exit: 1, summary: 'the tool does not exist or this agent may not use it (deliberately indistinguishable)' },
   WARDEN_ARGUMENTS_INVALID: { exit: 1, summary: 'the arguments break the tool\'s input schema or a global argument limit; the call was not sent' },
   WARDEN_SERVER_UNAVAILABLE: { exit: 1, summary: 'the downstream server is not connected (starting, restarting or failed)' },
+  WARDEN_CREDENTIAL_MISSING: { exit: 1, summary: 'a credential a server needs has no value (unset variable, unreadable file); the server is not started' },
   WARDEN_DOWNSTREAM_TIMEOUT: { exit: 1, summary: 'the downstream server did not answer within the call timeout' },
   WARDEN_DOWNSTREAM_ERROR: { exit: 1, summary: 'the downstream server answered with a protocol error or an invalid result' },
   WARDEN_INTERNAL: { exit: 1, summary: 'a broker check failed unexpectedly; the call was refused (fail closed)' },

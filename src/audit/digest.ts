@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import canonicalize from 'canonicalize';
 
 /**
@@ -8,7 +8,7 @@ import canonicalize from 'canonicalize';
  */
 export function digestArguments(args: unknown): string | undefined {
   try {
-    return createHash('sha256').update(canonicalize(args) ?? 'null').digest('hex');
+    return hash('sha256', canonicalize(args) ?? 'null', 'hex');
   } catch {
     return undefined;
   }

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { pino, type Logger } from 'pino';
 
@@ -18,46 +18,91 @@ export interface AuditRecord {
 }
 
 export interface AuditTrail {
+  /** Writes a record now. Throws if it cannot be written. */
   write(record: AuditRecord): void;
+  /**
+   * Writes a record together with the others committed in the same event-loop turn (one
+   * write(2) for all of them) and resolves once it is written; rejects if it cannot be.
+   */
+  commit(record: AuditRecord): Promise<void>;
   /** False once a write has failed; callers then refuse calls (fail closed). */
   readonly healthy: boolean;
   close(): void;
 }
 
 /**
- * The audit trail: one JSON line per decision, written synchronously (the call does not
- * proceed until its line is in the kernel's hands) to the file the config names.
+ * The audit trail: one JSON line per decision (serialised by pino) appended to the file
+ * the config names. A call's record is in the kernel's hands before its result is
+ * returned: commit() batches the records of calls that finish in the same event-loop
+ * turn into one write, so concurrent calls share the cost of the system call.
  */
 export function openAuditTrail(file: string): AuditTrail {
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  const destination = pino.destination({ dest: file, sync: true, mode: 0o600 });
+  const fd = openSync(file, 'a', 0o600);
   let healthy = true;
-  destination.on('error', () => {
-    healthy = false;
-  });
+  let closed = false;
+  let lines: string[] = [];
+  let waiting: { resolve: () => void; reject: (error: Error) => void }[] = [];
+  let scheduled = false;
+  // pino serialises each record and hands the line to this sink synchronously.
+  const sink = { write: (line: string) => void lines.push(line) };
   const logger: Logger = pino(
     { base: { service: 'mcp-warden' }, messageKey: 'msg', timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: () => ({ kind: 'audit' }) } },
-    destination,
+    sink,
   );
+
+  const flush = (): void => {
+    scheduled = false;
+    const batch = waiting;
+    const text = lines.join('');
+    lines = [];
+    waiting = [];
+    if (text === '' && batch.length === 0) return;
+    try {
+      if (!healthy || closed) throw new Error('audit trail is not writable');
+      const bytes = Buffer.from(text, 'utf8');
+      for (let offset = 0; offset < bytes.length; ) offset += writeSync(fd, bytes, offset);
+    } catch (error) {
+      healthy = false;
+      const failure = new Error(`audit write failed: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+      for (const waiter of batch) waiter.reject(failure);
+      throw failure;
+    }
+    for (const waiter of batch) waiter.resolve();
+  };
+
   return {
     write(record) {
-      try {
-        logger.info(record);
-      } catch {
-        healthy = false;
-        throw new Error('audit write failed');
+      logger.info(record);
+      flush();
+    },
+    commit(record) {
+      logger.info(record);
+      const written = new Promise<void>((resolve, reject) => waiting.push({ resolve, reject }));
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(() => {
+          try {
+            flush();
+          } catch {
+            // each waiter has been rejected with the failure
+          }
+        });
       }
-      if (!healthy) throw new Error('audit write failed');
+      return written;
     },
     get healthy() {
       return healthy;
     },
     close() {
-      // Writes are synchronous, so nothing is buffered while the trail is healthy. After a
-      // failed write the stream still holds the failed bytes and would retry them forever
-      // on end() (a full disk stays full): drop them; the failure is already logged.
-      if (healthy) destination.end();
-      else destination.destroy();
+      if (closed) return;
+      try {
+        flush();
+      } catch {
+        // already reported to the waiters and marked unhealthy
+      }
+      closed = true;
+      closeSync(fd);
     },
   };
 }
@@ -82,6 +127,9 @@ export function memoryAuditTrail(): AuditTrail & { readonly records: AuditRecord
     records,
     healthy: true,
     write(record) {
+      records.push(record);
+    },
+    async commit(record) {
       records.push(record);
     },
     close() {},

@@ -16,6 +16,9 @@ import { WardenError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Era, Manifest } from '../manifest/types.ts';
 import { writeOrLog, type AuditRecord, type AuditTrail } from '../audit/trail.ts';
+import type { CredentialSource } from '../config/types.ts';
+import { cleanText, secretForms } from '../guard/sanitize-output.ts';
+import { resolveCredentials, type ResolvedCredential } from './credentials.ts';
 import { compareTools, type Drift } from './drift.ts';
 import { BROKER_INFO } from '../version.ts';
 
@@ -24,6 +27,7 @@ export type BackendState = 'starting' | 'ready' | 'down' | 'closed';
 export interface BackendOptions {
   readonly server: string;
   readonly manifest: Manifest;
+  readonly credentialSources?: ReadonlyMap<string, CredentialSource>;
   readonly connectTimeoutMs: number;
   readonly logger: Logger;
   readonly audit: AuditTrail;
@@ -53,6 +57,8 @@ export class McpBackend {
   #restartTimer: NodeJS.Timeout | undefined;
   #firstAttempt: Promise<void> | undefined;
   #drift: Drift | undefined;
+  /** Every credential value this server has been given; kept after rotation, for redaction. */
+  readonly #credentialValues = new Set<string>();
   readonly #options: BackendOptions;
   readonly #backoff: { readonly initialMs: number; readonly maxMs: number };
 
@@ -74,6 +80,11 @@ export class McpBackend {
   /** Differences between the live server and its manifest at the last connect. */
   get drift(): Drift | undefined {
     return this.#drift;
+  }
+
+  /** Credential values this server has been given (current and earlier), for output redaction. */
+  get credentialValues(): ReadonlySet<string> {
+    return this.#credentialValues;
   }
 
   /** Starts connecting. The promise settles after the first attempt, whatever its result. */
@@ -113,9 +124,11 @@ export class McpBackend {
     this.#state = 'starting';
     const { manifest, connectTimeoutMs, logger } = this.#options;
     const client = new Client({ ...BROKER_INFO }, { versionNegotiation: { mode: negotiationMode(manifest.transport.era) } });
-    const transport = this.#transport();
     let timer: NodeJS.Timeout | undefined;
     try {
+      const credentials = resolveCredentials(this.server, manifest.credentials, this.#options.credentialSources);
+      for (const { value } of credentials) this.#credentialValues.add(value);
+      const transport = this.#transport(credentials);
       const deadline = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${connectTimeoutMs} ms`)), connectTimeoutMs);
       });
@@ -149,11 +162,17 @@ export class McpBackend {
       await client.close().catch(() => undefined);
       if (this.#closed()) return;
       this.#state = 'down';
-      const reason = error instanceof Error ? error.message : String(error);
+      const reason = this.#redact(error instanceof Error ? error.message : String(error));
       logger.warn({ server: this.server, reason }, 'downstream server failed to connect');
       this.#audit({ event: 'server.state', server: this.server, state: 'down', reason });
       this.#scheduleRestart();
     }
+  }
+
+  /** A server's own output (stderr, error texts) may repeat its credentials: never log them. */
+  #redact(text: string): string {
+    if (this.#credentialValues.size === 0) return text;
+    return cleanText(text, secretForms([...this.#credentialValues]), { credential: 0, invisible: 0, truncatedBytes: 0 });
   }
 
   #audit(record: AuditRecord): void {
@@ -183,21 +202,25 @@ export class McpBackend {
     this.#restartTimer.unref();
   }
 
-  #transport(): Transport {
+  #transport(credentials: readonly ResolvedCredential[]): Transport {
     const transport = this.#options.manifest.transport;
     if (transport.type === 'http') {
-      return new StreamableHTTPClientTransport(new URL(transport.url));
+      const headers: Record<string, string> = {};
+      for (const { credential, value } of credentials) if (credential.header) headers[credential.header] = `${credential.prefix}${value}`;
+      return new StreamableHTTPClientTransport(new URL(transport.url), { requestInit: { headers } });
     }
+    const env: Record<string, string> = { ...transport.env };
+    for (const { credential, value } of credentials) if (credential.env) env[credential.env] = value;
     const stdio = new StdioClientTransport({
       command: transport.command,
       args: [...transport.args],
       cwd: transport.cwd,
       // The SDK adds only a minimal set (PATH, HOME, USER, SHELL, TERM, LOGNAME) to this;
       // the broker's own environment never reaches a downstream server.
-      env: { ...transport.env },
+      env,
       stderr: 'pipe',
     });
-    forwardStderr(stdio.stderr, this.server, this.#options.logger);
+    forwardStderr(stdio.stderr, this.server, this.#options.logger, (line) => this.#redact(line));
     return stdio;
   }
 
@@ -213,12 +236,12 @@ export class McpBackend {
       return new WardenError('WARDEN_DOWNSTREAM_ERROR', `server "${this.server}" returned an invalid answer (${error.code})`, { server: this.server, sdk: error.code });
     }
     if (error instanceof ProtocolError) {
-      return new WardenError('WARDEN_DOWNSTREAM_ERROR', `server "${this.server}" returned error ${error.code}: ${printable(error.message)}`, {
+      return new WardenError('WARDEN_DOWNSTREAM_ERROR', `server "${this.server}" returned error ${error.code}: ${printable(this.#redact(error.message))}`, {
         server: this.server,
         rpcCode: error.code,
       });
     }
-    return new WardenError('WARDEN_DOWNSTREAM_ERROR', `server "${this.server}" failed the call`, { server: this.server, error: String(error) });
+    return new WardenError('WARDEN_DOWNSTREAM_ERROR', `server "${this.server}" failed the call`, { server: this.server, error: printable(this.#redact(String(error))) });
   }
 }
 
@@ -240,11 +263,11 @@ async function listAllTools(client: Client, timeoutMs: number): Promise<Tool[]> 
   throw new Error(`tools/list returned more than ${MAX_LIST_PAGES} pages`);
 }
 
-function forwardStderr(stream: unknown, server: string, logger: Logger): void {
+function forwardStderr(stream: unknown, server: string, logger: Logger, redact: (text: string) => string): void {
   if (!stream) return;
   const lines = createInterface({ input: stream as Readable, crlfDelay: Infinity });
   lines.on('line', (line) => {
-    logger.info({ server, stderr: printable(line.slice(0, MAX_STDERR_LINE)) }, 'downstream stderr');
+    logger.info({ server, stderr: printable(redact(line.slice(0, MAX_STDERR_LINE))) }, 'downstream stderr');
   });
   lines.on('error', () => undefined);
 }

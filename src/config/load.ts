@@ -12,7 +12,7 @@ import { isLoopbackHost, parseListen } from './listen.ts';
 import { readDocument } from './read-document.ts';
 import { describeSchemaErrors } from './schema-errors.ts';
 import configSchema from './warden-config.schema.json' with { type: 'json' };
-import type { AgentPolicy, WardenConfig } from './types.ts';
+import type { AgentPolicy, CredentialSource, WardenConfig } from './types.ts';
 
 export const DEFAULTS = {
   manifestsDir: 'manifests',
@@ -21,6 +21,7 @@ export const DEFAULTS = {
   maxBodyBytes: 1024 * 1024, // 1 MiB
   callTimeoutMs: 30_000, // 30 s
   connectTimeoutMs: 15_000, // 15 s
+  maxResultBytes: 64 * 1024, // 64 KiB of result text
   logLevel: 'info',
 } as const;
 
@@ -32,7 +33,8 @@ interface RawConfig {
   agents: Record<string, { tokenSha256?: string; allow: RawGrant[] }>;
   audit?: { file?: string };
   http?: { listen?: string; allowedHosts?: string[]; allowedOrigins?: string[]; maxBodyBytes?: number };
-  limits?: { callTimeoutMs?: number; connectTimeoutMs?: number; arguments?: Partial<ArgumentLimits> };
+  credentials?: Record<string, Record<string, { env: string } | { file: string }>>;
+  limits?: { callTimeoutMs?: number; connectTimeoutMs?: number; maxResultBytes?: number; arguments?: Partial<ArgumentLimits> };
   log?: { level?: string };
 }
 
@@ -59,6 +61,7 @@ export function loadConfig(file: string): WardenConfig {
     servers.set(name, loadManifest(resolve(manifestsDir, entry.manifest)));
   }
   const catalog = buildCatalog(servers, path);
+  const credentials = loadCredentialSources(raw, servers, dir, path, warnings);
 
   const agents = new Map<string, AgentPolicy>();
   const tokenOwners = new Map<string, string>();
@@ -112,7 +115,9 @@ export function loadConfig(file: string): WardenConfig {
       allowedOrigins: raw.http?.allowedOrigins ?? [],
       maxBodyBytes: raw.http?.maxBodyBytes ?? DEFAULTS.maxBodyBytes,
     },
+    credentials,
     limits: {
+      maxResultBytes: raw.limits?.maxResultBytes ?? DEFAULTS.maxResultBytes,
       callTimeoutMs: raw.limits?.callTimeoutMs ?? DEFAULTS.callTimeoutMs,
       connectTimeoutMs: raw.limits?.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
       arguments: { ...DEFAULT_ARGUMENT_LIMITS, ...raw.limits?.arguments },
@@ -120,6 +125,46 @@ export function loadConfig(file: string): WardenConfig {
     log: { level: raw.log?.level ?? DEFAULTS.logLevel },
     warnings,
   });
+}
+
+/**
+ * Maps each server's declared credentials to their sources. A source for a server or a
+ * credential that does not exist is an error (a typo would otherwise leave a server
+ * without its credential); a declared credential without a source is a warning, and the
+ * server stays unavailable until it has one.
+ */
+function loadCredentialSources(
+  raw: RawConfig,
+  servers: ReadonlyMap<string, Manifest>,
+  dir: string,
+  path: string,
+  warnings: string[],
+): ReadonlyMap<string, ReadonlyMap<string, CredentialSource>> {
+  const result = new Map<string, ReadonlyMap<string, CredentialSource>>();
+  const configured = raw.credentials ?? {};
+  for (const [server, sources] of Object.entries(configured)) {
+    if (!(server in raw.servers)) {
+      throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /credentials/${server}: there is no server "${server}"`, { file: path });
+    }
+    const manifest = servers.get(server);
+    if (!manifest) continue; // disabled
+    const map = new Map<string, CredentialSource>();
+    for (const [name, source] of Object.entries(sources)) {
+      if (!manifest.credentials.some((credential) => credential.name === name)) {
+        throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /credentials/${server}/${name}: the manifest of "${server}" declares no credential "${name}"`, { file: path });
+      }
+      map.set(name, 'file' in source ? { file: resolve(dir, source.file) } : { env: source.env });
+    }
+    result.set(server, map);
+  }
+  for (const [server, manifest] of servers) {
+    for (const credential of manifest.credentials) {
+      if (!result.get(server)?.has(credential.name)) {
+        warnings.push(`/credentials/${server}/${credential.name}: no source; server "${server}" stays unavailable until it has one`);
+      }
+    }
+  }
+  return result;
 }
 
 export function sha256Hex(text: string): string {

@@ -15,6 +15,9 @@ export interface ListenAddress {
   readonly port: number;
 }
 
+/** Where a credential's value comes from. */
+export type CredentialSource = { readonly env: string } | { readonly file: string };
+
 export interface WardenConfig {
   readonly file: string;
   readonly dir: string;
@@ -28,7 +31,14 @@ export interface WardenConfig {
     readonly allowedOrigins: readonly string[];
     readonly maxBodyBytes: number;
   };
-  readonly limits: { readonly callTimeoutMs: number; readonly connectTimeoutMs: number; readonly arguments: ArgumentLimits };
+  /** By server key, then credential name. */
+  readonly credentials: ReadonlyMap<string, ReadonlyMap<string, CredentialSource>>;
+  readonly limits: {
+    readonly callTimeoutMs: number;
+    readonly connectTimeoutMs: number;
+    readonly maxResultBytes: number;
+    readonly arguments: ArgumentLimits;
+  };
   readonly log: { readonly level: string };
   /** Things that are legal but probably wrong (a grant matching no tool). */
   readonly warnings: readonly string[];

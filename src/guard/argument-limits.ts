@@ -78,5 +78,5 @@ function at(path: string): string {
 
 /** RFC 6901: ~ becomes ~0 and / becomes ~1. */
 export function escapePointer(key: string): string {
-  return key.replaceAll('~', '~0').replaceAll('/', '~1');
+  return key.includes('~') || key.includes('/') ? key.replaceAll('~', '~0').replaceAll('/', '~1') : key;
 }

@@ -6,7 +6,7 @@ import { readDocument } from '../config/read-document.ts';
 import { describeSchemaErrors } from '../config/schema-errors.ts';
 import { deepFreeze } from '../config/freeze.ts';
 import manifestSchema from './manifest.schema.json' with { type: 'json' };
-import type { Era, Manifest, ManifestTool } from './types.ts';
+import type { Era, Manifest, ManifestCredential, ManifestTool } from './types.ts';
 import { compileArgumentSchema, type ArgumentValidator } from '../guard/argument-schema.ts';
 
 const validateManifest = new Ajv2020({ allErrors: true, strict: true }).compile(manifestSchema);
@@ -19,7 +19,11 @@ interface RawManifest {
     | { type: 'stdio'; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; era?: Era }
     | { type: 'http'; url: string; era?: Era };
   tools: ManifestTool[];
+  credentials?: { name: string; env?: string; header?: string; prefix?: string }[];
 }
+
+/** Headers the transport itself owns; a credential may not set them. */
+const RESERVED_HEADERS = new Set(['host', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'accept', 'mcp-session-id', 'mcp-protocol-version', 'last-event-id']);
 
 /**
  * Loads one manifest: parse, validate against the published schema, resolve the stdio
@@ -68,6 +72,8 @@ export function loadManifest(file: string, searchPath: string | undefined = proc
     transport = { type: 'http', url: url.href, era: raw.transport.era ?? 'auto' };
   }
 
+  const credentials = checkCredentials(raw, transport, file);
+
   const manifest: Manifest = {
     file: resolve(file),
     name: raw.name,
@@ -75,9 +81,36 @@ export function loadManifest(file: string, searchPath: string | undefined = proc
     ...(raw.description === undefined ? {} : { description: raw.description }),
     transport,
     tools: raw.tools,
+    credentials,
     validators,
   };
   return deepFreeze(manifest);
+}
+
+function checkCredentials(raw: RawManifest, transport: Manifest['transport'], file: string): ManifestCredential[] {
+  const names = new Set<string>();
+  const targets = new Set<string>();
+  return (raw.credentials ?? []).map((credential, index) => {
+    const where = `${file}: at /credentials/${index}`;
+    const fail = (why: string) => new WardenError('WARDEN_MANIFEST_INVALID', `${where}: ${why}`, { file });
+    if (names.has(credential.name)) throw fail(`credential "${credential.name}" is declared twice`);
+    names.add(credential.name);
+    if (transport.type === 'stdio') {
+      if (credential.header !== undefined || credential.prefix !== undefined) throw fail('header and prefix apply to http servers; a stdio server gets its credentials as environment variables (env)');
+      const env = credential.env ?? credential.name;
+      if (env in transport.env) throw fail(`environment variable "${env}" is also set in /transport/env; a credential cannot share it`);
+      if (targets.has(env)) throw fail(`environment variable "${env}" is used by two credentials`);
+      targets.add(env);
+      return { name: credential.name, env, prefix: '' };
+    }
+    if (credential.env !== undefined) throw fail('env applies to stdio servers; an http server gets its credentials as request headers (header)');
+    if (credential.header === undefined) throw fail('an http server\'s credential needs a header, e.g. header: Authorization, prefix: "Bearer "');
+    const header = credential.header.toLowerCase();
+    if (RESERVED_HEADERS.has(header)) throw fail(`header "${credential.header}" belongs to the transport and cannot carry a credential`);
+    if (targets.has(header)) throw fail(`header "${credential.header}" is used by two credentials`);
+    targets.add(header);
+    return { name: credential.name, header: credential.header, prefix: credential.prefix ?? '' };
+  });
 }
 
 function compileOrExplain(schema: Readonly<Record<string, unknown>>, path: string, file: string): ArgumentValidator {

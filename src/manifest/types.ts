@@ -8,6 +8,18 @@ export interface ManifestTool {
   readonly access: 'read' | 'write';
   readonly inputSchema: Readonly<Record<string, unknown>>;
   readonly outputSchema?: Readonly<Record<string, unknown>>;
+  /** Cap on the result text, bytes; can only tighten the config's limit. */
+  readonly maxResultBytes?: number;
+}
+
+/** A credential the server needs: its name, and where the broker puts its value. */
+export interface ManifestCredential {
+  readonly name: string;
+  /** stdio: the environment variable set in the child. */
+  readonly env?: string;
+  /** http: the request header set on every request, its value `prefix + value`. */
+  readonly header?: string;
+  readonly prefix: string;
 }
 
 export type Era = 'auto' | 'legacy' | 'modern';
@@ -38,4 +50,5 @@ export interface Manifest {
   readonly description?: string;
   readonly transport: StdioTransport | HttpTransport;
   readonly tools: readonly ManifestTool[];
+  readonly credentials: readonly ManifestCredential[];
 }

@@ -4,6 +4,7 @@ import { dispatch } from './stages/dispatch.ts';
 import { identify } from './stages/identify.ts';
 import { record } from './stages/record.ts';
 import { resolveTool } from './stages/resolve.ts';
+import { sanitizeOutput } from './stages/sanitize-output.ts';
 import { validateArguments } from './stages/validate-arguments.ts';
 import { refuse, type CallContext, type CallOutcome, type PipelineDeps, type Stage, type StageFactory } from './types.ts';
 
@@ -17,6 +18,7 @@ export const CALL_STAGES: readonly StageFactory[] = [
   resolveTool, // the exposed name is in the manifest catalog
   authorize, // a grant covers the tool and its access class (default deny)
   validateArguments, // arguments meet the global limits and the manifest's input schema
+  sanitizeOutput, // what comes back is cleaned: escapes, invisible characters, credentials, size
   dispatch, // the downstream server answers within the call timeout
 ];
 

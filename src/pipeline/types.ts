@@ -41,6 +41,8 @@ export interface PipelineDeps {
   readonly backends: ReadonlyMap<string, McpBackend>;
   readonly audit: AuditTrail;
   readonly logger: Logger;
+  /** Every form of every credential value the broker has injected, longest first. */
+  readonly secretForms: () => readonly string[];
 }
 
 export type StageFactory = (deps: PipelineDeps) => Stage;

@@ -6,15 +6,7 @@ export const dispatch: StageFactory = ({ backends, config }) => async (ctx) => {
   const backend = backends.get(ctx.tool.server);
   if (!backend) return refuse('WARDEN_SERVER_UNAVAILABLE', `Server "${ctx.tool.server}" is not running.`);
   ctx.facts['dispatched'] = true;
+  // The result goes back through sanitizeOutput, which keeps only what an agent may see.
   const result = await backend.callTool(ctx.tool.tool.name, { ...ctx.args }, config.limits.callTimeoutMs);
-  // Only the result's payload travels on. The downstream's _meta (its identity, its
-  // protocol bookkeeping) is the broker's business, not the agent's.
-  return {
-    kind: 'result',
-    result: {
-      content: Array.isArray(result.content) ? result.content : [],
-      ...(result.structuredContent === undefined ? {} : { structuredContent: result.structuredContent }),
-      ...(result.isError === true ? { isError: true } : {}),
-    },
-  };
+  return { kind: 'result', result };
 };

@@ -15,7 +15,8 @@ export const record: StageFactory = ({ audit }) => async (ctx, next) => {
   const argsSha256 = digestArguments(ctx.args) ?? null;
   const outcome = await next();
   const refused = outcome.kind === 'refused';
-  audit.write({
+  // The result goes back only once its record is written (a failure throws: fail closed).
+  await audit.commit({
     ...ctx.facts, // first, so no fact can overwrite the fields below
     event: 'tools/call',
     correlationId: ctx.correlationId,

@@ -1,0 +1,187 @@
+import type { CallToolResult } from '@modelcontextprotocol/server';
+
+/**
+ * Output sanitisation: what a tool returns is untrusted input to the model. Every string
+ * of a result (text blocks, embedded resource text, resource links, structuredContent
+ * keys and values) loses terminal escapes and invisible or control characters, then every
+ * known credential in any common encoding; text is capped in size with a visible marker.
+ * Pure functions; they never throw on any JSON input.
+ */
+
+export const REDACTED = '[redacted: credential]';
+
+export interface Redactions {
+  credential: number;
+  invisible: number;
+  truncatedBytes: number;
+}
+
+/** ANSI/VT escape sequences: CSI, OSC (ended by BEL or ST), and two-character escapes. */
+// eslint-disable-next-line no-control-regex
+const ESCAPES = /\u001b\[[0-?]*[ -/]*[@-~]|\u001b\][^\u0007\u001b]*(?:\u0007|\u001b\\)|\u001b[@-Z\\-_]/g;
+
+/**
+ * C0 controls but tab and newline, DEL and C1 controls, soft hyphen, zero-width
+ * characters, bidi marks, embeddings, overrides and isolates, word joiners, BOM, and the
+ * Unicode tag characters U+E0000-E007F (used to smuggle invisible instructions).
+ */
+// eslint-disable-next-line no-control-regex
+const INVISIBLE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u{e0000}-\u{e007f}]/gu;
+
+/** A credential shorter than this is not redacted: it would shred ordinary text. */
+const MIN_SECRET_LENGTH = 6;
+
+/**
+ * Every form a credential value is looked for in: as is, base64 (padded and not),
+ * base64url, hex in both cases, URL-encoded, and the part of its base64 that does not
+ * depend on its neighbours when it sits inside a longer encoded string. Longest first, so a
+ * longer form is replaced before a shorter one inside it.
+ */
+export function secretForms(values: readonly string[]): string[] {
+  const forms = new Set<string>();
+  for (const value of values) {
+    if (value.length < MIN_SECRET_LENGTH) continue;
+    const bytes = Buffer.from(value, 'utf8');
+    forms.add(value);
+    forms.add(encodeURIComponent(value));
+    forms.add(bytes.toString('hex'));
+    forms.add(bytes.toString('hex').toUpperCase());
+    const b64 = bytes.toString('base64');
+    forms.add(b64);
+    forms.add(b64.replace(/=+$/, ''));
+    forms.add(bytes.toString('base64url'));
+    for (const offset of [0, 1, 2]) {
+      // Inside a longer encoded string, only the 4-character groups made of secret bytes
+      // alone are the same whatever surrounds it; there are three alignments.
+      const shifted = Buffer.concat([Buffer.alloc(offset), bytes]).toString('base64');
+      const first = Math.ceil(offset / 3) * 4;
+      const last = Math.floor((offset + bytes.length) / 3) * 4;
+      const inner = shifted.slice(first, last);
+      if (inner.length >= 8) {
+        forms.add(inner);
+        forms.add(inner.replaceAll('+', '-').replaceAll('/', '_'));
+      }
+    }
+  }
+  return [...forms].filter((form) => form.length >= MIN_SECRET_LENGTH).sort((a, b) => b.length - a.length);
+}
+
+/** Cleans one string: escapes and invisible characters first, so they cannot split a secret. */
+export function cleanText(text: string, forms: readonly string[], counts: Redactions): string {
+  let clean = text.replace(ESCAPES, () => {
+    counts.invisible++;
+    return '';
+  });
+  clean = clean.replace(INVISIBLE, () => {
+    counts.invisible++;
+    return '';
+  });
+  for (const form of forms) {
+    if (!clean.includes(form)) continue;
+    const parts = clean.split(form);
+    counts.credential += parts.length - 1;
+    clean = parts.join(REDACTED);
+  }
+  return clean;
+}
+
+export interface SanitizeOptions {
+  readonly secretForms: readonly string[];
+  /** Budget for all text of one result, in UTF-8 bytes. */
+  readonly maxTextBytes: number;
+}
+
+/**
+ * Rebuilds a result from the fields an agent may see (content, structuredContent,
+ * isError), cleaned. Unknown fields and the downstream's _meta are dropped.
+ */
+export function sanitizeResult(result: CallToolResult, options: SanitizeOptions): { result: CallToolResult; redactions: Redactions } {
+  const counts: Redactions = { credential: 0, invisible: 0, truncatedBytes: 0 };
+  let budget = options.maxTextBytes;
+  const text = (value: string): string => {
+    const clean = cleanText(value, options.secretForms, counts);
+    const bytes = Buffer.byteLength(clean, 'utf8');
+    if (bytes <= budget) {
+      budget -= bytes;
+      return clean;
+    }
+    const kept = truncateUtf8(clean, Math.max(0, budget));
+    budget = 0;
+    const omitted = bytes - Buffer.byteLength(kept, 'utf8');
+    counts.truncatedBytes += omitted;
+    return `${kept}\n[truncated by mcp-warden: ${omitted} bytes omitted]`;
+  };
+
+  const content = Array.isArray(result.content) ? result.content.map((block) => cleanBlock(block, text, options, counts)) : [];
+  const sanitized: CallToolResult = { content };
+  if (result.structuredContent !== undefined) {
+    const structured = cleanJson(result.structuredContent, options.secretForms, counts);
+    const bytes = Buffer.byteLength(JSON.stringify(structured) ?? '', 'utf8');
+    if (bytes <= budget) {
+      budget -= bytes;
+      sanitized.structuredContent = structured as CallToolResult['structuredContent'];
+    } else {
+      counts.truncatedBytes += bytes;
+      content.push({ type: 'text', text: `[structured content omitted by mcp-warden: ${bytes} bytes over the size limit]` });
+    }
+  }
+  if (result.isError === true) sanitized.isError = true;
+  return { result: sanitized, redactions: counts };
+}
+
+type Block = CallToolResult['content'][number];
+
+function cleanBlock(block: Block, text: (value: string) => string, options: SanitizeOptions, counts: Redactions): Block {
+  switch (block.type) {
+    case 'text':
+      return { type: 'text', text: text(block.text) };
+    case 'resource': {
+      const resource = block.resource;
+      if ('text' in resource && typeof resource.text === 'string') {
+        return { type: 'resource', resource: { uri: cleanText(resource.uri, options.secretForms, counts), ...(resource.mimeType ? { mimeType: resource.mimeType } : {}), text: text(resource.text) } };
+      }
+      return { type: 'resource', resource: { ...resource, uri: cleanText(resource.uri, options.secretForms, counts) } } as Block;
+    }
+    case 'resource_link':
+      return cleanJson(block, options.secretForms, counts) as Block;
+    default:
+      // image and audio: binary data, passed as it is; their mimeType is cleaned.
+      return 'mimeType' in block && typeof block.mimeType === 'string' ? ({ ...block, mimeType: cleanText(block.mimeType, options.secretForms, counts) } as Block) : block;
+  }
+}
+
+/** Cleans every key and string of a JSON value, iteratively (no recursion on hostile depth). */
+export function cleanJson(value: unknown, forms: readonly string[], counts: Redactions): unknown {
+  const root: { value: unknown } = { value: undefined };
+  const stack: { source: unknown; assign: (v: unknown) => void }[] = [{ source: value, assign: (v) => (root.value = v) }];
+  while (stack.length > 0) {
+    const { source, assign } = stack.pop()!;
+    if (typeof source === 'string') assign(cleanText(source, forms, counts));
+    else if (Array.isArray(source)) {
+      const copy: unknown[] = new Array(source.length);
+      assign(copy);
+      source.forEach((item, i) => stack.push({ source: item, assign: (v) => (copy[i] = v) }));
+    } else if (source !== null && typeof source === 'object') {
+      const copy: Record<string, unknown> = {};
+      assign(copy);
+      for (const [key, item] of Object.entries(source)) {
+        const cleanKey = cleanText(key, forms, counts);
+        stack.push({ source: item, assign: (v) => Object.defineProperty(copy, cleanKey, { value: v, enumerable: true, writable: true, configurable: true }) });
+      }
+    } else assign(source);
+  }
+  return root.value;
+}
+
+/** The longest prefix of text that fits in maxBytes of UTF-8, never splitting a character. */
+function truncateUtf8(text: string, maxBytes: number): string {
+  let bytes = 0;
+  let end = 0;
+  for (const char of text) {
+    const size = Buffer.byteLength(char, 'utf8');
+    if (bytes + size > maxBytes) break;
+    bytes += size;
+    end += char.length;
+  }
+  return text.slice(0, end);
+}

@@ -1,0 +1,23 @@
+import { cleanText, sanitizeResult, type Redactions } from '../../guard/sanitize-output.ts';
+import { refuse, type StageFactory } from '../types.ts';
+
+/**
+ * Wraps dispatch: what comes back from a tool is untrusted input to the model. Results
+ * are rebuilt from the fields an agent may see and cleaned (escapes, invisible characters,
+ * every injected credential in any common encoding, size cap); refusal texts, which can
+ * carry a downstream's error message, are cleaned too. The audit record gets the counts.
+ */
+export const sanitizeOutput: StageFactory = ({ config, secretForms }) => async (ctx, next) => {
+  const outcome = await next();
+  const forms = secretForms();
+  if (outcome.kind === 'refused') {
+    const counts: Redactions = { credential: 0, invisible: 0, truncatedBytes: 0 };
+    const message = cleanText(outcome.message, forms, counts);
+    if (counts.credential + counts.invisible > 0) ctx.facts['redactions'] = counts;
+    return refuse(outcome.code, message);
+  }
+  const maxTextBytes = Math.min(config.limits.maxResultBytes, ctx.tool?.tool.maxResultBytes ?? Number.POSITIVE_INFINITY);
+  const { result, redactions } = sanitizeResult(outcome.result, { secretForms: forms, maxTextBytes });
+  if (redactions.credential + redactions.invisible + redactions.truncatedBytes > 0) ctx.facts['redactions'] = redactions;
+  return { kind: 'result', result };
+};

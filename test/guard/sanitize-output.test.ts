@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import type { CallToolResult } from '@modelcontextprotocol/server';
+import { cleanText, REDACTED, sanitizeResult, secretForms, type Redactions } from '../../src/guard/sanitize-output.ts';
+
+const CANARY = 'canary-Secret+Value/42=';
+const FORMS = secretForms([CANARY]);
+const counts = (): Redactions => ({ credential: 0, invisible: 0, truncatedBytes: 0 });
+const encodings = (secret: string): string[] => {
+  const bytes = Buffer.from(secret);
+  return [secret, bytes.toString('base64'), bytes.toString('base64').replace(/=+$/, ''), bytes.toString('base64url'), bytes.toString('hex'), bytes.toString('hex').toUpperCase(), encodeURIComponent(secret)];
+};
+const INVISIBLES = ['\u001b[31m', '\u001b]8;;http://x\u0007', '\u0000', '\u0007', '\r', '\u0085', '\u200b', '\u200d', '\u202e', '\u2066', '\ufeff', '\u{e0041}', '\u{e007f}', '\u00ad'];
+
+describe('cleanText', () => {
+  it('removes escapes and invisible characters, keeps tab and newline', () => {
+    const c = counts();
+    assert.equal(cleanText('a\u001b[1;31mred\u001b[0m\tb\nc\u200bd\u{e0049}\u{e0067}\u202ee', [], c), 'ared\tb\ncde');
+    assert.ok(c.invisible >= 6);
+  });
+
+  it('redacts a credential in every listed encoding', () => {
+    for (const encoded of encodings(CANARY)) {
+      const c = counts();
+      const out = cleanText(`before ${encoded} after`, FORMS, c);
+      assert.equal(out, `before ${REDACTED} after`, encoded);
+      assert.equal(c.credential, 1);
+    }
+  });
+
+  it('invisible characters cannot split a credential to hide it', () => {
+    const smuggled = [...CANARY].join('\u200b');
+    assert.equal(cleanText(smuggled, FORMS, counts()), REDACTED);
+  });
+
+  it('no canary survives, in any encoding, whatever surrounds it (property)', () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 40 }), fc.string({ maxLength: 40 }), fc.constantFrom(...encodings(CANARY)), (before, after, encoded) => {
+        const out = cleanText(`${before}${encoded}${after}`, FORMS, counts());
+        for (const form of encodings(CANARY)) assert.ok(!out.includes(form), `${JSON.stringify(out)} still has ${form}`);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('a canary inside a longer base64 blob does not survive, at any alignment (property)', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 20 }), fc.uint8Array({ maxLength: 20 }), (before, after) => {
+        const blob = Buffer.concat([before, Buffer.from(CANARY), after]);
+        for (const encoding of ['base64', 'base64url'] as const) {
+          const out = cleanText(blob.toString(encoding), FORMS, counts());
+          assert.ok(!Buffer.from(out.replaceAll(REDACTED, ''), encoding).toString('latin1').includes(CANARY), `${encoding} at offset ${before.length}`);
+        }
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('never throws, leaves no invisible character, and is idempotent (property)', () => {
+    const text = fc.array(fc.oneof(fc.string(), fc.constantFrom(...INVISIBLES, CANARY)), { maxLength: 12 }).map((parts) => parts.join(''));
+    fc.assert(
+      fc.property(text, (input) => {
+        const once = cleanText(input, FORMS, counts());
+        assert.equal(cleanText(once, FORMS, counts()), once);
+        for (const invisible of INVISIBLES) {
+          if (invisible.length === 1 || [...invisible].length === 1) assert.ok(!once.includes(invisible));
+        }
+        assert.ok(!once.includes(CANARY));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('does not redact credentials too short to be told from ordinary text', () => {
+    assert.deepEqual(secretForms(['abc']), []);
+  });
+});
+
+describe('sanitizeResult', () => {
+  it('keeps only content, structuredContent and isError; drops _meta and unknown fields', () => {
+    const input = { content: [{ type: 'text', text: 'ok' }], structuredContent: { a: 1 }, isError: true, _meta: { internal: 1 }, extra: 'x' } as unknown as CallToolResult;
+    assert.deepEqual(sanitizeResult(input, { secretForms: [], maxTextBytes: 1000 }).result, { content: [{ type: 'text', text: 'ok' }], structuredContent: { a: 1 }, isError: true });
+  });
+
+  it('cleans structured content keys and values, resources and links', () => {
+    const input = {
+      content: [
+        { type: 'resource', resource: { uri: 'mem://x', mimeType: 'text/plain', text: `key=${CANARY}` } },
+        { type: 'resource_link', uri: 'mem://y', name: `n\u200b${CANARY}` },
+      ],
+      structuredContent: { [`k${CANARY}`]: [{ deep: `\u001b[2J${CANARY}` }] },
+    } as unknown as CallToolResult;
+    const { result, redactions } = sanitizeResult(input, { secretForms: FORMS, maxTextBytes: 10_000 });
+    assert.ok(!JSON.stringify(result).includes(CANARY));
+    assert.ok(!JSON.stringify(result).includes('\\u001b'));
+    assert.equal(redactions.credential, 4);
+  });
+
+  it('caps text with a visible marker, never splitting a character', () => {
+    const { result, redactions } = sanitizeResult({ content: [{ type: 'text', text: 'é'.repeat(1000) }, { type: 'text', text: 'more' }] }, { secretForms: [], maxTextBytes: 101 });
+    const first = result.content[0] as { text: string };
+    assert.match(first.text, /^é{50}\n\[truncated by mcp-warden: 1900 bytes omitted\]$/);
+    assert.match((result.content[1] as { text: string }).text, /truncated by mcp-warden: 4 bytes/);
+    assert.equal(redactions.truncatedBytes, 1904);
+  });
+
+  it('drops oversized structured content with a marker', () => {
+    const { result } = sanitizeResult({ content: [], structuredContent: { big: 'x'.repeat(5000) } }, { secretForms: [], maxTextBytes: 1000 });
+    assert.equal(result.structuredContent, undefined);
+    assert.match((result.content[0] as { text: string }).text, /structured content omitted/);
+  });
+
+  it('never throws on any JSON as structured content (property)', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.string(), (structured, text) => {
+        sanitizeResult({ content: [{ type: 'text', text }], structuredContent: structured as never }, { secretForms: FORMS, maxTextBytes: 2000 });
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
