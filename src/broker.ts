@@ -47,6 +47,7 @@ export class Broker {
           logger: this.logger,
           audit: this.audit,
           ...(config.credentials.has(server) ? { credentialSources: config.credentials.get(server)! } : {}),
+          breaker: config.limits.breaker,
           ...(options.backoff ? { backoff: options.backoff } : {}),
         }),
       );
@@ -91,9 +92,9 @@ export class Broker {
   }
 
   /** Runs one tools/call through the pipeline. Never throws: refusals become tool errors. */
-  async callTool(agentName: string, toolName: string, args: Record<string, unknown>): Promise<CallToolResult> {
+  async callTool(agentName: string, toolName: string, args: Record<string, unknown>, signal?: AbortSignal): Promise<CallToolResult> {
     const correlationId = randomUUID();
-    const outcome = await this.#pipeline({ correlationId, agentName, toolName, args, startedAt: performance.now(), facts: {} });
+    const outcome = await this.#pipeline({ correlationId, agentName, toolName, args, startedAt: performance.now(), facts: {}, ...(signal ? { signal } : {}) });
     if (outcome.kind === 'result') return outcome.result;
     return {
       content: [{ type: 'text', text: `mcp-warden refused the call [${outcome.code}]: ${outcome.message}` }],

@@ -17,6 +17,7 @@ export const ERRORS = {
   WARDEN_SERVER_UNAVAILABLE: { exit: 1, summary: 'the downstream server is not connected (starting, restarting or failed)' },
   WARDEN_CREDENTIAL_MISSING: { exit: 1, summary: 'a credential a server needs has no value (unset variable, unreadable file); the server is not started' },
   WARDEN_DOWNSTREAM_TIMEOUT: { exit: 1, summary: 'the downstream server did not answer within the call timeout' },
+  WARDEN_CALL_CANCELLED: { exit: 1, summary: 'the agent cancelled the call (or disconnected); the downstream call was cancelled too' },
   WARDEN_DOWNSTREAM_ERROR: { exit: 1, summary: 'the downstream server answered with a protocol error or an invalid result' },
   WARDEN_INTERNAL: { exit: 1, summary: 'a broker check failed unexpectedly; the call was refused (fail closed)' },
 } as const;

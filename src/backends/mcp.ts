@@ -33,9 +33,12 @@ export interface BackendOptions {
   readonly audit: AuditTrail;
   /** Restart backoff, in milliseconds. */
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+  /** Circuit breaker: after this many timeouts in a row, refuse calls for cooldownMs. */
+  readonly breaker?: { readonly timeouts: number; readonly cooldownMs: number };
 }
 
 const DEFAULT_BACKOFF = { initialMs: 250, maxMs: 30_000 } as const;
+const DEFAULT_BREAKER = { timeouts: 3, cooldownMs: 30_000 } as const;
 /** A server that stayed up this long is healthy again: its next crash restarts fast. */
 const STABLE_AFTER_MS = 30_000;
 /** Pages of tools/list read from a downstream before it is considered hostile. */
@@ -61,11 +64,17 @@ export class McpBackend {
   readonly #credentialValues = new Set<string>();
   readonly #options: BackendOptions;
   readonly #backoff: { readonly initialMs: number; readonly maxMs: number };
+  readonly #breaker: { readonly timeouts: number; readonly cooldownMs: number };
+  #timeoutsInARow = 0;
+  /** While the breaker is open: the time calls may be tried again. */
+  #openUntil = 0;
+  #trialInFlight = false;
 
   constructor(options: BackendOptions) {
     this.server = options.server;
     this.#options = options;
     this.#backoff = options.backoff ?? DEFAULT_BACKOFF;
+    this.#breaker = options.breaker ?? DEFAULT_BREAKER;
   }
 
   get state(): BackendState {
@@ -101,14 +110,49 @@ export class McpBackend {
         state: this.#state,
       });
     }
+    const trial = this.#admit();
     try {
-      return (await client.callTool(
-        { name: tool, arguments: args },
-        { timeout: timeoutMs, maxTotalTimeout: timeoutMs, ...(signal ? { signal } : {}) },
-      )) as CallToolResult;
+      // On timeout or abort the SDK sends notifications/cancelled to the server (or, on a
+      // 2026-07-28 HTTP connection, aborts the request), so the server can stop working.
+      const result = (await client.callTool({ name: tool, arguments: args }, { timeout: timeoutMs, ...(signal ? { signal } : {}) })) as CallToolResult;
+      this.#timeoutsInARow = 0;
+      this.#openUntil = 0;
+      return result;
     } catch (error) {
-      throw this.#translate(error, timeoutMs);
+      const translated = signal?.aborted
+        ? new WardenError('WARDEN_CALL_CANCELLED', 'the agent cancelled the call', { server: this.server })
+        : this.#translate(error, timeoutMs);
+      if (translated.code === 'WARDEN_DOWNSTREAM_TIMEOUT') this.#recordTimeout();
+      throw translated;
+    } finally {
+      if (trial) this.#trialInFlight = false;
     }
+  }
+
+  /**
+   * Circuit breaker: refuses at once while open; after the cooldown lets one trial call
+   * through (returns true for it), whose outcome closes or reopens the breaker.
+   */
+  #admit(): boolean {
+    if (this.#openUntil === 0) return false;
+    const wait = this.#openUntil - Date.now();
+    if (wait > 0 || this.#trialInFlight) {
+      throw new WardenError(
+        'WARDEN_SERVER_UNAVAILABLE',
+        `server "${this.server}" is not answering (${this.#timeoutsInARow} calls in a row timed out); calls are refused for ${Math.max(1, Math.ceil(wait / 1000))} s more`,
+        { server: this.server, breaker: 'open' },
+      );
+    }
+    this.#trialInFlight = true;
+    return true;
+  }
+
+  #recordTimeout(): void {
+    this.#timeoutsInARow++;
+    if (this.#timeoutsInARow < this.#breaker.timeouts) return;
+    this.#openUntil = Date.now() + this.#breaker.cooldownMs;
+    this.#options.logger.warn({ server: this.server, timeouts: this.#timeoutsInARow }, 'circuit breaker open: calls refused during the cooldown');
+    this.#audit({ event: 'server.state', server: this.server, state: 'breaker-open', timeoutsInARow: this.#timeoutsInARow, cooldownMs: this.#breaker.cooldownMs });
   }
 
   async close(): Promise<void> {

@@ -20,6 +20,9 @@ export const DEFAULTS = {
   listen: '127.0.0.1:7070',
   maxBodyBytes: 1024 * 1024, // 1 MiB
   callTimeoutMs: 30_000, // 30 s
+  maxCallTimeoutMs: 120_000, // 2 min
+  breakerTimeouts: 3, // timeouts in a row
+  breakerCooldownMs: 30_000, // 30 s
   connectTimeoutMs: 15_000, // 15 s
   maxResultBytes: 64 * 1024, // 64 KiB of result text
   logLevel: 'info',
@@ -34,7 +37,14 @@ interface RawConfig {
   audit?: { file?: string };
   http?: { listen?: string; allowedHosts?: string[]; allowedOrigins?: string[]; maxBodyBytes?: number };
   credentials?: Record<string, Record<string, { env: string } | { file: string }>>;
-  limits?: { callTimeoutMs?: number; connectTimeoutMs?: number; maxResultBytes?: number; arguments?: Partial<ArgumentLimits> };
+  limits?: {
+    callTimeoutMs?: number;
+    maxCallTimeoutMs?: number;
+    connectTimeoutMs?: number;
+    maxResultBytes?: number;
+    breaker?: { timeouts?: number; cooldownMs?: number };
+    arguments?: Partial<ArgumentLimits>;
+  };
   log?: { level?: string };
 }
 
@@ -102,6 +112,12 @@ export function loadConfig(file: string): WardenConfig {
     );
   }
 
+  const maxCallTimeoutMs = raw.limits?.maxCallTimeoutMs ?? DEFAULTS.maxCallTimeoutMs;
+  const callTimeoutMs = raw.limits?.callTimeoutMs ?? Math.min(DEFAULTS.callTimeoutMs, maxCallTimeoutMs);
+  if (callTimeoutMs > maxCallTimeoutMs) {
+    throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /limits/callTimeoutMs: ${callTimeoutMs} is above limits.maxCallTimeoutMs (${maxCallTimeoutMs})`, { file: path });
+  }
+
   return deepFreeze({
     file: path,
     dir,
@@ -118,7 +134,9 @@ export function loadConfig(file: string): WardenConfig {
     credentials,
     limits: {
       maxResultBytes: raw.limits?.maxResultBytes ?? DEFAULTS.maxResultBytes,
-      callTimeoutMs: raw.limits?.callTimeoutMs ?? DEFAULTS.callTimeoutMs,
+      callTimeoutMs,
+      maxCallTimeoutMs,
+      breaker: { timeouts: raw.limits?.breaker?.timeouts ?? DEFAULTS.breakerTimeouts, cooldownMs: raw.limits?.breaker?.cooldownMs ?? DEFAULTS.breakerCooldownMs },
       connectTimeoutMs: raw.limits?.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
       arguments: { ...DEFAULT_ARGUMENT_LIMITS, ...raw.limits?.arguments },
     },

@@ -35,7 +35,9 @@ export interface WardenConfig {
   readonly credentials: ReadonlyMap<string, ReadonlyMap<string, CredentialSource>>;
   readonly limits: {
     readonly callTimeoutMs: number;
+    readonly maxCallTimeoutMs: number;
     readonly connectTimeoutMs: number;
+    readonly breaker: { readonly timeouts: number; readonly cooldownMs: number };
     readonly maxResultBytes: number;
     readonly arguments: ArgumentLimits;
   };

@@ -13,9 +13,10 @@ const INSTRUCTIONS =
 export function createAgentServer(broker: Broker, agentName: string): Server {
   const server = new Server({ ...BROKER_INFO }, { capabilities: { tools: { listChanged: false } }, instructions: INSTRUCTIONS });
   server.setRequestHandler('tools/list', async () => broker.listTools(agentName));
-  server.setRequestHandler('tools/call', async (request) => {
+  server.setRequestHandler('tools/call', async (request, ctx) => {
     const args = request.params.arguments ?? {};
-    return broker.callTool(agentName, request.params.name, args as Record<string, unknown>);
+    // The signal aborts when the agent cancels or goes away; the downstream call follows.
+    return broker.callTool(agentName, request.params.name, args as Record<string, unknown>, ctx.mcpReq.signal);
   });
   return server;
 }

@@ -8,6 +8,8 @@ export interface ManifestTool {
   readonly access: 'read' | 'write';
   readonly inputSchema: Readonly<Record<string, unknown>>;
   readonly outputSchema?: Readonly<Record<string, unknown>>;
+  /** This tool's call timeout, ms; capped by the config's maximum. */
+  readonly timeoutMs?: number;
   /** Cap on the result text, bytes; can only tighten the config's limit. */
   readonly maxResultBytes?: number;
 }

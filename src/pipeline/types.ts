@@ -15,6 +15,8 @@ export interface CallContext {
   readonly toolName: string;
   readonly args: Readonly<Record<string, unknown>>;
   readonly startedAt: number;
+  /** Aborted when the agent cancels the call or disconnects. */
+  readonly signal?: AbortSignal;
   agent?: AgentPolicy;
   tool?: CatalogTool;
   grant?: Grant;

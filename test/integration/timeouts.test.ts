@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Client } from '@modelcontextprotocol/client';
+import { pino } from 'pino';
+import { Broker } from '../../src/broker.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { connectStdio, refusalCode, ROGUE_SERVER, stdioManifest, tempDir, textOf, waitFor, writeYaml } from '../helpers.ts';
+
+const { dir, cleanup } = tempDir();
+const empty = { type: 'object', properties: {} };
+const tool = (name: string, extra: Record<string, unknown> = {}) => ({ name, description: name, access: 'read', inputSchema: empty, ...extra });
+let config: string;
+let broker: Broker;
+
+before(async () => {
+  const tools = [tool('ok'), tool('hang', { timeoutMs: 300 }), tool('cancellations')];
+  writeYaml(join(dir, 'manifests/rogue.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, tools, { era: 'legacy' }));
+  writeYaml(join(dir, 'manifests/other.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, tools, { era: 'legacy' }));
+  // No tool timeout here: only the agent's cancellation can end a call.
+  writeYaml(join(dir, 'manifests/slow.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, [tool('hang'), tool('cancellations')], { era: 'legacy' }));
+  config = writeYaml(join(dir, 'warden.yaml'), {
+    version: 1,
+    servers: { rogue: { manifest: 'rogue.yaml' }, other: { manifest: 'other.yaml' }, slow: { manifest: 'slow.yaml' } },
+    agents: { a: { allow: [{ tools: ['*'] }] } },
+    limits: { callTimeoutMs: 60000, maxCallTimeoutMs: 60000, breaker: { timeouts: 2, cooldownMs: 3600000 } },
+  });
+  broker = new Broker(loadConfig(config), { logger: pino({ level: 'silent' }), audit: 'memory' });
+  await broker.start();
+});
+
+after(async () => {
+  await broker?.close();
+  cleanup();
+});
+
+describe('timeouts and cancellation', () => {
+  it('a tool times out at its own timeout, and the server is told to cancel', async () => {
+    const result = await broker.callTool('a', 'other__hang', {});
+    assert.equal(refusalCode(result), 'WARDEN_DOWNSTREAM_TIMEOUT');
+    assert.match(textOf(result), /within 300 ms/);
+    assert.ok(await waitFor(async () => textOf(await broker.callTool('a', 'other__cancellations', {})) === '1', 50, 20), 'the server saw the cancellation');
+  });
+
+  it('a manifest cannot raise its timeout above the policy maximum', async () => {
+    writeYaml(join(dir, 'manifests/long.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, [tool('hang', { timeoutMs: 3600000 })], { era: 'legacy' }));
+    const capped = loadConfig(writeYaml(join(dir, 'capped.yaml'), { version: 1, servers: { long: { manifest: 'long.yaml' } }, agents: { a: { allow: [{ tools: ['*'] }] } }, limits: { maxCallTimeoutMs: 400 } }));
+    assert.equal(capped.limits.callTimeoutMs, 400, 'the default timeout follows a lower maximum');
+    const own = new Broker(capped, { logger: pino({ level: 'silent' }), audit: 'memory' });
+    try {
+      await own.start();
+      const result = await own.callTool('a', 'long__hang', {});
+      assert.equal(refusalCode(result), 'WARDEN_DOWNSTREAM_TIMEOUT');
+      assert.match(textOf(result), /within 400 ms/);
+    } finally {
+      await own.close();
+    }
+  });
+
+  it('after repeated timeouts the breaker refuses at once; other servers are unaffected', async () => {
+    for (let i = 0; i < 2; i++) assert.equal(refusalCode(await broker.callTool('a', 'rogue__hang', {})), 'WARDEN_DOWNSTREAM_TIMEOUT');
+    const refused = await broker.callTool('a', 'rogue__ok', {});
+    assert.equal(refusalCode(refused), 'WARDEN_SERVER_UNAVAILABLE');
+    assert.match(textOf(refused), /not answering \(2 calls in a row timed out\)/);
+    assert.equal(textOf(await broker.callTool('a', 'other__ok', {})), 'ok');
+    const records = (broker.audit as unknown as { records: Record<string, unknown>[] }).records;
+    assert.ok(records.some((r) => r['event'] === 'server.state' && r['state'] === 'breaker-open' && r['server'] === 'rogue'));
+  });
+
+  it('when the agent cancels, the downstream call is cancelled too', async () => {
+    const agent: Client = await connectStdio(config, 'a');
+    try {
+      const controller = new AbortController();
+      const call = agent.callTool({ name: 'slow__hang', arguments: {} }, { signal: controller.signal });
+      setTimeout(() => controller.abort('changed my mind'), 100);
+      await assert.rejects(call);
+      const seen = await waitFor(async () => textOf(await agent.callTool({ name: 'slow__cancellations', arguments: {} })) === '1', 50, 20);
+      assert.ok(seen, 'the downstream server saw the cancellation');
+      const audit = readFileSync(join(dir, 'audit/audit.jsonl'), 'utf8');
+      assert.ok(await waitFor(() => readFileSync(join(dir, 'audit/audit.jsonl'), 'utf8').includes('"reason":"WARDEN_CALL_CANCELLED"'), 50, 20), audit.slice(-500));
+    } finally {
+      await agent.close();
+    }
+  });
+});
