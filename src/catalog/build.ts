@@ -1,5 +1,6 @@
 import { WardenError } from '../errors.ts';
 import type { ArgumentValidator } from '../guard/argument-schema.ts';
+import type { OutputScope } from '../guard/output-scope.ts';
 import type { Manifest, ManifestTool } from '../manifest/types.ts';
 
 /** Many clients reject tool names outside this pattern. */
@@ -23,6 +24,10 @@ export interface CatalogTool {
   readonly definition: ExposedDefinition;
   /** The manifest's input schema, compiled once at load. */
   readonly validateArguments: ArgumentValidator;
+  /** The manifest's output schema, compiled once at load, when it declares one. */
+  readonly validateOutput?: ArgumentValidator;
+  /** The manifest's scope constraint, when it declares outputFields. */
+  readonly outputScope?: OutputScope;
 }
 
 export function exposedName(server: string, tool: string): string {
@@ -56,7 +61,20 @@ export function buildCatalog(servers: ReadonlyMap<string, Manifest>, configFile:
       }
       const validateArguments = manifest.validators.get(tool.name);
       if (!validateArguments) throw new WardenError('WARDEN_MANIFEST_INVALID', `${manifest.file}: tool "${tool.name}" has no compiled input schema`);
-      catalog.set(name, Object.freeze({ exposedName: name, server, tool, definition: toDefinition(name, tool), validateArguments }));
+      const validateOutput = manifest.outputValidators.get(tool.name);
+      const outputScope = manifest.outputScopes.get(tool.name);
+      catalog.set(
+        name,
+        Object.freeze({
+          exposedName: name,
+          server,
+          tool,
+          definition: toDefinition(name, tool),
+          validateArguments,
+          ...(validateOutput ? { validateOutput } : {}),
+          ...(outputScope ? { outputScope } : {}),
+        }),
+      );
     }
   }
   return catalog;
@@ -68,7 +86,9 @@ function toDefinition(name: string, tool: ManifestTool): ExposedDefinition {
     ...(tool.title === undefined ? {} : { title: tool.title }),
     description: tool.description,
     inputSchema: tool.inputSchema,
-    ...(tool.outputSchema === undefined ? {} : { outputSchema: tool.outputSchema }),
+    // With a scope constraint the agent sees a subset of the declared output, which the
+    // declared schema may no longer describe, so the schema is not shown.
+    ...(tool.outputSchema === undefined || tool.outputFields !== undefined ? {} : { outputSchema: tool.outputSchema }),
     // Hints come from the manifest's access class, never from the live server. A write
     // tool carries no destructiveHint, so clients keep the protocol's cautious default.
     annotations: Object.freeze({ readOnlyHint: tool.access === 'read' }),

@@ -19,13 +19,18 @@ export type ArgumentValidator = ValidateFunction;
 
 export class SchemaCompileError extends Error {}
 
-export function compileArgumentSchema(schema: Readonly<Record<string, unknown>>): ArgumentValidator {
+/**
+ * `closeObjects` (the default, for arguments) refuses properties a schema does not list;
+ * output schemas are compiled as written, since a server may add fields an agent ignores.
+ */
+export function compileArgumentSchema(schema: Readonly<Record<string, unknown>>, options: { closeObjects?: boolean } = {}): ArgumentValidator {
   const dialect = schema['$schema'];
   const ajv = dialect === undefined || (typeof dialect === 'string' && DRAFT_2020.has(dialect)) ? ajv2020 : typeof dialect === 'string' && DRAFT_07.has(dialect) ? ajv07 : undefined;
   if (!ajv) throw new SchemaCompileError(`unsupported $schema ${JSON.stringify(dialect)}; use JSON Schema 2020-12 or draft-07`);
   try {
     // A copy: ajv keeps a reference, and the manifest's own object stays frozen and unchanged.
-    return ajv.compile(closeObjects(structuredClone(schema)));
+    const copy = structuredClone(schema) as Record<string, unknown>;
+    return ajv.compile(options.closeObjects === false ? copy : closeObjects(copy));
   } catch (error) {
     throw new SchemaCompileError(error instanceof Error ? error.message : String(error));
   }

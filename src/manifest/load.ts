@@ -8,6 +8,7 @@ import { deepFreeze } from '../config/freeze.ts';
 import manifestSchema from './manifest.schema.json' with { type: 'json' };
 import type { Era, Manifest, ManifestCredential, ManifestTool } from './types.ts';
 import { compileArgumentSchema, type ArgumentValidator } from '../guard/argument-schema.ts';
+import { compileOutputScope, type OutputScope } from '../guard/output-scope.ts';
 
 const validateManifest = new Ajv2020({ allErrors: true, strict: true }).compile(manifestSchema);
 
@@ -39,12 +40,21 @@ export function loadManifest(file: string, searchPath: string | undefined = proc
   const raw = data as unknown as RawManifest;
 
   const validators = new Map<string, ArgumentValidator>();
+  const outputValidators = new Map<string, ArgumentValidator>();
+  const outputScopes = new Map<string, OutputScope>();
   raw.tools.forEach((tool, index) => {
     if (validators.has(tool.name)) {
       throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /tools/${index}/name: tool "${tool.name}" is declared twice`, { file });
     }
     validators.set(tool.name, compileOrExplain(tool.inputSchema, `/tools/${index}/inputSchema`, file));
-    if (tool.outputSchema) compileOrExplain(tool.outputSchema, `/tools/${index}/outputSchema`, file);
+    if (tool.outputSchema) outputValidators.set(tool.name, compileOrExplain(tool.outputSchema, `/tools/${index}/outputSchema`, file, false));
+    if (tool.outputFields) {
+      try {
+        outputScopes.set(tool.name, compileOutputScope(tool.outputFields));
+      } catch (error) {
+        throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /tools/${index}/outputFields: ${(error as Error).message}`, { file });
+      }
+    }
   });
 
   const base = dirname(resolve(file));
@@ -83,6 +93,8 @@ export function loadManifest(file: string, searchPath: string | undefined = proc
     tools: raw.tools,
     credentials,
     validators,
+    outputValidators,
+    outputScopes,
   };
   return deepFreeze(manifest);
 }
@@ -113,9 +125,9 @@ function checkCredentials(raw: RawManifest, transport: Manifest['transport'], fi
   });
 }
 
-function compileOrExplain(schema: Readonly<Record<string, unknown>>, path: string, file: string): ArgumentValidator {
+function compileOrExplain(schema: Readonly<Record<string, unknown>>, path: string, file: string, closed = true): ArgumentValidator {
   try {
-    return compileArgumentSchema(schema);
+    return compileArgumentSchema(schema, { closeObjects: closed });
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at ${path}: the schema does not compile: ${reason}`, { file, path });

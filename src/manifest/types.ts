@@ -1,4 +1,5 @@
 import type { ArgumentValidator } from '../guard/argument-schema.ts';
+import type { OutputScope } from '../guard/output-scope.ts';
 
 /** A tool as its owner declared it in a manifest. */
 export interface ManifestTool {
@@ -8,6 +9,8 @@ export interface ManifestTool {
   readonly access: 'read' | 'write';
   readonly inputSchema: Readonly<Record<string, unknown>>;
   readonly outputSchema?: Readonly<Record<string, unknown>>;
+  /** Scope constraint: the only output fields an agent may see, as JSON pointers. */
+  readonly outputFields?: readonly string[];
   /** This tool's call timeout, ms; capped by the config's maximum. */
   readonly timeoutMs?: number;
   /** Cap on the result text, bytes; can only tighten the config's limit. */
@@ -46,6 +49,10 @@ export interface HttpTransport {
 export interface Manifest {
   /** Compiled input-schema validators, by tool name; compiled once, at load. */
   readonly validators: ReadonlyMap<string, ArgumentValidator>;
+  /** Compiled output-schema validators, for tools that declare an outputSchema. */
+  readonly outputValidators: ReadonlyMap<string, ArgumentValidator>;
+  /** Compiled scope constraints, for tools that declare outputFields. */
+  readonly outputScopes: ReadonlyMap<string, OutputScope>;
   readonly file: string;
   readonly name: string;
   readonly version: string;

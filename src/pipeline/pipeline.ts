@@ -1,5 +1,6 @@
 import { isWardenError } from '../errors.ts';
 import { authorize } from './stages/authorize.ts';
+import { constrainOutput } from './stages/constrain-output.ts';
 import { dispatch } from './stages/dispatch.ts';
 import { identify } from './stages/identify.ts';
 import { record } from './stages/record.ts';
@@ -19,6 +20,7 @@ export const CALL_STAGES: readonly StageFactory[] = [
   authorize, // a grant covers the tool and its access class (default deny)
   validateArguments, // arguments meet the global limits and the manifest's input schema
   sanitizeOutput, // what comes back is cleaned: escapes, invisible characters, credentials, size
+  constrainOutput, // a declared outputSchema is enforced; a declared scope keeps only its fields
   dispatch, // the downstream server answers within the call timeout
 ];
 

@@ -9,7 +9,7 @@ import { createMcpHandler, Server } from '@modelcontextprotocol/server';
 import { pino } from 'pino';
 import { Broker } from '../../src/broker.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { refusalCode, ROGUE_SERVER, stdioManifest, tempDir, textOf, waitFor, writeYaml } from '../helpers.ts';
+import { EVERYTHING_SERVER, refusalCode, ROGUE_SERVER, ROOT, stdioManifest, tempDir, textOf, waitFor, writeYaml } from '../helpers.ts';
 
 const CANARY_ENV = 'canary-env-7f3a9c1e2b';
 const CANARY_HEADER = 'canary-header-4d8e0b6a19';
@@ -49,12 +49,21 @@ before(async () => {
     credentials: [{ name: 'KEY', header: 'X-Api-Key', prefix: 'Key ' }],
     tools: [{ name: 'headers', description: 'h', access: 'read', inputSchema: { type: 'object' } }],
   });
+  writeYaml(join(dir, 'manifests/everything.yaml'), {
+    manifestVersion: 1,
+    name: 'modelcontextprotocol/server-everything',
+    version: '1',
+    transport: { type: 'stdio', command: process.execPath, args: [EVERYTHING_SERVER, 'stdio'], cwd: ROOT, era: 'legacy' },
+    credentials: [{ name: 'EVERYTHING_TOKEN' }],
+    tools: [{ name: 'get-env', description: 'Returns all environment variables, helpful for debugging MCP server configuration', access: 'read', inputSchema: { $schema: 'http://json-schema.org/draft-07/schema#', type: 'object', properties: {} } }],
+  });
   writeFileSync(join(dir, 'header-key'), `${CANARY_HEADER}\n`);
   const config = loadConfig(
     writeYaml(join(dir, 'warden.yaml'), {
       version: 1,
-      servers: { rogue: { manifest: 'rogue.yaml' }, unset: { manifest: 'unset.yaml' }, headers: { manifest: 'headers.yaml' } },
+      servers: { rogue: { manifest: 'rogue.yaml' }, unset: { manifest: 'unset.yaml' }, headers: { manifest: 'headers.yaml' }, everything: { manifest: 'everything.yaml' } },
       credentials: {
+        everything: { EVERYTHING_TOKEN: { env: 'WARDEN_TEST_CANARY' } },
         rogue: { API_TOKEN: { env: 'WARDEN_TEST_CANARY' } },
         unset: { API_TOKEN: { env: 'WARDEN_TEST_NOT_SET' } },
         headers: { KEY: { file: 'header-key' } },
@@ -84,6 +93,15 @@ describe('credentials', () => {
     const env = JSON.parse(text);
     assert.equal(env.API_TOKEN, '[redacted: credential]', 'the server did receive it, under the declared name');
     assert.equal(env.WARDEN_TEST_CANARY, undefined, 'the broker variable itself is not passed on');
+  });
+
+  it("server-everything's get-env shows the agent no secret", async () => {
+    const result = await broker.callTool('a', 'everything__get-env', {});
+    assert.equal(result.isError, undefined, textOf(result));
+    const text = textOf(result);
+    assert.match(text, /EVERYTHING_TOKEN/);
+    assert.ok(!text.includes(CANARY_ENV));
+    assert.match(text, /\[redacted: credential\]/);
   });
 
   it('an http server gets its credential in the declared header; the agent never sees the value', async () => {

@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { Broker } from '../../src/broker.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { refusalCode, ROGUE_SERVER, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
+
+const { dir, cleanup } = tempDir();
+const empty = { type: 'object', properties: {} };
+const record = { type: 'object', required: ['id', 'name'], properties: { id: { type: 'integer' }, name: { type: 'string' } } };
+let broker: Broker;
+
+before(async () => {
+  writeYaml(
+    join(dir, 'manifests/rogue.yaml'),
+    stdioManifest('test/rogue', ROGUE_SERVER, [
+      { name: 'structured', description: 's', access: 'read', inputSchema: empty, outputSchema: record, outputFields: ['/id', '/name', '/items/*/name'] },
+      { name: 'dirty', description: 'd', access: 'read', inputSchema: empty, maxResultBytes: 4096 },
+      // declares an output schema the server does not meet
+      { name: 'ok', description: 'o', access: 'read', inputSchema: empty, outputSchema: record },
+    ], { era: 'legacy' }),
+  );
+  const config = loadConfig(writeYaml(join(dir, 'warden.yaml'), { version: 1, servers: { rogue: { manifest: 'rogue.yaml' } }, agents: { a: { allow: [{ tools: ['*'] }] } } }));
+  broker = new Broker(config, { logger: pino({ level: 'silent' }), audit: 'memory' });
+  await broker.start();
+});
+
+after(async () => {
+  await broker?.close();
+  cleanup();
+});
+
+describe('output guards end to end', () => {
+  it('a scope constraint keeps only the declared fields, in structured content and JSON text', async () => {
+    const result = await broker.callTool('a', 'rogue__structured', {});
+    const expected = { id: 7, name: 'widget', items: [{ name: 'a' }, { name: 'b' }] };
+    assert.deepEqual(result.structuredContent, expected);
+    assert.deepEqual(JSON.parse(textOf(result)), expected);
+    assert.ok(!JSON.stringify(result).includes('do not show'));
+  });
+
+  it('the scoped tool is listed without the output schema it no longer matches', () => {
+    const listed = broker.listTools('a').tools.find((tool) => tool.name === 'rogue__structured');
+    assert.equal(listed?.outputSchema, undefined);
+    assert.ok(broker.listTools('a').tools.find((tool) => tool.name === 'rogue__ok')?.outputSchema);
+  });
+
+  it('a result that breaks the declared output schema is an error, not passed on', async () => {
+    const result = await broker.callTool('a', 'rogue__ok', {});
+    assert.equal(refusalCode(result), 'WARDEN_DOWNSTREAM_ERROR');
+    assert.match(textOf(result), /no structured content/);
+  });
+
+  it('escapes, tag and zero-width characters, _meta and unknown fields are removed; size is capped', async () => {
+    const result = await broker.callTool('a', 'rogue__dirty', {});
+    const text = textOf(result);
+    assert.ok(text.startsWith('red hidden x'), JSON.stringify(text.slice(0, 40)));
+    assert.ok(!/[\u001b\u200b]|[\u{e0000}-\u{e007f}]/u.test(text));
+    assert.match(text, /\[truncated by mcp-warden: \d+ bytes omitted\]$/);
+    assert.ok(Buffer.byteLength(text) < 4096 + 100);
+    assert.deepEqual(Object.keys(result).sort(), ['content']);
+    const records = (broker.audit as unknown as { records: Record<string, unknown>[] }).records;
+    const redactions = records.find((r) => r['tool'] === 'rogue__dirty')?.['redactions'] as { invisible: number; truncatedBytes: number };
+    assert.ok(redactions.invisible >= 7);
+    assert.ok(redactions.truncatedBytes > 90_000);
+  });
+});
