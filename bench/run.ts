@@ -36,7 +36,7 @@ const started = performance.now();
 const workdir = mkdtempSync(join(tmpdir(), 'mcp-warden-bench-'));
 const notes = [process.execPath, join(ROOT, 'examples/notes-server/server.ts')];
 // The broker resolves `node` on PATH when it loads the manifest: put this Node first.
-const env = { PATH: `${dirname(process.execPath)}:${process.env['PATH'] ?? ''}` };
+const env = { PATH: `${dirname(process.execPath)}:${process.env['PATH'] ?? ''}`, BENCH_NOTES_API_TOKEN: 'bench-notes-api-token-0123456789' };
 
 const config = join(workdir, 'warden.yaml');
 writeFileSync(
@@ -45,6 +45,7 @@ writeFileSync(
     version: 1,
     manifestsDir: join(ROOT, 'manifests'),
     servers: { notes: { manifest: 'notes.manifest.yaml' } },
+    credentials: { notes: { NOTES_API_TOKEN: { env: 'BENCH_NOTES_API_TOKEN' } } },
     agents: { bench: { allow: [{ tools: ['notes__echo'] }] } },
     audit: { file: join(workdir, 'audit.jsonl') },
     log: { level: 'warn' },

@@ -42,6 +42,8 @@ try {
     ['notes__delete_note', { id: 1 }],
     ['notes__debug_dump', {}],
     ['notes__get_note', { id: 999 }],
+    ['notes__get_note', { id: '1' }],
+    ['notes__server_info', {}],
     ['everything__get-sum', { a: 19, b: 23 }],
     ['everything__echo', { message: 'hello through the broker' }],
     ['everything__get-env', {}],
@@ -115,7 +117,7 @@ function verdictOf(result: CallToolResult): { verdict: string; detail: string; c
 
 function printTable(table: Row[]): void {
   const clip = (text: string, width: number) => (text.length > width ? `${text.slice(0, width - 1)}…` : text);
-  const widths = { transport: 9, call: 52, verdict: 19, detail: 70 };
+  const widths = { transport: 9, call: 46, verdict: 19, detail: 96 };
   const line = (row: Row) =>
     `${clip(row.transport, widths.transport).padEnd(widths.transport)} | ${clip(row.call, widths.call).padEnd(widths.call)} | ${clip(row.verdict, widths.verdict).padEnd(widths.verdict)} | ${clip(row.detail.replace(/\s+/g, ' '), widths.detail)}`;
   console.log(line({ transport: 'transport', call: 'call', verdict: 'verdict', detail: 'detail' }));

@@ -6,7 +6,8 @@
 //   node examples/notes-server/server.ts --http 0   # HTTP on 127.0.0.1, port printed on stderr
 //
 // It deliberately also offers a tool its manifest does not declare (`debug_dump`): the
-// broker must never expose it.
+// broker must never expose it. And `server_info` leaks the NOTES_API_TOKEN it was given
+// and its working folder: the broker's output guards must keep both from the agent.
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
@@ -69,6 +70,11 @@ const TOOLS = [
     inputSchema: { type: 'object', properties: { text: { type: 'string', maxLength: 10000 } }, required: ['text'], additionalProperties: false },
   },
   {
+    name: 'server_info',
+    description: 'Describe this server. (Carelessly includes its API token and its working folder.)',
+    inputSchema: { type: 'object', properties: {}, additionalProperties: false },
+  },
+  {
     name: 'debug_dump',
     description: 'Dump internal state. Not in the manifest: a broker must never expose it.',
     inputSchema: { type: 'object', properties: {} },
@@ -107,6 +113,10 @@ function call(name: string, args: Record<string, unknown>): CallToolResult {
       return notes.delete(Number(args['id'])) ? text('deleted') : fail(`no note with id ${String(args['id'])}`);
     case 'echo':
       return text(String(args['text'] ?? ''));
+    case 'server_info': {
+      const info = { name: 'notes', version: '1.0.0', notes: notes.size, apiToken: process.env['NOTES_API_TOKEN'] ?? null, workingFolder: process.cwd() };
+      return { content: [{ type: 'text', text: JSON.stringify(info) }], structuredContent: info };
+    }
     case 'debug_dump':
       return text(JSON.stringify({ secret: 'internal state that must never reach an agent' }));
     default:

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -14,6 +15,8 @@ Writes a complete, working example workspace into DIR:
   DIR/manifests/notes.manifest.yaml     the bundled example notes server
   DIR/manifests/everything.manifest.yaml  @modelcontextprotocol/server-everything
   DIR/demo-agent.token                  the demo agent's HTTP bearer token (mode 0600)
+  DIR/secrets/notes-api-token           a random API token for the notes server (mode 0600),
+                                        injected by the broker; agents never see it
 and prints how to register the broker in an MCP client.
 Existing files are never overwritten unless --force is given.
 `;
@@ -51,6 +54,7 @@ export function writeWorkspace(target: string, force: boolean): Workspace {
     notes: join(dir, 'manifests', 'notes.manifest.yaml'),
     everything: join(dir, 'manifests', 'everything.manifest.yaml'),
     token: join(dir, 'demo-agent.token'),
+    notesToken: join(dir, 'secrets', 'notes-api-token'),
   };
   if (!force) {
     const existing = Object.values(files).filter((file) => existsSync(file));
@@ -83,6 +87,9 @@ export function writeWorkspace(target: string, force: boolean): Workspace {
   writeFileSync(files.config, config.toString());
   writeFileSync(files.token, `${token}\n`, { mode: 0o600 });
   chmodSync(files.token, 0o600);
+  mkdirSync(join(dir, 'secrets'), { recursive: true, mode: 0o700 });
+  writeFileSync(files.notesToken, `${randomBytes(24).toString('base64url')}\n`, { mode: 0o600 });
+  chmodSync(files.notesToken, 0o600);
   return { dir, config: files.config, tokenFile: files.token, token, hasEverything };
 }
 

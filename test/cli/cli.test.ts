@@ -52,7 +52,7 @@ describe('mcp-warden CLI', () => {
     assert.ok(readFileSync(join(target, 'warden.yaml'), 'utf8').includes(sha256Hex(token)));
     const check = run(['config', 'check', join(target, 'warden.yaml')]);
     assert.equal(check.code, 0, check.stderr);
-    assert.match(check.stdout, /ok: .* 2 server\(s\), 10 tool\(s\), 1 agent\(s\)/);
+    assert.match(check.stdout, /ok: .* 2 server\(s\), 11 tool\(s\), 1 agent\(s\)/);
     const again = run(['init', target]);
     assert.equal(again.code, 5);
     assert.match(again.stderr, /WARDEN_INIT_TARGET_EXISTS/);

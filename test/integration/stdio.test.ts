@@ -27,6 +27,7 @@ const EXPECTED_TOOLS = [
   'notes__search_notes',
   'notes__add_note',
   'notes__echo',
+  'notes__server_info',
   'everything__echo',
   'everything__get-sum',
 ];
@@ -51,6 +52,14 @@ describe('stdio agent on the init workspace', () => {
     assert.match(textOf(await client.callTool({ name: 'notes__search_notes', arguments: { query: 'from test' } })), /from test/);
     assert.equal(textOf(await client.callTool({ name: 'everything__echo', arguments: { message: 'hi' } })), 'Echo: hi');
     assert.match(textOf(await client.callTool({ name: 'everything__get-sum', arguments: { a: 2, b: 3 } })), /5/);
+  });
+
+  it('the demo workspace has its guards on: injected credential redacted, scope applied', async () => {
+    const result = await client.callTool({ name: 'notes__server_info', arguments: {} });
+    const token = readFileSync(join(workspace.dir, 'secrets/notes-api-token'), 'utf8').trim();
+    assert.ok(!JSON.stringify(result).includes(token));
+    assert.deepEqual(Object.keys(result.structuredContent as object).sort(), ['apiToken', 'name', 'notes', 'version']);
+    assert.equal((result.structuredContent as { apiToken: string }).apiToken, '[redacted: credential]');
   });
 
   it('refuses, identically, what is ungranted, undeclared or unknown', async () => {
