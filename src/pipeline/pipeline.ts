@@ -21,7 +21,7 @@ export const CALL_STAGES: readonly StageFactory[] = [
   validateArguments, // arguments meet the global limits and the manifest's input schema
   sanitizeOutput, // what comes back is cleaned: escapes, invisible characters, credentials, size
   constrainOutput, // a declared outputSchema is enforced; a declared scope keeps only its fields
-  dispatch, // the downstream server answers within the call timeout
+  dispatch, // the downstream server answers within the tool's timeout; cancelled with the agent's request
 ];
 
 export type CallPipeline = (ctx: CallContext) => Promise<CallOutcome>;

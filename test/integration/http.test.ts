@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { Broker } from '../../src/broker.ts';
 import { loadConfig, sha256Hex } from '../../src/config/load.ts';
 import { startHttpFront, type HttpFront } from '../../src/front/http.ts';
-import { NOTES_SERVER, NOTES_TOOLS, refusalCode, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
+import { EVERYTHING_SERVER, NOTES_SERVER, NOTES_TOOLS, ROOT, refusalCode, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir();
 const TOKENS = { alice: 'alice-token-0123456789', bob: 'bob-token-0123456789' };
@@ -39,13 +39,22 @@ before(async () => {
   const notes = await startNotesOverHttp();
   notesHttp = notes.child;
   writeYaml(join(dir, 'manifests/notes-stdio.yaml'), stdioManifest('example/notes', NOTES_SERVER, NOTES_TOOLS));
+  writeYaml(join(dir, 'manifests/everything.yaml'), {
+    manifestVersion: 1,
+    name: 'modelcontextprotocol/server-everything',
+    version: '1',
+    transport: { type: 'stdio', command: process.execPath, args: [EVERYTHING_SERVER, 'stdio'], cwd: ROOT, era: 'legacy' },
+    tools: [
+      { name: 'get-sum', description: 'Returns the sum of two numbers', access: 'read', inputSchema: { $schema: 'http://json-schema.org/draft-07/schema#', type: 'object', properties: { a: { type: 'number', description: 'First number' }, b: { type: 'number', description: 'Second number' } }, required: ['a', 'b'] } },
+    ],
+  });
   writeYaml(join(dir, 'manifests/notes-http.yaml'), { manifestVersion: 1, name: 'example/notes', version: '1.0.0', transport: { type: 'http', url: notes.url }, tools: NOTES_TOOLS });
   const config = loadConfig(
     writeYaml(join(dir, 'warden.yaml'), {
       version: 1,
-      servers: { local: { manifest: 'notes-stdio.yaml' }, remote: { manifest: 'notes-http.yaml' } },
+      servers: { local: { manifest: 'notes-stdio.yaml' }, remote: { manifest: 'notes-http.yaml' }, everything: { manifest: 'everything.yaml' } },
       agents: {
-        alice: { tokenSha256: sha256Hex(TOKENS.alice), allow: [{ tools: ['local__*', 'remote__*'] }] },
+        alice: { tokenSha256: sha256Hex(TOKENS.alice), allow: [{ tools: ['local__*', 'remote__*', 'everything__get-sum'] }] },
         bob: { tokenSha256: sha256Hex(TOKENS.bob), allow: [{ tools: ['remote__echo'] }] },
         stdioonly: { allow: [{ tools: ['*'] }] },
       },
@@ -113,7 +122,7 @@ describe('HTTP front', () => {
     const alice = await connect(TOKENS.alice);
     const bob = await connect(TOKENS.bob);
     try {
-      assert.deepEqual((await alice.listTools()).tools.map((t) => t.name).sort(), ['local__echo', 'local__list_notes', 'remote__echo', 'remote__list_notes']);
+      assert.deepEqual((await alice.listTools()).tools.map((t) => t.name).sort(), ['everything__get-sum', 'local__echo', 'local__list_notes', 'remote__echo', 'remote__list_notes']);
       assert.deepEqual((await bob.listTools()).tools.map((t) => t.name), ['remote__echo']);
       assert.equal(refusalCode(await bob.callTool({ name: 'remote__list_notes', arguments: {} })), 'WARDEN_TOOL_NOT_FOUND');
       assert.equal(refusalCode(await alice.callTool({ name: 'local__add_note', arguments: { title: 'x', body: 'y' } })), 'WARDEN_TOOL_NOT_FOUND');
@@ -123,9 +132,10 @@ describe('HTTP front', () => {
     }
   });
 
-  it('calls a stdio downstream and a Streamable HTTP downstream', async () => {
+  it('calls a stdio downstream, a Streamable HTTP downstream and server-everything', async () => {
     const alice = await connect(TOKENS.alice);
     try {
+      assert.match(textOf(await alice.callTool({ name: 'everything__get-sum', arguments: { a: 40, b: 2 } })), /42/);
       assert.equal(textOf(await alice.callTool({ name: 'local__echo', arguments: { text: 'via stdio' } })), 'via stdio');
       assert.equal(textOf(await alice.callTool({ name: 'remote__echo', arguments: { text: 'via http' } })), 'via http');
       assert.match(textOf(await alice.callTool({ name: 'remote__list_notes', arguments: {} })), /Welcome/);
