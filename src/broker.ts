@@ -8,6 +8,7 @@ import { createLogger, type Logger } from './log.ts';
 import { buildCallPipeline, type CallPipeline } from './pipeline/pipeline.ts';
 import { findGrant } from './policy/grants.ts';
 import { secretForms } from './guard/sanitize-output.ts';
+import { loadBrokerIdentity, type BrokerIdentity } from './identity/broker-identity.ts';
 
 export interface BrokerOptions {
   readonly logger?: Logger;
@@ -53,7 +54,14 @@ export class Broker {
       );
     }
     this.backends = backends;
-    this.#pipeline = buildCallPipeline({ config, backends, audit: this.audit, logger: this.logger, secretForms: () => this.#currentSecretForms() });
+    this.#pipeline = buildCallPipeline({
+      config,
+      backends,
+      audit: this.audit,
+      logger: this.logger,
+      secretForms: () => this.#currentSecretForms(),
+      identity: () => this.#identity,
+    });
     for (const [name, agent] of config.agents) {
       const visible = [...config.catalog.values()]
         .filter((tool) => findGrant(agent.grants, tool.exposedName, tool.tool.access) !== undefined)
@@ -62,6 +70,7 @@ export class Broker {
     }
   }
 
+  #identity: BrokerIdentity | undefined;
   #secretFormsKey = -1;
   #secretForms: readonly string[] = [];
 
@@ -79,6 +88,8 @@ export class Broker {
 
   /** Connects every downstream server; resolves when each has had its first attempt. */
   async start(): Promise<void> {
+    // Only loaded (and created on first use) when a server asks for identity tokens.
+    if (this.config.identityTokens.size > 0) this.#identity = await loadBrokerIdentity(this.config.identity.keyFile, this.config.identity.issuer);
     writeOrLog(this.audit, { event: 'broker.start', config: this.config.file, servers: [...this.backends.keys()] }, this.logger);
     await Promise.all([...this.backends.values()].map((backend) => backend.start()));
   }
@@ -94,7 +105,7 @@ export class Broker {
   /** Runs one tools/call through the pipeline. Never throws: refusals become tool errors. */
   async callTool(agentName: string, toolName: string, args: Record<string, unknown>, signal?: AbortSignal): Promise<CallToolResult> {
     const correlationId = randomUUID();
-    const outcome = await this.#pipeline({ correlationId, agentName, toolName, args, startedAt: performance.now(), facts: {}, ...(signal ? { signal } : {}) });
+    const outcome = await this.#pipeline({ correlationId, agentName, toolName, args, startedAt: performance.now(), facts: {}, callSecrets: [], ...(signal ? { signal } : {}) });
     if (outcome.kind === 'result') return outcome.result;
     return {
       content: [{ type: 'text', text: `mcp-warden refused the call [${outcome.code}]: ${outcome.message}` }],

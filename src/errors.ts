@@ -8,6 +8,7 @@ export const ERRORS = {
   WARDEN_CONFIG_INVALID: { exit: 3, summary: 'the config file does not match the config schema or breaks a rule' },
   WARDEN_MANIFEST_UNREADABLE: { exit: 4, summary: 'a manifest file cannot be read or is not valid YAML/JSON' },
   WARDEN_MANIFEST_INVALID: { exit: 4, summary: 'a manifest does not match the manifest schema or breaks a rule' },
+  WARDEN_IDENTITY_KEY: { exit: 7, summary: 'the broker identity key (for identity tokens) cannot be read, written or used' },
   WARDEN_INIT_TARGET_EXISTS: { exit: 5, summary: 'init would overwrite an existing workspace file' },
   WARDEN_LISTEN_FAILED: { exit: 6, summary: 'the HTTP listener could not bind its address' },
   WARDEN_AGENT_UNKNOWN: { exit: 2, summary: 'the agent named on the command line is not in the config' },

@@ -102,7 +102,7 @@ export class McpBackend {
     return this.#firstAttempt;
   }
 
-  async callTool(tool: string, args: Record<string, unknown>, timeoutMs: number, signal?: AbortSignal): Promise<CallToolResult> {
+  async callTool(tool: string, args: Record<string, unknown>, timeoutMs: number, signal?: AbortSignal, meta?: Record<string, unknown>): Promise<CallToolResult> {
     const client = this.#client;
     if (this.#state !== 'ready' || !client) {
       throw new WardenError('WARDEN_SERVER_UNAVAILABLE', `server "${this.server}" is ${this.#state === 'closed' ? 'stopped' : 'not connected (restarting)'}; retry later`, {
@@ -114,7 +114,8 @@ export class McpBackend {
     try {
       // On timeout or abort the SDK sends notifications/cancelled to the server (or, on a
       // 2026-07-28 HTTP connection, aborts the request), so the server can stop working.
-      const result = (await client.callTool({ name: tool, arguments: args }, { timeout: timeoutMs, ...(signal ? { signal } : {}) })) as CallToolResult;
+      const params = { name: tool, arguments: args, ...(meta ? { _meta: meta } : {}) };
+      const result = (await client.callTool(params, { timeout: timeoutMs, ...(signal ? { signal } : {}) })) as CallToolResult;
       this.#timeoutsInARow = 0;
       this.#openUntil = 0;
       return result;

@@ -2,6 +2,7 @@ import { ERRORS, isWardenError, WardenError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { runConfig } from './config.ts';
 import { runInit } from './init.ts';
+import { runJwks } from './jwks.ts';
 import { runServe } from './serve.ts';
 import { runToken } from './token.ts';
 
@@ -12,6 +13,7 @@ const VERBS: ReadonlyMap<string, { run: Verb; summary: string }> = new Map([
   ['init', { run: runInit, summary: 'write a complete, working example workspace into a folder' }],
   ['config', { run: runConfig, summary: 'check a config file and every manifest it names, without serving' }],
   ['token', { run: runToken, summary: 'make an agent bearer token and the hash the config stores' }],
+  ['jwks', { run: runJwks, summary: 'print the public keys tool servers verify identity tokens with' }],
 ]);
 
 export const USAGE = `mcp-warden ${VERSION}: an MCP tool-server security broker.
@@ -37,6 +39,7 @@ Exit codes:
   4  a manifest unreadable or invalid
   5  init refused to overwrite existing files
   6  the HTTP listener could not bind its address
+  7  the broker identity key cannot be read, written or used
 `;
 
 export async function main(argv: string[]): Promise<number> {

@@ -25,6 +25,9 @@ export const DEFAULTS = {
   breakerCooldownMs: 30_000, // 30 s
   connectTimeoutMs: 15_000, // 15 s
   maxResultBytes: 64 * 1024, // 64 KiB of result text
+  identityKeyFile: 'state/broker-identity.key',
+  identityIssuer: 'mcp-warden',
+  identityLifetimeSeconds: 60, // 1 min
   logLevel: 'info',
 } as const;
 
@@ -32,7 +35,8 @@ const validateConfig = new Ajv2020({ allErrors: true, strict: true }).compile(co
 
 interface RawConfig {
   manifestsDir?: string;
-  servers: Record<string, { manifest: string; enabled?: boolean }>;
+  servers: Record<string, { manifest: string; enabled?: boolean; identity?: { audience?: string; lifetimeSeconds?: number } }>;
+  identity?: { keyFile?: string; issuer?: string };
   agents: Record<string, { tokenSha256?: string; allow: RawGrant[] }>;
   audit?: { file?: string };
   http?: { listen?: string; allowedHosts?: string[]; allowedOrigins?: string[]; maxBodyBytes?: number };
@@ -66,9 +70,11 @@ export function loadConfig(file: string): WardenConfig {
 
   const manifestsDir = resolve(dir, raw.manifestsDir ?? DEFAULTS.manifestsDir);
   const servers = new Map<string, Manifest>();
+  const identityTokens = new Map<string, { audience: string; lifetimeSeconds: number }>();
   for (const [name, entry] of Object.entries(raw.servers)) {
     if (entry.enabled === false) continue;
     servers.set(name, loadManifest(resolve(manifestsDir, entry.manifest)));
+    if (entry.identity) identityTokens.set(name, { audience: entry.identity.audience ?? name, lifetimeSeconds: entry.identity.lifetimeSeconds ?? DEFAULTS.identityLifetimeSeconds });
   }
   const catalog = buildCatalog(servers, path);
   const credentials = loadCredentialSources(raw, servers, dir, path, warnings);
@@ -132,6 +138,8 @@ export function loadConfig(file: string): WardenConfig {
       maxBodyBytes: raw.http?.maxBodyBytes ?? DEFAULTS.maxBodyBytes,
     },
     credentials,
+    identityTokens,
+    identity: { keyFile: resolve(dir, raw.identity?.keyFile ?? DEFAULTS.identityKeyFile), issuer: raw.identity?.issuer ?? DEFAULTS.identityIssuer },
     limits: {
       maxResultBytes: raw.limits?.maxResultBytes ?? DEFAULTS.maxResultBytes,
       callTimeoutMs,

@@ -31,6 +31,9 @@ export interface WardenConfig {
     readonly allowedOrigins: readonly string[];
     readonly maxBodyBytes: number;
   };
+  /** Servers that get a per-call identity token, by server key. */
+  readonly identityTokens: ReadonlyMap<string, { readonly audience: string; readonly lifetimeSeconds: number }>;
+  readonly identity: { readonly keyFile: string; readonly issuer: string };
   /** By server key, then credential name. */
   readonly credentials: ReadonlyMap<string, ReadonlyMap<string, CredentialSource>>;
   readonly limits: {

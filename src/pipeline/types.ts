@@ -1,5 +1,6 @@
 import type { CallToolResult } from '@modelcontextprotocol/server';
 import type { AuditTrail } from '../audit/trail.ts';
+import type { BrokerIdentity } from '../identity/broker-identity.ts';
 import type { McpBackend } from '../backends/mcp.ts';
 import type { CatalogTool } from '../catalog/build.ts';
 import type { AgentPolicy, WardenConfig } from '../config/types.ts';
@@ -22,6 +23,8 @@ export interface CallContext {
   grant?: Grant;
   /** Facts for the audit record only; nothing here reaches the agent. */
   readonly facts: Record<string, unknown>;
+  /** Values minted for this call alone (an identity token) that must not come back to the agent. */
+  readonly callSecrets?: string[];
 }
 
 export interface Refusal {
@@ -45,6 +48,8 @@ export interface PipelineDeps {
   readonly logger: Logger;
   /** Every form of every credential value the broker has injected, longest first. */
   readonly secretForms: () => readonly string[];
+  /** The broker's identity-token signer, once loaded (only when a server asks for tokens). */
+  readonly identity: () => BrokerIdentity | undefined;
 }
 
 export type StageFactory = (deps: PipelineDeps) => Stage;

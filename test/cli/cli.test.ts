@@ -23,7 +23,7 @@ describe('mcp-warden CLI', () => {
   });
 
   it('every command has --help', () => {
-    for (const verb of ['serve', 'init', 'config', 'token']) {
+    for (const verb of ['serve', 'init', 'config', 'token', 'jwks']) {
       const result = run([verb, '--help']);
       assert.equal(result.code, 0, verb);
       assert.match(result.stdout, /^Usage: mcp-warden/);

@@ -36,7 +36,7 @@ function setup(behaviour: (tool: string, args: Record<string, unknown>) => Promi
     calls.push(tool);
     return behaviour(tool, args);
   });
-  const run = buildCallPipeline({ config, backends: new Map([['notes', backend]]), audit, logger, secretForms: () => [] }, stages);
+  const run = buildCallPipeline({ config, backends: new Map([['notes', backend]]), audit, logger, secretForms: () => [], identity: () => undefined }, stages);
   const call = (agentName: string, toolName: string, args: Record<string, unknown> = {}) =>
     run({ correlationId: 'c1', agentName, toolName, args, startedAt: performance.now(), facts: {} } satisfies CallContext);
   return { audit, calls, call };
@@ -124,7 +124,7 @@ describe('call pipeline', () => {
   it('refuses every call while the audit trail is unwritable', async () => {
     const audit = { ...memoryAuditTrail(), healthy: false };
     const calls: string[] = [];
-    const run = buildCallPipeline({ config, backends: new Map([['notes', fakeBackend(async (tool) => (calls.push(tool), ok()))]]), audit, logger, secretForms: () => [] });
+    const run = buildCallPipeline({ config, backends: new Map([['notes', fakeBackend(async (tool) => (calls.push(tool), ok()))]]), audit, logger, secretForms: () => [], identity: () => undefined });
     const outcome = await run({ correlationId: 'c', agentName: 'alice', toolName: 'notes__echo', args: {}, startedAt: 0, facts: {} });
     assert.equal(outcome.kind === 'refused' && outcome.code, 'WARDEN_INTERNAL');
     assert.deepEqual(calls, []);

@@ -1,4 +1,4 @@
-import { cleanText, sanitizeResult, type Redactions } from '../../guard/sanitize-output.ts';
+import { cleanText, sanitizeResult, secretForms as formsOf, type Redactions } from '../../guard/sanitize-output.ts';
 import { refuse, type StageFactory } from '../types.ts';
 
 /**
@@ -9,7 +9,7 @@ import { refuse, type StageFactory } from '../types.ts';
  */
 export const sanitizeOutput: StageFactory = ({ config, secretForms }) => async (ctx, next) => {
   const outcome = await next();
-  const forms = secretForms();
+  const forms = ctx.callSecrets && ctx.callSecrets.length > 0 ? [...secretForms(), ...formsOf(ctx.callSecrets)] : secretForms();
   if (outcome.kind === 'refused') {
     const counts: Redactions = { credential: 0, invisible: 0, truncatedBytes: 0 };
     const message = cleanText(outcome.message, forms, counts);
