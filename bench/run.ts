@@ -1,189 +1,405 @@
-// npm run bench: latency and throughput of one echo tool reached over stdio
-//   (a) directly, (b) through a bare SDK pass-through proxy, (c) through mcp-warden,
-// measured side by side in one run, in interleaved rounds, and reported as ratios.
-// The machine is shared and noisy: compare the ratios, not the absolute times.
+// npm run bench: what mcp-warden adds to a tool call. One echo tool, reached over stdio
+//   (a) directly, (b) through a bare pass-through proxy built from the same SDK,
+//   (c) through mcp-warden with everything on (audit file, injected credential, output
+//       sanitisation, per-call identity tokens), (d) the same without identity tokens,
+// all measured side by side in one run, in interleaved rounds, and reported as ratios.
+// The machine may be shared and noisy: compare the ratios, not the absolute times.
 //
-//   node bench/run.ts [--quick] [--json]
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+//   node bench/run.ts [--quick] [--json] [--client-era legacy|auto]
+//
+// Exits with 1 if any call fails or returns anything but the echo, or if the audit trail
+// does not hold one record per call; with 3 if the run exceeds its time limit.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import { stringify } from 'yaml';
-import { sanitizeResult, secretForms } from '../src/guard/sanitize-output.ts';
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean' }, json: { type: 'boolean' } } });
+const HELP = `Usage: node bench/run.ts [--quick] [--json] [--client-era legacy|auto]
+
+--quick        a short smoke run (fewer rounds and samples; figures are rough)
+--json         print the results as JSON on stdout
+--client-era   version negotiation of the benchmark's own client towards each setup
+               (default: legacy, the SDK's default)
+`;
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean' },
+    json: { type: 'boolean' },
+    'client-era': { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+if (values.help) {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
+const clientEra = values['client-era'] ?? 'legacy';
+if (clientEra !== 'legacy' && clientEra !== 'auto') {
+  process.stderr.write(`bench: --client-era must be legacy or auto\n${HELP}`);
+  process.exit(2);
+}
+
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PLAN = values.quick
-  ? { warmup: 50, rounds: 2, sequential: 100, concurrentTotal: 320 }
-  : { warmup: 200, rounds: 9, sequential: 300, concurrentTotal: 1200 };
+  ? { warmup: 50, rounds: 2, sequential: 100, concurrentTotal: 320, largeSequential: 40 }
+  : { warmup: 200, rounds: 7, sequential: 500, concurrentTotal: 2000, largeSequential: 200 };
 const CONCURRENCY = 32;
-const DEADLINE_MS = 10 * 60_000; // a run that takes longer than this is broken, not slow
-const PAYLOAD = 'hello';
+/** No single call may take longer than this; the SDK then fails it. */
+const CALL_TIMEOUT_MS = 15_000;
+/** A run that takes longer than this is broken, not slow. */
+const DEADLINE_MS = (values.quick ? 3 : 8) * 60_000;
+const SMALL = 'hello';
+const LARGE_BYTES = 4096;
+const LARGE = largePayload(LARGE_BYTES);
+const STDERR_LINES_KEPT = 20;
+
+type Key = 'a' | 'b' | 'c' | 'd';
 
 interface Setup {
-  readonly key: 'a' | 'b' | 'c';
+  readonly key: Key;
   readonly label: string;
   readonly tool: string;
+  readonly command: string;
+  readonly args: readonly string[];
+  /** The audit file of a broker setup. */
+  readonly audit?: string;
+  readonly identityTokens?: boolean;
   client?: Client;
+  readonly stderrTail: string[];
   readonly latencies: number[];
+  readonly largeLatencies: number[];
   readonly throughputs: number[];
+  /** Per round: p50 of that round's sequential calls. */
+  readonly roundP50s: number[];
+  calls: number;
+  clientEra?: string;
+  downstreamEra?: string;
+}
+
+interface AuditCheck {
+  readonly setup: Key;
+  readonly calls: number;
+  readonly records: number;
+  readonly ok: number;
+  readonly withIdentityToken: number;
 }
 
 const started = performance.now();
+const startLoad = loadavg().map((x) => x.toFixed(2)).join(' ');
+const guard = setTimeout(() => {
+  process.stderr.write(`bench: FAILED: the run exceeded ${DEADLINE_MS / 60_000} minutes\n`);
+  process.exit(3);
+}, DEADLINE_MS);
+guard.unref();
+
 const workdir = mkdtempSync(join(tmpdir(), 'mcp-warden-bench-'));
 const notes = [process.execPath, join(ROOT, 'examples/notes-server/server.ts')];
-// The broker resolves `node` on PATH when it loads the manifest: put this Node first.
-const env = { PATH: `${dirname(process.execPath)}:${process.env['PATH'] ?? ''}`, BENCH_NOTES_API_TOKEN: 'bench-notes-api-token-0123456789' };
-
-const config = join(workdir, 'warden.yaml');
-writeFileSync(
-  config,
-  stringify({
-    version: 1,
-    manifestsDir: join(ROOT, 'manifests'),
-    servers: { notes: { manifest: 'notes.manifest.yaml' } },
-    credentials: { notes: { NOTES_API_TOKEN: { env: 'BENCH_NOTES_API_TOKEN' } } },
-    agents: { bench: { allow: [{ tools: ['notes__echo'] }] } },
-    audit: { file: join(workdir, 'audit.jsonl') },
-    log: { level: 'warn' },
-  }),
-);
-
-const setups: Setup[] = [
-  { key: 'a', label: '(a) direct', tool: 'echo', latencies: [], throughputs: [] },
-  { key: 'b', label: '(b) SDK pass-through proxy', tool: 'echo', latencies: [], throughputs: [] },
-  { key: 'c', label: '(c) mcp-warden, all checks', tool: 'notes__echo', latencies: [], throughputs: [] },
-];
-const commands: Record<Setup['key'], string[]> = {
-  a: notes,
-  b: [process.execPath, join(ROOT, 'bench/passthrough-proxy.ts'), '--', ...notes],
-  c: [process.execPath, join(ROOT, 'bin/mcp-warden'), 'serve', '--config', config, '--stdio', '--agent', 'bench'],
+// The broker resolves `node` on PATH when it loads the manifest: put this Node first. The
+// broker hands the notes server its API token from this variable.
+const env: Record<string, string> = {
+  ...(process.env as Record<string, string>),
+  PATH: `${dirname(process.execPath)}:${process.env['PATH'] ?? ''}`,
+  BENCH_NOTES_API_TOKEN: 'bench-notes-api-token-0123456789',
 };
 
-try {
-  for (const setup of setups) {
-    const [command, ...args] = commands[setup.key];
-    const client = new Client({ name: 'bench', version: '1.0.0' });
-    await client.connect(new StdioClientTransport({ command: command!, args, env, cwd: ROOT, stderr: 'ignore' }));
-    setup.client = client;
-    // As a real agent does: list the tools once, then call. (Through a proxy, this also
-    // fills its downstream client's tool cache, which the SDK consults on every call.)
-    const { tools } = await client.listTools();
-    if (!tools.some((tool) => tool.name === setup.tool)) throw new Error(`${setup.label}: tools/list has no ${setup.tool}`);
-    for (let i = 0; i < PLAN.warmup; i++) await callOnce(setup);
-  }
+function writeConfig(name: string, identityTokens: boolean): { config: string; audit: string } {
+  const audit = join(workdir, `${name}-audit.jsonl`);
+  const config = join(workdir, `${name}.yaml`);
+  writeFileSync(
+    config,
+    stringify({
+      version: 1,
+      manifestsDir: join(ROOT, 'manifests'),
+      servers: { notes: { manifest: 'notes.manifest.yaml', ...(identityTokens ? { identity: { audience: 'notes', lifetimeSeconds: 60 } } : {}) } },
+      ...(identityTokens ? { identity: { keyFile: join(workdir, 'broker-identity.key') } } : {}),
+      credentials: { notes: { NOTES_API_TOKEN: { env: 'BENCH_NOTES_API_TOKEN' } } },
+      agents: { bench: { allow: [{ tools: ['notes__echo'] }] } },
+      audit: { file: audit },
+      log: { level: 'warn' },
+    }),
+  );
+  return { config, audit };
+}
 
+const full = writeConfig('warden-full', true);
+const noIdentity = writeConfig('warden-no-identity', false);
+const warden = (config: string) => [join(ROOT, 'bin/mcp-warden'), 'serve', '--config', config, '--stdio', '--agent', 'bench'];
+const fresh = { stderrTail: [], latencies: [], largeLatencies: [], throughputs: [], roundP50s: [], calls: 0 };
+const setups: Setup[] = [
+  { key: 'a', label: '(a) direct', tool: 'echo', command: notes[0]!, args: notes.slice(1), ...structuredClone(fresh) },
+  { key: 'b', label: '(b) SDK pass-through proxy', tool: 'echo', command: process.execPath, args: [join(ROOT, 'bench/passthrough-proxy.ts'), '--', ...notes], ...structuredClone(fresh) },
+  { key: 'c', label: '(c) mcp-warden, everything on', tool: 'notes__echo', command: process.execPath, args: warden(full.config), audit: full.audit, identityTokens: true, ...structuredClone(fresh) },
+  { key: 'd', label: '(d) mcp-warden, no id tokens', tool: 'notes__echo', command: process.execPath, args: warden(noIdentity.config), audit: noIdentity.audit, identityTokens: false, ...structuredClone(fresh) },
+];
+
+let failure: unknown;
+const audits: AuditCheck[] = [];
+try {
+  for (const setup of setups) await connect(setup);
+  for (const setup of setups) {
+    for (let i = 0; i < PLAN.warmup; i++) await callOnce(setup, SMALL);
+    await throughput(setup);
+    for (let i = 0; i < PLAN.warmup / 10; i++) await callOnce(setup, LARGE);
+  }
   for (let round = 0; round < PLAN.rounds; round++) {
-    // Rotate the order so no setup always runs first (or last) in a round.
+    // Rotate the order so that no setup always runs first (or last) in a round.
     const order = setups.map((_, i) => setups[(i + round) % setups.length]!);
     for (const setup of order) {
-      for (let i = 0; i < PLAN.sequential; i++) {
-        const t0 = performance.now();
-        await callOnce(setup);
-        setup.latencies.push(performance.now() - t0);
-      }
+      const samples: number[] = [];
+      for (let i = 0; i < PLAN.sequential; i++) samples.push(await timed(setup, SMALL));
+      setup.latencies.push(...samples);
+      setup.roundP50s.push(quantile(samples, 0.5));
       setup.throughputs.push(await throughput(setup));
+      for (let i = 0; i < PLAN.largeSequential; i++) setup.largeLatencies.push(await timed(setup, LARGE));
     }
   }
+} catch (error) {
+  failure = error;
 } finally {
-  await Promise.all(setups.map((setup) => setup.client?.close()));
+  await Promise.all(setups.map((setup) => setup.client?.close().catch(() => undefined)));
+}
+try {
+  if (failure === undefined) for (const setup of setups) if (setup.audit) audits.push(checkAudit(setup));
+} catch (error) {
+  failure = error;
+} finally {
   rmSync(workdir, { recursive: true, force: true });
 }
+if (failure !== undefined) {
+  process.stderr.write(`bench: FAILED: ${failure instanceof Error ? failure.message : String(failure)}\n`);
+  for (const setup of setups) {
+    if (setup.stderrTail.length > 0) process.stderr.write(`--- last stderr lines of ${setup.label}:\n${setup.stderrTail.join('\n')}\n`);
+  }
+  process.exit(1);
+}
+clearTimeout(guard);
+report();
 
-const sanitizer = measureSanitizer();
-
-const summary = setups.map((setup) => ({
-  setup: setup.label,
-  p50Ms: quantile(setup.latencies, 0.5),
-  p99Ms: quantile(setup.latencies, 0.99),
-  throughputPerS: median(setup.throughputs),
-}));
-const [a, b, c] = summary as [(typeof summary)[0], (typeof summary)[0], (typeof summary)[0]];
-const ratios = {
-  p50_c_over_b: c.p50Ms / b.p50Ms,
-  p99_c_over_b: c.p99Ms / b.p99Ms,
-  throughput_c_over_b: c.throughputPerS / b.throughputPerS,
-  p50_b_over_a: b.p50Ms / a.p50Ms,
-  p50_c_over_a: c.p50Ms / a.p50Ms,
-  throughput_c_over_a: c.throughputPerS / a.throughputPerS,
-};
-const targets = {
-  p50: { limit: 1.2, measured: ratios.p50_c_over_b, met: ratios.p50_c_over_b <= 1.2 },
-  throughput: { limit: 0.8, measured: ratios.throughput_c_over_b, met: ratios.throughput_c_over_b >= 0.8 },
-};
-const machine = { node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, date: new Date().toISOString() };
-const method = { ...PLAN, concurrency: CONCURRENCY, transport: 'stdio', payload: PAYLOAD, seconds: Math.round((performance.now() - started) / 1000) };
-
-if (values.json) {
-  process.stdout.write(`${JSON.stringify({ machine, method, summary, ratios, targets, sanitizer }, null, 2)}\n`);
-} else {
-  const row = (cells: string[]) => `${cells[0]!.padEnd(30)} ${cells[1]!.padStart(9)} ${cells[2]!.padStart(9)} ${cells[3]!.padStart(15)}`;
-  console.log(`mcp-warden benchmark: echo tool over stdio, ${machine.node}, ${machine.cpu} x${machine.cores}, ${machine.date}`);
-  console.log(
-    `method: ${PLAN.rounds} interleaved rounds; per round and setup ${PLAN.sequential} sequential calls (latency) and ${PLAN.concurrentTotal} calls at ${CONCURRENCY} in flight (throughput); ${PLAN.warmup} warm-up calls; ${method.seconds} s\n`,
-  );
-  console.log(row(['setup', 'p50 ms', 'p99 ms', 'throughput/s']));
-  for (const line of summary) console.log(row([line.setup, line.p50Ms.toFixed(3), line.p99Ms.toFixed(3), line.throughputPerS.toFixed(0)]));
-  console.log('');
-  console.log(`(c)/(b) p50 latency   ${ratios.p50_c_over_b.toFixed(2)}x   target <= 1.20x   ${targets.p50.met ? 'PASS' : 'MISS'}`);
-  console.log(`(c)/(b) throughput    ${ratios.throughput_c_over_b.toFixed(2)}x   target >= 0.80x   ${targets.throughput.met ? 'PASS' : 'MISS'}`);
-  console.log(`(c)/(b) p99 latency   ${ratios.p99_c_over_b.toFixed(2)}x`);
-  console.log(`(b)/(a) p50 latency   ${ratios.p50_b_over_a.toFixed(2)}x   (cost of any stdio proxy hop)`);
-  console.log(`(c)/(a) p50 latency   ${ratios.p50_c_over_a.toFixed(2)}x,  throughput ${ratios.throughput_c_over_a.toFixed(2)}x`);
-  console.log(
-    `\noutput sanitiser, in process, 100 KiB text result with 2 credentials: ${sanitizer.usPerKiB.toFixed(2)} µs per KiB (${sanitizer.usPerResult.toFixed(0)} µs per result; a plain JSON copy of the same result: ${sanitizer.copyUsPerResult.toFixed(0)} µs)`,
-  );
+async function connect(setup: Setup): Promise<void> {
+  const transport = new StdioClientTransport({ command: setup.command, args: [...setup.args], env, cwd: ROOT, stderr: 'pipe' });
+  keepTail(transport.stderr, setup);
+  const client = new Client({ name: 'bench', version: '1.0.0' }, { versionNegotiation: { mode: clientEra as 'legacy' | 'auto' } });
+  await client.connect(transport, { timeout: CALL_TIMEOUT_MS });
+  setup.client = client;
+  setup.clientEra = client.getProtocolEra();
+  // As a real agent does: list the tools once, then call. The SDK client keeps the list
+  // and consults it on each call (output schema); through a proxy, the proxy's own
+  // downstream client does the same with the list it forwards or reads at connect.
+  const { tools } = await client.listTools(undefined, { timeout: CALL_TIMEOUT_MS });
+  if (!tools.some((tool) => tool.name === setup.tool)) throw new Error(`${setup.label}: tools/list has no ${setup.tool}`);
 }
 
-/** The sanitiser's cost on a large result, measured in process against a plain copy of it. */
-function measureSanitizer(): { usPerKiB: number; usPerResult: number; copyUsPerResult: number } {
-  const forms = secretForms(['bench-credential-0123456789', 'another-credential-abcdef']);
-  const line = 'ordinary tool output with numbers 12345 and words, nothing secret in it at all.\n';
-  const text = line.repeat(Math.ceil((100 * 1024) / line.length)).slice(0, 100 * 1024);
-  const result = { content: [{ type: 'text' as const, text }] };
-  const iterations = values.quick ? 50 : 300;
-  const time = (fn: () => unknown) => {
-    for (let i = 0; i < 10; i++) fn();
-    const t0 = performance.now();
-    for (let i = 0; i < iterations; i++) fn();
-    return ((performance.now() - t0) * 1000) / iterations;
-  };
-  const usPerResult = time(() => sanitizeResult(result, { secretForms: forms, maxTextBytes: 1024 * 1024 }));
-  const copyUsPerResult = time(() => JSON.parse(JSON.stringify(result)));
-  return { usPerKiB: usPerResult / 100, usPerResult, copyUsPerResult };
+/** Keeps the last lines a setup writes on stderr, to show them if the run fails. */
+function keepTail(stream: Readable | null | undefined, setup: Setup): void {
+  if (!stream) return;
+  let partial = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    const lines = (partial + chunk).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      const era = /^passthrough: downstream era (\w+)/.exec(line);
+      if (era) setup.downstreamEra = era[1];
+      setup.stderrTail.push(line.slice(0, 500));
+      if (setup.stderrTail.length > STDERR_LINES_KEPT) setup.stderrTail.shift();
+    }
+  });
+  stream.on('error', () => undefined);
 }
 
-async function callOnce(setup: Setup): Promise<void> {
-  if (performance.now() - started > DEADLINE_MS) throw new Error(`benchmark exceeded ${DEADLINE_MS / 60_000} minutes`);
-  const result = await setup.client!.callTool({ name: setup.tool, arguments: { text: PAYLOAD } });
+async function callOnce(setup: Setup, text: string): Promise<void> {
+  if (performance.now() - started > DEADLINE_MS) throw new Error(`the run exceeded ${DEADLINE_MS / 60_000} minutes`);
+  setup.calls++;
+  const result = await setup.client!.callTool({ name: setup.tool, arguments: { text } }, { timeout: CALL_TIMEOUT_MS });
   const content = result.content as { type: string; text?: string }[];
   // A benchmark that measures errors measures nothing: every answer must be the echo.
-  if (result.isError || content[0]?.text !== PAYLOAD) {
+  if (result.isError || content.length !== 1 || content[0]?.type !== 'text' || content[0].text !== text) {
     throw new Error(`${setup.label}: unexpected result ${JSON.stringify(result).slice(0, 300)}`);
   }
 }
 
-async function throughput(setup: Setup): Promise<number> {
-  let next = 0;
+async function timed(setup: Setup, text: string): Promise<number> {
   const t0 = performance.now();
-  const worker = async () => {
-    while (next < PLAN.concurrentTotal) {
-      next++;
-      await callOnce(setup);
+  await callOnce(setup, text);
+  return performance.now() - t0;
+}
+
+/** Calls per second for PLAN.concurrentTotal calls with CONCURRENCY in flight. */
+async function throughput(setup: Setup): Promise<number> {
+  let issued = 0;
+  const worker = async (): Promise<void> => {
+    while (issued < PLAN.concurrentTotal) {
+      issued++;
+      await callOnce(setup, SMALL);
     }
   };
+  const t0 = performance.now();
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   return PLAN.concurrentTotal / ((performance.now() - t0) / 1000);
 }
 
-function quantile(samples: number[], q: number): number {
-  const sorted = [...samples].sort((x, y) => x - y);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
+/** One tools/call record per call, each ok (and signed, where identity tokens are on). */
+function checkAudit(setup: Setup): AuditCheck {
+  const lines = readFileSync(setup.audit!, 'utf8').split('\n').filter((line) => line !== '');
+  let records = 0;
+  let ok = 0;
+  let withIdentityToken = 0;
+  for (const line of lines) {
+    const record = JSON.parse(line) as Record<string, unknown>;
+    if (record['event'] === 'server.state' && record['state'] === 'ready' && typeof record['era'] === 'string') setup.downstreamEra = record['era'];
+    if (record['event'] !== 'tools/call') continue;
+    records++;
+    if (record['outcome'] === 'ok') ok++;
+    if (record['identityToken'] !== undefined) withIdentityToken++;
+  }
+  const check = { setup: setup.key, calls: setup.calls, records, ok, withIdentityToken };
+  const expectedTokens = setup.identityTokens ? setup.calls : 0;
+  if (records !== setup.calls || ok !== setup.calls || withIdentityToken !== expectedTokens) {
+    throw new Error(`${setup.label}: the audit trail does not match the calls made: ${JSON.stringify(check)}`);
+  }
+  return check;
 }
 
-function median(samples: number[]): number {
+function report(): void {
+  const machine = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    loadAverageAtStart: startLoad,
+    tree: gitState(),
+  };
+  const method = {
+    ...PLAN,
+    concurrency: CONCURRENCY,
+    transport: 'stdio',
+    payload: SMALL,
+    largePayloadBytes: LARGE_BYTES,
+    clientEra,
+    seconds: Math.round((performance.now() - started) / 1000),
+  };
+  const summary = Object.fromEntries(
+    setups.map((setup) => [
+      setup.key,
+      {
+        setup: setup.label,
+        p50Ms: quantile(setup.latencies, 0.5),
+        p99Ms: quantile(setup.latencies, 0.99),
+        throughputPerS: median(setup.throughputs),
+        throughputPerRound: setup.throughputs.map(Math.round),
+        largeP50Ms: quantile(setup.largeLatencies, 0.5),
+        largeP99Ms: quantile(setup.largeLatencies, 0.99),
+        samples: { sequential: setup.latencies.length, large: setup.largeLatencies.length, calls: setup.calls },
+        eras: { client: setup.clientEra ?? 'unknown', downstream: setup.key === 'a' ? null : (setup.downstreamEra ?? 'unknown') },
+      },
+    ]),
+  ) as Record<Key, { setup: string; p50Ms: number; p99Ms: number; throughputPerS: number; throughputPerRound: number[]; largeP50Ms: number; largeP99Ms: number; samples: object; eras: { client: string; downstream: string | null } }>;
+  const { a, b, c, d } = summary;
+  const perRound = (x: Setup, y: Setup, pick: (s: Setup) => number[]) => pick(x).map((value, i) => value / pick(y)[i]!);
+  const [sa, sb, sc, sd] = setups as [Setup, Setup, Setup, Setup];
+  const ratios = {
+    p50_c_over_b: c.p50Ms / b.p50Ms,
+    throughput_c_over_b: c.throughputPerS / b.throughputPerS,
+    p99_c_over_b: c.p99Ms / b.p99Ms,
+    p50_d_over_b: d.p50Ms / b.p50Ms,
+    throughput_d_over_b: d.throughputPerS / b.throughputPerS,
+    p50_b_over_a: b.p50Ms / a.p50Ms,
+    throughput_b_over_a: b.throughputPerS / a.throughputPerS,
+    p50_c_over_a: c.p50Ms / a.p50Ms,
+    throughput_c_over_a: c.throughputPerS / a.throughputPerS,
+    largeP50_c_over_b: c.largeP50Ms / b.largeP50Ms,
+    largeP50_d_over_b: d.largeP50Ms / b.largeP50Ms,
+    perRound: {
+      p50_c_over_b: perRound(sc, sb, (s) => s.roundP50s),
+      throughput_c_over_b: perRound(sc, sb, (s) => s.throughputs),
+      p50_d_over_b: perRound(sd, sb, (s) => s.roundP50s),
+      throughput_d_over_b: perRound(sd, sb, (s) => s.throughputs),
+    },
+  };
+  void sa;
+  const targets = {
+    p50: { setup: 'c', ratio: 'p50 (c)/(b)', limit: 1.2, measured: ratios.p50_c_over_b, met: ratios.p50_c_over_b <= 1.2 },
+    throughput: { setup: 'c', ratio: 'throughput (c)/(b)', limit: 0.8, measured: ratios.throughput_c_over_b, met: ratios.throughput_c_over_b >= 0.8 },
+  };
+
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify({ machine, method, summary, ratios, targets, audit: audits }, null, 2)}\n`);
+    return;
+  }
+  const x = (value: number) => `${value.toFixed(2)}x`;
+  const range = (list: number[]) => `${x(Math.min(...list))} to ${x(Math.max(...list))}`;
+  const out: string[] = [];
+  out.push('mcp-warden benchmark: echo tool over stdio');
+  out.push(`${machine.date}  Node ${machine.node}  ${machine.cpu}, ${machine.cores} cores  load average at start ${machine.loadAverageAtStart}`);
+  out.push(`tree: ${machine.tree}`);
+  out.push(
+    `method: ${PLAN.rounds} rounds, setups in rotating order; per round and setup ${PLAN.sequential} sequential calls (latency), ` +
+      `${PLAN.concurrentTotal} calls with ${CONCURRENCY} in flight (throughput), ${PLAN.largeSequential} sequential calls echoing ${LARGE_BYTES} bytes; ` +
+      `${PLAN.warmup} warm-up calls per setup; ${method.seconds} s in all`,
+  );
+  out.push(`eras (client / proxy downstream): ${setups.map((s) => `${s.key} ${s.clientEra ?? '?'}${s.key === 'a' ? '' : ` / ${s.downstreamEra ?? '?'}`}`).join(', ')}`);
+  out.push('');
+  out.push(`${'setup'.padEnd(32)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'calls/s'.padStart(10)}   ${'calls/s by round'.padEnd(14)}`);
+  for (const setup of setups) {
+    const s = summary[setup.key];
+    const spread = `${Math.min(...s.throughputPerRound)}-${Math.max(...s.throughputPerRound)}`;
+    out.push(`${s.setup.padEnd(32)}${s.p50Ms.toFixed(3).padStart(9)}${s.p99Ms.toFixed(3).padStart(9)}${s.throughputPerS.toFixed(0).padStart(10)}   ${spread}`);
+  }
+  out.push('');
+  out.push(`echoing ${LARGE_BYTES} bytes (sequential)      p50 ms   p99 ms`);
+  for (const setup of setups) {
+    const s = summary[setup.key];
+    out.push(`${s.setup.padEnd(32)}${s.largeP50Ms.toFixed(3).padStart(9)}${s.largeP99Ms.toFixed(3).padStart(9)}`);
+  }
+  out.push('');
+  out.push(`(c)/(b) p50 latency    ${x(ratios.p50_c_over_b)}   target <= 1.20x   ${targets.p50.met ? 'PASS' : 'MISS'}   (rounds: ${range(ratios.perRound.p50_c_over_b)})`);
+  out.push(`(c)/(b) throughput     ${x(ratios.throughput_c_over_b)}   target >= 0.80x   ${targets.throughput.met ? 'PASS' : 'MISS'}   (rounds: ${range(ratios.perRound.throughput_c_over_b)})`);
+  out.push(`(c)/(b) p99 latency    ${x(ratios.p99_c_over_b)}`);
+  out.push(`(d)/(b) p50 latency    ${x(ratios.p50_d_over_b)}   throughput ${x(ratios.throughput_d_over_b)}   (without identity tokens)`);
+  out.push(`(b)/(a) p50 latency    ${x(ratios.p50_b_over_a)}   throughput ${x(ratios.throughput_b_over_a)}   (any stdio proxy hop)`);
+  out.push(`(c)/(a) p50 latency    ${x(ratios.p50_c_over_a)}   throughput ${x(ratios.throughput_c_over_a)}`);
+  out.push(`${LARGE_BYTES} bytes: (c)/(b) p50 ${x(ratios.largeP50_c_over_b)}, (d)/(b) p50 ${x(ratios.largeP50_d_over_b)}`);
+  out.push('');
+  out.push(
+    `audit: ${audits.map((check) => `${check.setup} ${check.records} tools/call records for ${check.calls} calls, ${check.ok} ok, ${check.withIdentityToken} with an identity token`).join('; ')}`,
+  );
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
+/** The commit measured, and whether its sources had uncommitted changes. */
+function gitState(): string {
+  if (!existsSync(join(ROOT, '.git'))) return 'not a git checkout';
+  try {
+    const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'bin', 'examples', 'manifests'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
+    return dirty ? `${commit}, with uncommitted changes in src/, bin/, examples/ or manifests/` : commit;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Plain prose, nothing a secret detector or credential match should touch. */
+function largePayload(bytes: number): string {
+  const words = ['the', 'notes', 'store', 'keeps', 'short', 'texts', 'about', 'errands', 'meetings', 'and', 'ideas', 'for', 'later'];
+  let text = '';
+  for (let i = 0; text.length < bytes; i++) text += `${words[i % words.length]}${i % 11 === 10 ? '.\n' : ' '}`;
+  return text.slice(0, bytes);
+}
+
+/** Nearest-rank quantile. */
+function quantile(samples: readonly number[], q: number): number {
+  if (samples.length === 0) return Number.NaN;
+  const sorted = [...samples].sort((x, y) => x - y);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+
+function median(samples: readonly number[]): number {
   return quantile(samples, 0.5);
 }

@@ -17,7 +17,7 @@ import type { Logger } from '../log.ts';
 import type { Era, Manifest } from '../manifest/types.ts';
 import { writeOrLog, type AuditRecord, type AuditTrail } from '../audit/trail.ts';
 import type { CredentialSource } from '../config/types.ts';
-import { cleanText, secretForms } from '../guard/sanitize-output.ts';
+import { cleanText, noRedactions, secretForms } from '../guard/sanitize-output.ts';
 import { resolveCredentials, type ResolvedCredential } from './credentials.ts';
 import { compareTools, type Drift } from './drift.ts';
 import { BROKER_INFO } from '../version.ts';
@@ -217,7 +217,7 @@ export class McpBackend {
   /** A server's own output (stderr, error texts) may repeat its credentials: never log them. */
   #redact(text: string): string {
     if (this.#credentialValues.size === 0) return text;
-    return cleanText(text, secretForms([...this.#credentialValues]), { credential: 0, invisible: 0, truncatedBytes: 0 });
+    return cleanText(text, secretForms([...this.#credentialValues]), noRedactions());
   }
 
   #audit(record: AuditRecord): void {

@@ -1,19 +1,27 @@
 import type { CallToolResult } from '@modelcontextprotocol/server';
+import { findSecrets, maskSecrets } from './detect-secrets.ts';
 
 /**
  * Output sanitisation: what a tool returns is untrusted input to the model. Every string
  * of a result (text blocks, embedded resource text, resource links, structuredContent
  * keys and values) loses terminal escapes and invisible or control characters, then every
- * known credential in any common encoding; text is capped in size with a visible marker.
- * Pure functions; they never throw on any JSON input.
+ * known credential in any common encoding, then whatever the secret-detection rules
+ * find; text is capped in size with a visible marker, after detection, so a cut can never
+ * leave half a secret that is no longer recognisable. These functions never throw on any
+ * JSON input.
  */
 
 export const REDACTED = '[redacted: credential]';
 
 export interface Redactions {
   credential: number;
+  detected: number;
   invisible: number;
   truncatedBytes: number;
+}
+
+export function noRedactions(): Redactions {
+  return { credential: 0, detected: 0, invisible: 0, truncatedBytes: 0 };
 }
 
 /** ANSI/VT escape sequences: CSI, OSC (ended by BEL or ST), and two-character escapes. */
@@ -95,27 +103,29 @@ export interface SanitizeOptions {
  * Rebuilds a result from the fields an agent may see (content, structuredContent,
  * isError), cleaned. Unknown fields and the downstream's _meta are dropped.
  */
-export function sanitizeResult(result: CallToolResult, options: SanitizeOptions): { result: CallToolResult; redactions: Redactions } {
-  const counts: Redactions = { credential: 0, invisible: 0, truncatedBytes: 0 };
+export async function sanitizeResult(result: CallToolResult, options: SanitizeOptions): Promise<{ result: CallToolResult; redactions: Redactions }> {
+  const counts = noRedactions();
   let budget = options.maxTextBytes;
-  const text = (value: string): string => {
-    const clean = cleanText(value, options.secretForms, counts);
-    const bytes = Buffer.byteLength(clean, 'utf8');
+  const clean = async (value: string): Promise<string> => maskSecrets(cleanText(value, options.secretForms, counts), counts);
+  const text = async (value: string): Promise<string> => {
+    const cleaned = await clean(value);
+    const bytes = Buffer.byteLength(cleaned, 'utf8');
     if (bytes <= budget) {
       budget -= bytes;
-      return clean;
+      return cleaned;
     }
-    const kept = truncateUtf8(clean, Math.max(0, budget));
+    const kept = truncateUtf8(cleaned, Math.max(0, budget));
     budget = 0;
     const omitted = bytes - Buffer.byteLength(kept, 'utf8');
     counts.truncatedBytes += omitted;
     return `${kept}\n[truncated by mcp-warden: ${omitted} bytes omitted]`;
   };
 
-  const content = Array.isArray(result.content) ? result.content.map((block) => cleanBlock(block, text, options, counts)) : [];
+  const content: Block[] = [];
+  for (const block of Array.isArray(result.content) ? result.content : []) content.push(await cleanBlock(block, text, clean));
   const sanitized: CallToolResult = { content };
   if (result.structuredContent !== undefined) {
-    const structured = cleanJson(result.structuredContent, options.secretForms, counts);
+    const structured = await cleanStructured(cleanJson(result.structuredContent, options.secretForms, counts), counts);
     const bytes = Buffer.byteLength(JSON.stringify(structured) ?? '', 'utf8');
     if (bytes <= budget) {
       budget -= bytes;
@@ -131,23 +141,56 @@ export function sanitizeResult(result: CallToolResult, options: SanitizeOptions)
 
 type Block = CallToolResult['content'][number];
 
-function cleanBlock(block: Block, text: (value: string) => string, options: SanitizeOptions, counts: Redactions): Block {
+async function cleanBlock(block: Block, text: (value: string) => Promise<string>, clean: (value: string) => Promise<string>): Promise<Block> {
   switch (block.type) {
     case 'text':
-      return { type: 'text', text: text(block.text) };
+      return { type: 'text', text: await text(block.text) };
     case 'resource': {
       const resource = block.resource;
       if ('text' in resource && typeof resource.text === 'string') {
-        return { type: 'resource', resource: { uri: cleanText(resource.uri, options.secretForms, counts), ...(resource.mimeType ? { mimeType: resource.mimeType } : {}), text: text(resource.text) } };
+        return { type: 'resource', resource: { uri: await clean(resource.uri), ...(resource.mimeType ? { mimeType: resource.mimeType } : {}), text: await text(resource.text) } };
       }
-      return { type: 'resource', resource: { ...resource, uri: cleanText(resource.uri, options.secretForms, counts) } } as Block;
+      return { type: 'resource', resource: { ...resource, uri: await clean(resource.uri) } } as Block;
     }
     case 'resource_link':
-      return cleanJson(block, options.secretForms, counts) as Block;
+      return (await mapStrings(block, clean)) as Block;
     default:
       // image and audio: binary data, passed as it is; their mimeType is cleaned.
-      return 'mimeType' in block && typeof block.mimeType === 'string' ? ({ ...block, mimeType: cleanText(block.mimeType, options.secretForms, counts) } as Block) : block;
+      return 'mimeType' in block && typeof block.mimeType === 'string' ? ({ ...block, mimeType: await clean(block.mimeType) } as Block) : block;
   }
+}
+
+/**
+ * Detection over structured content: one pass over its JSON text; only when that finds
+ * something is every string checked on its own (a detector per string is slow).
+ */
+async function cleanStructured(value: unknown, counts: Redactions): Promise<unknown> {
+  const json = JSON.stringify(value) ?? '';
+  if ((await findSecrets(json)).length === 0) return value;
+  return mapStrings(value, (text) => maskSecrets(text, counts));
+}
+
+/** Applies an async function to every key and string of a JSON value, without recursion. */
+async function mapStrings(value: unknown, fn: (text: string) => Promise<string>): Promise<unknown> {
+  const root: { value: unknown } = { value: undefined };
+  const stack: { source: unknown; assign: (v: unknown) => void }[] = [{ source: value, assign: (v) => (root.value = v) }];
+  while (stack.length > 0) {
+    const { source, assign } = stack.pop()!;
+    if (typeof source === 'string') assign(await fn(source));
+    else if (Array.isArray(source)) {
+      const copy: unknown[] = new Array(source.length);
+      assign(copy);
+      source.forEach((item, i) => stack.push({ source: item, assign: (v) => (copy[i] = v) }));
+    } else if (source !== null && typeof source === 'object') {
+      const copy: Record<string, unknown> = {};
+      assign(copy);
+      for (const [key, item] of Object.entries(source)) {
+        const cleanKey = await fn(key);
+        stack.push({ source: item, assign: (v) => Object.defineProperty(copy, cleanKey, { value: v, enumerable: true, writable: true, configurable: true }) });
+      }
+    } else assign(source);
+  }
+  return root.value;
 }
 
 /** Cleans every key and string of a JSON value, iteratively (no recursion on hostile depth). */

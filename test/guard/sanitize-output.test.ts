@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { CallToolResult } from '@modelcontextprotocol/server';
-import { cleanText, REDACTED, sanitizeResult, secretForms, type Redactions } from '../../src/guard/sanitize-output.ts';
+import { cleanText, noRedactions, REDACTED, sanitizeResult, secretForms, type Redactions } from '../../src/guard/sanitize-output.ts';
 
 const CANARY = 'canary-Secret+Value/42=';
 const FORMS = secretForms([CANARY]);
-const counts = (): Redactions => ({ credential: 0, invisible: 0, truncatedBytes: 0 });
+const counts = (): Redactions => noRedactions();
 const encodings = (secret: string): string[] => {
   const bytes = Buffer.from(secret);
   return [secret, bytes.toString('base64'), bytes.toString('base64').replace(/=+$/, ''), bytes.toString('base64url'), bytes.toString('hex'), bytes.toString('hex').toUpperCase(), encodeURIComponent(secret)];
@@ -78,12 +78,12 @@ describe('cleanText', () => {
 });
 
 describe('sanitizeResult', () => {
-  it('keeps only content, structuredContent and isError; drops _meta and unknown fields', () => {
+  it('keeps only content, structuredContent and isError; drops _meta and unknown fields', async () => {
     const input = { content: [{ type: 'text', text: 'ok' }], structuredContent: { a: 1 }, isError: true, _meta: { internal: 1 }, extra: 'x' } as unknown as CallToolResult;
-    assert.deepEqual(sanitizeResult(input, { secretForms: [], maxTextBytes: 1000 }).result, { content: [{ type: 'text', text: 'ok' }], structuredContent: { a: 1 }, isError: true });
+    assert.deepEqual((await sanitizeResult(input, { secretForms: [], maxTextBytes: 1000 })).result, { content: [{ type: 'text', text: 'ok' }], structuredContent: { a: 1 }, isError: true });
   });
 
-  it('cleans structured content keys and values, resources and links', () => {
+  it('cleans structured content keys and values, resources and links', async () => {
     const input = {
       content: [
         { type: 'resource', resource: { uri: 'mem://x', mimeType: 'text/plain', text: `key=${CANARY}` } },
@@ -91,32 +91,50 @@ describe('sanitizeResult', () => {
       ],
       structuredContent: { [`k${CANARY}`]: [{ deep: `\u001b[2J${CANARY}` }] },
     } as unknown as CallToolResult;
-    const { result, redactions } = sanitizeResult(input, { secretForms: FORMS, maxTextBytes: 10_000 });
+    const { result, redactions } = await sanitizeResult(input, { secretForms: FORMS, maxTextBytes: 10_000 });
     assert.ok(!JSON.stringify(result).includes(CANARY));
     assert.ok(!JSON.stringify(result).includes('\\u001b'));
     assert.equal(redactions.credential, 4);
   });
 
-  it('caps text with a visible marker, never splitting a character', () => {
-    const { result, redactions } = sanitizeResult({ content: [{ type: 'text', text: 'é'.repeat(1000) }, { type: 'text', text: 'more' }] }, { secretForms: [], maxTextBytes: 101 });
+  it('caps text with a visible marker, never splitting a character', async () => {
+    const { result, redactions } = await sanitizeResult({ content: [{ type: 'text', text: 'é'.repeat(1000) }, { type: 'text', text: 'more' }] }, { secretForms: [], maxTextBytes: 101 });
     const first = result.content[0] as { text: string };
     assert.match(first.text, /^é{50}\n\[truncated by mcp-warden: 1900 bytes omitted\]$/);
     assert.match((result.content[1] as { text: string }).text, /truncated by mcp-warden: 4 bytes/);
     assert.equal(redactions.truncatedBytes, 1904);
   });
 
-  it('drops oversized structured content with a marker', () => {
-    const { result } = sanitizeResult({ content: [], structuredContent: { big: 'x'.repeat(5000) } }, { secretForms: [], maxTextBytes: 1000 });
+  it('drops oversized structured content with a marker', async () => {
+    const { result } = await sanitizeResult({ content: [], structuredContent: { big: 'x'.repeat(5000) } }, { secretForms: [], maxTextBytes: 1000 });
     assert.equal(result.structuredContent, undefined);
     assert.match((result.content[0] as { text: string }).text, /structured content omitted/);
   });
 
-  it('never throws on any JSON as structured content (property)', () => {
-    fc.assert(
-      fc.property(fc.jsonValue(), fc.string(), (structured, text) => {
-        sanitizeResult({ content: [{ type: 'text', text }], structuredContent: structured as never }, { secretForms: FORMS, maxTextBytes: 2000 });
+  it('never throws on any JSON as structured content (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.jsonValue(), fc.string(), async (structured, text) => {
+        await sanitizeResult({ content: [{ type: 'text', text }], structuredContent: structured as never }, { secretForms: FORMS, maxTextBytes: 2000 });
       }),
-      { numRuns: 500 },
+      { numRuns: 300 },
     );
+  });
+
+  it('masks detected secrets before truncating, so a cut never leaves part of one', async () => {
+    const key = `-----BEGIN OPENSSH PRIVATE KEY-----\n${'b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n'.repeat(3)}-----END OPENSSH PRIVATE KEY-----`;
+    const { result, redactions } = await sanitizeResult({ content: [{ type: 'text', text: `config:\n${key}\nend` }] }, { secretForms: [], maxTextBytes: 60 });
+    const text = (result.content[0] as { text: string }).text;
+    assert.ok(!text.includes('b3BlbnNzaC1rZXkt'), text);
+    assert.ok(text.includes('[redacted: secret]'));
+    assert.equal(redactions.detected, 1);
+  });
+
+  it('detects secrets inside structured content', async () => {
+    const { result, redactions } = await sanitizeResult(
+      { content: [], structuredContent: { db: { url: 'postgres://admin:s3cretPassw0rd@10.0.0.1:5432/app' }, ok: 'nothing here' } },
+      { secretForms: [], maxTextBytes: 10_000 },
+    );
+    assert.deepEqual(result.structuredContent, { db: { url: '[redacted: secret]' }, ok: 'nothing here' });
+    assert.equal(redactions.detected, 1);
   });
 });

@@ -1,23 +1,24 @@
-import { cleanText, sanitizeResult, secretForms as formsOf, type Redactions } from '../../guard/sanitize-output.ts';
+import { maskSecrets } from '../../guard/detect-secrets.ts';
+import { cleanText, noRedactions, sanitizeResult, secretForms as formsOf } from '../../guard/sanitize-output.ts';
 import { refuse, type StageFactory } from '../types.ts';
 
 /**
  * Wraps dispatch: what comes back from a tool is untrusted input to the model. Results
  * are rebuilt from the fields an agent may see and cleaned (escapes, invisible characters,
- * every injected credential in any common encoding, size cap); refusal texts, which can
+ * every injected credential in any common encoding, detected secrets, size cap); refusal texts, which can
  * carry a downstream's error message, are cleaned too. The audit record gets the counts.
  */
 export const sanitizeOutput: StageFactory = ({ config, secretForms }) => async (ctx, next) => {
   const outcome = await next();
   const forms = ctx.callSecrets && ctx.callSecrets.length > 0 ? [...secretForms(), ...formsOf(ctx.callSecrets)] : secretForms();
   if (outcome.kind === 'refused') {
-    const counts: Redactions = { credential: 0, invisible: 0, truncatedBytes: 0 };
-    const message = cleanText(outcome.message, forms, counts);
-    if (counts.credential + counts.invisible > 0) ctx.facts['redactions'] = counts;
+    const counts = noRedactions();
+    const message = await maskSecrets(cleanText(outcome.message, forms, counts), counts);
+    if (counts.credential + counts.detected + counts.invisible > 0) ctx.facts['redactions'] = counts;
     return refuse(outcome.code, message);
   }
   const maxTextBytes = Math.min(config.limits.maxResultBytes, ctx.tool?.tool.maxResultBytes ?? Number.POSITIVE_INFINITY);
-  const { result, redactions } = sanitizeResult(outcome.result, { secretForms: forms, maxTextBytes });
-  if (redactions.credential + redactions.invisible + redactions.truncatedBytes > 0) ctx.facts['redactions'] = redactions;
+  const { result, redactions } = await sanitizeResult(outcome.result, { secretForms: forms, maxTextBytes });
+  if (redactions.credential + redactions.detected + redactions.invisible + redactions.truncatedBytes > 0) ctx.facts['redactions'] = redactions;
   return { kind: 'result', result };
 };
