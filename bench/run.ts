@@ -131,12 +131,12 @@ function writeConfig(name: string, identityTokens: boolean): { config: string; a
 const full = writeConfig('warden-full', true);
 const noIdentity = writeConfig('warden-no-identity', false);
 const warden = (config: string) => [join(ROOT, 'bin/mcp-warden'), 'serve', '--config', config, '--stdio', '--agent', 'bench'];
-const fresh = { stderrTail: [], latencies: [], largeLatencies: [], throughputs: [], roundP50s: [], calls: 0 };
+const fresh = () => ({ stderrTail: [] as string[], latencies: [] as number[], largeLatencies: [] as number[], throughputs: [] as number[], roundP50s: [] as number[], calls: 0 });
 const setups: Setup[] = [
-  { key: 'a', label: '(a) direct', tool: 'echo', command: notes[0]!, args: notes.slice(1), ...structuredClone(fresh) },
-  { key: 'b', label: '(b) SDK pass-through proxy', tool: 'echo', command: process.execPath, args: [join(ROOT, 'bench/passthrough-proxy.ts'), '--', ...notes], ...structuredClone(fresh) },
-  { key: 'c', label: '(c) mcp-warden, everything on', tool: 'notes__echo', command: process.execPath, args: warden(full.config), audit: full.audit, identityTokens: true, ...structuredClone(fresh) },
-  { key: 'd', label: '(d) mcp-warden, no id tokens', tool: 'notes__echo', command: process.execPath, args: warden(noIdentity.config), audit: noIdentity.audit, identityTokens: false, ...structuredClone(fresh) },
+  { key: 'a', label: '(a) direct', tool: 'echo', command: notes[0]!, args: notes.slice(1), ...fresh() },
+  { key: 'b', label: '(b) SDK pass-through proxy', tool: 'echo', command: process.execPath, args: [join(ROOT, 'bench/passthrough-proxy.ts'), '--', ...notes], ...fresh() },
+  { key: 'c', label: '(c) mcp-warden, everything on', tool: 'notes__echo', command: process.execPath, args: warden(full.config), audit: full.audit, identityTokens: true, ...fresh() },
+  { key: 'd', label: '(d) mcp-warden, no id tokens', tool: 'notes__echo', command: process.execPath, args: warden(noIdentity.config), audit: noIdentity.audit, identityTokens: false, ...fresh() },
 ];
 
 let failure: unknown;
@@ -184,7 +184,7 @@ report();
 
 async function connect(setup: Setup): Promise<void> {
   const transport = new StdioClientTransport({ command: setup.command, args: [...setup.args], env, cwd: ROOT, stderr: 'pipe' });
-  keepTail(transport.stderr, setup);
+  keepTail(transport.stderr as Readable | null, setup);
   const client = new Client({ name: 'bench', version: '1.0.0' }, { versionNegotiation: { mode: clientEra as 'legacy' | 'auto' } });
   await client.connect(transport, { timeout: CALL_TIMEOUT_MS });
   setup.client = client;
@@ -303,7 +303,7 @@ function report(): void {
   ) as Record<Key, { setup: string; p50Ms: number; p99Ms: number; throughputPerS: number; throughputPerRound: number[]; largeP50Ms: number; largeP99Ms: number; samples: object; eras: { client: string; downstream: string | null } }>;
   const { a, b, c, d } = summary;
   const perRound = (x: Setup, y: Setup, pick: (s: Setup) => number[]) => pick(x).map((value, i) => value / pick(y)[i]!);
-  const [sa, sb, sc, sd] = setups as [Setup, Setup, Setup, Setup];
+  const [, sb, sc, sd] = setups as [Setup, Setup, Setup, Setup];
   const ratios = {
     p50_c_over_b: c.p50Ms / b.p50Ms,
     throughput_c_over_b: c.throughputPerS / b.throughputPerS,
@@ -323,7 +323,6 @@ function report(): void {
       throughput_d_over_b: perRound(sd, sb, (s) => s.throughputs),
     },
   };
-  void sa;
   const targets = {
     p50: { setup: 'c', ratio: 'p50 (c)/(b)', limit: 1.2, measured: ratios.p50_c_over_b, met: ratios.p50_c_over_b <= 1.2 },
     throughput: { setup: 'c', ratio: 'throughput (c)/(b)', limit: 0.8, measured: ratios.throughput_c_over_b, met: ratios.throughput_c_over_b >= 0.8 },

@@ -6,6 +6,7 @@ import type { ExposedDefinition } from './catalog/build.ts';
 import type { WardenConfig } from './config/types.ts';
 import { createLogger, type Logger } from './log.ts';
 import { buildCallPipeline, type CallPipeline } from './pipeline/pipeline.ts';
+import type { Progress } from './pipeline/types.ts';
 import { findGrant } from './policy/grants.ts';
 import { secretForms } from './guard/sanitize-output.ts';
 import { loadBrokerIdentity, type BrokerIdentity } from './identity/broker-identity.ts';
@@ -103,9 +104,19 @@ export class Broker {
   }
 
   /** Runs one tools/call through the pipeline. Never throws: refusals become tool errors. */
-  async callTool(agentName: string, toolName: string, args: Record<string, unknown>, signal?: AbortSignal): Promise<CallToolResult> {
+  async callTool(agentName: string, toolName: string, args: Record<string, unknown>, signal?: AbortSignal, onProgress?: (progress: Progress) => void): Promise<CallToolResult> {
     const correlationId = randomUUID();
-    const outcome = await this.#pipeline({ correlationId, agentName, toolName, args, startedAt: performance.now(), facts: {}, callSecrets: [], ...(signal ? { signal } : {}) });
+    const outcome = await this.#pipeline({
+      correlationId,
+      agentName,
+      toolName,
+      args,
+      startedAt: performance.now(),
+      facts: {},
+      callSecrets: [],
+      ...(signal ? { signal } : {}),
+      ...(onProgress ? { onProgress } : {}),
+    });
     if (outcome.kind === 'result') return outcome.result;
     return {
       content: [{ type: 'text', text: `mcp-warden refused the call [${outcome.code}]: ${outcome.message}` }],

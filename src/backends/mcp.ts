@@ -102,7 +102,14 @@ export class McpBackend {
     return this.#firstAttempt;
   }
 
-  async callTool(tool: string, args: Record<string, unknown>, timeoutMs: number, signal?: AbortSignal, meta?: Record<string, unknown>): Promise<CallToolResult> {
+  async callTool(
+    tool: string,
+    args: Record<string, unknown>,
+    timeoutMs: number,
+    signal?: AbortSignal,
+    meta?: Record<string, unknown>,
+    onProgress?: (progress: { progress: number; total?: number; message?: string }) => void,
+  ): Promise<CallToolResult> {
     const client = this.#client;
     if (this.#state !== 'ready' || !client) {
       throw new WardenError('WARDEN_SERVER_UNAVAILABLE', `server "${this.server}" is ${this.#state === 'closed' ? 'stopped' : 'not connected (restarting)'}; retry later`, {
@@ -115,7 +122,9 @@ export class McpBackend {
       // On timeout or abort the SDK sends notifications/cancelled to the server (or, on a
       // 2026-07-28 HTTP connection, aborts the request), so the server can stop working.
       const params = { name: tool, arguments: args, ...(meta ? { _meta: meta } : {}) };
-      const result = (await client.callTool(params, { timeout: timeoutMs, ...(signal ? { signal } : {}) })) as CallToolResult;
+      // Progress is passed on but never extends the call: the timeout is a hard cap.
+      const options = { timeout: timeoutMs, resetTimeoutOnProgress: false, ...(signal ? { signal } : {}), ...(onProgress ? { onprogress: onProgress } : {}) };
+      const result = (await client.callTool(params, options)) as CallToolResult;
       this.#timeoutsInARow = 0;
       this.#openUntil = 0;
       return result;

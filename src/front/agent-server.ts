@@ -1,5 +1,6 @@
 import { Server } from '@modelcontextprotocol/server';
 import type { Broker } from '../broker.ts';
+import type { Progress } from '../pipeline/types.ts';
 import { BROKER_INFO } from '../version.ts';
 
 const INSTRUCTIONS =
@@ -15,8 +16,14 @@ export function createAgentServer(broker: Broker, agentName: string): Server {
   server.setRequestHandler('tools/list', async () => broker.listTools(agentName));
   server.setRequestHandler('tools/call', async (request, ctx) => {
     const args = request.params.arguments ?? {};
+    // Progress goes back only to an agent that asked for it, under the agent's own token.
+    const progressToken = ctx.mcpReq._meta?.progressToken;
+    const onProgress =
+      progressToken === undefined
+        ? undefined
+        : (progress: Progress) => void ctx.mcpReq.notify({ method: 'notifications/progress', params: { progressToken, ...progress } }).catch(() => undefined);
     // The signal aborts when the agent cancels or goes away; the downstream call follows.
-    return broker.callTool(agentName, request.params.name, args as Record<string, unknown>, ctx.mcpReq.signal);
+    return broker.callTool(agentName, request.params.name, args as Record<string, unknown>, ctx.mcpReq.signal, onProgress);
   });
   return server;
 }

@@ -23,8 +23,16 @@ export interface CallContext {
   grant?: Grant;
   /** Facts for the audit record only; nothing here reaches the agent. */
   readonly facts: Record<string, unknown>;
+  /** Forwards the downstream's progress to the agent, when the agent asked for progress. */
+  onProgress?: (progress: Progress) => void;
   /** Values minted for this call alone (an identity token) that must not come back to the agent. */
   readonly callSecrets?: string[];
+}
+
+export interface Progress {
+  readonly progress: number;
+  readonly total?: number;
+  readonly message?: string;
 }
 
 export interface Refusal {

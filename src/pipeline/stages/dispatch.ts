@@ -27,6 +27,6 @@ export const dispatch: StageFactory = ({ backends, config, identity }) => async 
     meta = { [IDENTITY_META_KEY]: token };
   }
   // The result goes back through sanitizeOutput, which keeps only what an agent may see.
-  const result = await backend.callTool(ctx.tool.tool.name, { ...ctx.args }, timeoutMs, ctx.signal, meta);
+  const result = await backend.callTool(ctx.tool.tool.name, { ...ctx.args }, timeoutMs, ctx.signal, meta, ctx.onProgress);
   return { kind: 'result', result };
 };

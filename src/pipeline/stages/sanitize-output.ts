@@ -2,6 +2,9 @@ import { maskSecrets } from '../../guard/detect-secrets.ts';
 import { cleanText, noRedactions, sanitizeResult, secretForms as formsOf } from '../../guard/sanitize-output.ts';
 import { refuse, type StageFactory } from '../types.ts';
 
+/** Longest progress message passed on, in characters. */
+const MAX_PROGRESS_MESSAGE = 1000;
+
 /**
  * Wraps dispatch: what comes back from a tool is untrusted input to the model. Results
  * are rebuilt from the fields an agent may see and cleaned (escapes, invisible characters,
@@ -9,6 +12,17 @@ import { refuse, type StageFactory } from '../types.ts';
  * carry a downstream's error message, are cleaned too. The audit record gets the counts.
  */
 export const sanitizeOutput: StageFactory = ({ config, secretForms }) => async (ctx, next) => {
+  const forward = ctx.onProgress;
+  if (forward) {
+    // Progress messages come from the server too: cleaned like results, and short.
+    ctx.onProgress = ({ progress, total, message }) => {
+      if (message === undefined) return forward({ progress, ...(total === undefined ? {} : { total }) });
+      const forms = ctx.callSecrets && ctx.callSecrets.length > 0 ? [...secretForms(), ...formsOf(ctx.callSecrets)] : secretForms();
+      void maskSecrets(cleanText(message, forms, noRedactions()).slice(0, MAX_PROGRESS_MESSAGE), { detected: 0 }).then((clean) =>
+        forward({ progress, ...(total === undefined ? {} : { total }), message: clean }),
+      );
+    };
+  }
   const outcome = await next();
   const forms = ctx.callSecrets && ctx.callSecrets.length > 0 ? [...secretForms(), ...formsOf(ctx.callSecrets)] : secretForms();
   if (outcome.kind === 'refused') {
