@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseDocument } from 'yaml';
-import { sha256Hex } from '../config/load.ts';
+import { sha256Hex } from '../config/token-hash.ts';
 import { WardenError } from '../errors.ts';
 import { cliScript, notesServerScript, packageRoot } from '../paths.ts';
 import { newToken } from './token.ts';

@@ -1,19 +1,15 @@
 import { ERRORS, isWardenError, WardenError } from '../errors.ts';
 import { VERSION } from '../version.ts';
-import { runConfig } from './config.ts';
-import { runInit } from './init.ts';
-import { runJwks } from './jwks.ts';
-import { runServe } from './serve.ts';
-import { runToken } from './token.ts';
 
 export type Verb = (argv: string[]) => Promise<number>;
 
-const VERBS: ReadonlyMap<string, { run: Verb; summary: string }> = new Map([
-  ['serve', { run: runServe, summary: 'run the broker for agents, over stdio or Streamable HTTP' }],
-  ['init', { run: runInit, summary: 'write a complete, working example workspace into a folder' }],
-  ['config', { run: runConfig, summary: 'check a config file and every manifest it names, without serving' }],
-  ['token', { run: runToken, summary: 'make an agent bearer token and the hash the config stores' }],
-  ['jwks', { run: runJwks, summary: 'print the public keys tool servers verify identity tokens with' }],
+// Each verb's module is loaded only when that verb runs: help and small verbs start fast.
+const VERBS: ReadonlyMap<string, { run: Verb; summary: string }> = new Map<string, { run: Verb; summary: string }>([
+  ['serve', { run: async (argv) => (await import('./serve.ts')).runServe(argv), summary: 'run the broker for agents, over stdio or Streamable HTTP' }],
+  ['init', { run: async (argv) => (await import('./init.ts')).runInit(argv), summary: 'write a complete, working example workspace into a folder' }],
+  ['config', { run: async (argv) => (await import('./config.ts')).runConfig(argv), summary: 'check a config file and every manifest it names, without serving' }],
+  ['token', { run: async (argv) => (await import('./token.ts')).runToken(argv), summary: 'make an agent bearer token and the hash the config stores' }],
+  ['jwks', { run: async (argv) => (await import('./jwks.ts')).runJwks(argv), summary: 'print the public keys tool servers verify identity tokens with' }],
 ]);
 
 export const USAGE = `mcp-warden ${VERSION}: an MCP tool-server security broker.

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { sha256Hex } from '../config/load.ts';
+import { sha256Hex } from '../config/token-hash.ts';
 import { WardenError } from '../errors.ts';
 
 const HELP = `Usage: mcp-warden token new
