@@ -11,6 +11,7 @@ export const ERRORS = {
   WARDEN_IDENTITY_KEY: { exit: 7, summary: 'the broker identity key (for identity tokens) cannot be read, written or used' },
   WARDEN_INIT_TARGET_EXISTS: { exit: 5, summary: 'init would overwrite an existing workspace file' },
   WARDEN_LISTEN_FAILED: { exit: 6, summary: 'the HTTP listener could not bind its address' },
+  WARDEN_AUDIT_UNWRITABLE: { exit: 8, summary: 'the audit trail cannot be opened or written; the broker does not serve without it' },
   WARDEN_AGENT_UNKNOWN: { exit: 2, summary: 'the agent named on the command line is not in the config' },
   WARDEN_UNAUTHENTICATED: { exit: 1, summary: 'an HTTP request had no valid bearer token' },
   WARDEN_TOOL_NOT_FOUND: { exit: 1, summary: 'the tool does not exist or this agent may not use it (deliberately indistinguishable)' },

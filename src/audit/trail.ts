@@ -1,6 +1,7 @@
 import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { pino, type Logger } from 'pino';
+import { WardenError } from '../errors.ts';
 
 /** One audit record. Argument values never appear; argsSha256 identifies them. */
 export interface AuditRecord {
@@ -37,8 +38,13 @@ export interface AuditTrail {
  * turn into one write, so concurrent calls share the cost of the system call.
  */
 export function openAuditTrail(file: string): AuditTrail {
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  const fd = openSync(file, 'a', 0o600);
+  let fd: number;
+  try {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    fd = openSync(file, 'a', 0o600);
+  } catch (error) {
+    throw new WardenError('WARDEN_AUDIT_UNWRITABLE', `cannot open the audit trail ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}; the broker does not serve without it`, { file });
+  }
   let healthy = true;
   let closed = false;
   let lines: string[] = [];

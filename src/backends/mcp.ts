@@ -261,7 +261,8 @@ export class McpBackend {
     if (transport.type === 'http') {
       const headers: Record<string, string> = {};
       for (const { credential, value } of credentials) if (credential.header) headers[credential.header] = `${credential.prefix}${value}`;
-      return new StreamableHTTPClientTransport(new URL(transport.url), { requestInit: { headers } });
+      // redirect: 'error': a redirect must not carry the credential headers to another origin.
+      return new StreamableHTTPClientTransport(new URL(transport.url), { requestInit: { headers, redirect: 'error' } });
     }
     const env: Record<string, string> = { ...transport.env };
     for (const { credential, value } of credentials) if (credential.env) env[credential.env] = value;

@@ -36,6 +36,7 @@ Exit codes:
   5  init refused to overwrite existing files
   6  the HTTP listener could not bind its address
   7  the broker identity key cannot be read, written or used
+  8  the audit trail cannot be opened or written
 `;
 
 export async function main(argv: string[]): Promise<number> {

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { Broker } from '../broker.ts';
 import { loadConfig } from '../config/load.ts';
-import { parseListen } from '../config/listen.ts';
+import { listenProblem, parseListen } from '../config/listen.ts';
 import { WardenError } from '../errors.ts';
 import { startHttpFront } from '../front/http.ts';
 import { serveAgentOverStdio } from '../front/stdio.ts';
@@ -50,6 +50,8 @@ export async function runServe(argv: string[]): Promise<number> {
   if (values.listen !== undefined) {
     const parsed = parseListen(values.listen);
     if (!parsed) throw new WardenError('WARDEN_USAGE', `--listen expects HOST:PORT or [IPV6]:PORT, got "${values.listen}"`);
+    const problem = listenProblem(parsed, config.http.allowedHosts);
+    if (problem) throw new WardenError('WARDEN_USAGE', `--listen: ${problem}`);
     listen = parsed;
   }
   const agentName = values.agent;
@@ -60,6 +62,10 @@ export async function runServe(argv: string[]): Promise<number> {
 
   const broker = new Broker(config);
   await broker.start();
+  if (!broker.audit.healthy) {
+    await broker.close();
+    throw new WardenError('WARDEN_AUDIT_UNWRITABLE', `cannot write the audit trail ${config.audit.file}; the broker does not serve without it`, { file: config.audit.file });
+  }
 
   let stopFront: () => Promise<void>;
   if (agentName !== undefined) {

@@ -7,7 +7,7 @@ import { loadManifest } from '../manifest/load.ts';
 import type { Manifest } from '../manifest/types.ts';
 import { compileGrants, type RawGrant } from '../policy/grants.ts';
 import { deepFreeze } from './freeze.ts';
-import { isLoopbackHost, parseListen } from './listen.ts';
+import { listenProblem, parseListen } from './listen.ts';
 import { readDocument } from './read-document.ts';
 import { describeSchemaErrors } from './schema-errors.ts';
 import configSchema from './warden-config.schema.json' with { type: 'json' };
@@ -91,7 +91,7 @@ export function loadConfig(file: string): WardenConfig {
     const grants = compileGrants(agent.allow);
     for (const grant of grants) {
       for (const [i, matcher] of grant.matchers.entries()) {
-        if (![...catalog.keys()].some((tool) => matcher.test(tool))) {
+        if (![...catalog.keys()].some((tool) => matcher(tool))) {
           warnings.push(`/agents/${name}/allow/${grant.index}/tools/${i}: "${grant.patterns[i]}" matches no tool`);
         }
       }
@@ -109,13 +109,8 @@ export function loadConfig(file: string): WardenConfig {
     throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /http/listen: expected host:port or [ipv6]:port, got "${listenText}"`, { file: path });
   }
   const allowedHosts = raw.http?.allowedHosts ?? [];
-  if (!isLoopbackHost(listen.host) && allowedHosts.length === 0) {
-    throw new WardenError(
-      'WARDEN_CONFIG_INVALID',
-      `${path}: at /http/allowedHosts: listening on non-loopback "${listen.host}" requires allowedHosts (the Host names clients use), as a DNS-rebinding defence`,
-      { file: path },
-    );
-  }
+  const problem = listenProblem(listen, allowedHosts);
+  if (problem) throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /http/allowedHosts: ${problem}`, { file: path });
 
   const maxCallTimeoutMs = raw.limits?.maxCallTimeoutMs ?? DEFAULTS.maxCallTimeoutMs;
   const callTimeoutMs = raw.limits?.callTimeoutMs ?? Math.min(DEFAULTS.callTimeoutMs, maxCallTimeoutMs);

@@ -1,4 +1,4 @@
-import { createServer, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { toNodeHandler } from '@modelcontextprotocol/node';
 import { createMcpHandler } from '@modelcontextprotocol/server';
@@ -33,12 +33,28 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
     maxRequestBodySize: config.http.maxBodyBytes,
     onerror: (error) => logger.warn({ err: error.message }, 'http adapter error'),
   });
-  const allowedHosts = new Set([...LOOPBACK_NAMES, ...config.http.allowedHosts.map((host) => host.toLowerCase())]);
+  const allowedHosts = new Set([...LOOPBACK_NAMES, ...config.http.allowedHosts.map((host) => normaliseHostName(host) ?? host.toLowerCase())]);
   const allowedOrigins = new Set(config.http.allowedOrigins.map((origin) => origin.toLowerCase()));
 
   const server: HttpServer = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://placeholder');
-    if (url.pathname !== MCP_PATH) return reject(res, 404, 'not_found', `The MCP endpoint is ${MCP_PATH}.`);
+    // The last line of defence: nothing a request contains may take the process down.
+    try {
+      handle(req, res);
+    } catch (error) {
+      logger.error({ err: error instanceof Error ? error.message : String(error) }, 'http request handler failed');
+      reject(res, 400, 'bad_request', 'The request could not be processed.');
+    }
+  });
+
+  const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    // The request target is compared as text, never parsed: a hostile one cannot throw.
+    const target = req.url ?? '';
+    const path = target.split('?', 1)[0];
+    if (path !== MCP_PATH) return reject(res, 404, 'not_found', `The MCP endpoint is ${MCP_PATH}.`);
+    // One Host and one Authorization header: duplicates would make the check ambiguous.
+    if (countHeader(req.rawHeaders, 'host') !== 1 || countHeader(req.rawHeaders, 'authorization') > 1) {
+      return reject(res, 400, 'duplicate_header', 'Send exactly one Host header and at most one Authorization header.');
+    }
     const hostname = hostOf(req.headers.host);
     if (hostname === undefined || !allowedHosts.has(hostname)) {
       return reject(res, 403, 'host_not_allowed', 'The Host header is not one this broker serves (DNS-rebinding defence). Add it to http.allowedHosts.');
@@ -70,7 +86,7 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
       if (!res.headersSent) reject(res, 500, 'internal', 'The request failed inside the broker.');
       else res.destroy();
     });
-  });
+  };
   server.headersTimeout = 10_000; // 10 s to send headers
   server.requestTimeout = 5 * 60_000; // 5 min for a whole request, streaming included
   server.maxHeadersCount = 100;
@@ -95,14 +111,27 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
   };
 }
 
-/** The hostname of a Host header, lower-cased, without the port; undefined if malformed. */
+/**
+ * The hostname of a Host header (RFC 9110 section 7.2: host [":" port]), lower-cased,
+ * without the port; undefined for anything else. Only plain DNS names, IPv4 and bracketed
+ * IPv6 are accepted, compared as written: no URL parser decides what "127.1" means.
+ */
 function hostOf(header: string | undefined): string | undefined {
   if (!header) return undefined;
-  try {
-    return new URL(`http://${header}`).hostname.toLowerCase();
-  } catch {
-    return undefined;
-  }
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::\d{1,5})?$/.exec(header);
+  return match?.[1]?.toLowerCase();
+}
+
+/** An allowedHosts entry in the form hostOf() produces: ::1 becomes [::1]; a port is dropped. */
+function normaliseHostName(entry: string): string | undefined {
+  const trimmed = entry.trim();
+  return hostOf(/^[0-9A-Fa-f:]+$/.test(trimmed) && trimmed.includes(':') ? `[${trimmed}]` : trimmed);
+}
+
+function countHeader(rawHeaders: readonly string[], name: string): number {
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]?.toLowerCase() === name) count++;
+  return count;
 }
 
 function reject(res: ServerResponse, status: number, code: string, message: string): void {

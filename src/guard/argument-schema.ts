@@ -27,6 +27,8 @@ export function compileArgumentSchema(schema: Readonly<Record<string, unknown>>,
   const dialect = schema['$schema'];
   const ajv = dialect === undefined || (typeof dialect === 'string' && DRAFT_2020.has(dialect)) ? ajv2020 : typeof dialect === 'string' && DRAFT_07.has(dialect) ? ajv07 : undefined;
   if (!ajv) throw new SchemaCompileError(`unsupported $schema ${JSON.stringify(dialect)}; use JSON Schema 2020-12 or draft-07`);
+  const identifier = findIdentifier(schema);
+  if (identifier) throw new SchemaCompileError(`${identifier} is not allowed: every tool schema must stand alone (no $id, $anchor or $dynamicAnchor to be referred to from elsewhere)`);
   try {
     // A copy: ajv keeps a reference, and the manifest's own object stays frozen and unchanged.
     const copy = structuredClone(schema) as Record<string, unknown>;
@@ -68,6 +70,25 @@ function closeObjects(schema: Record<string, unknown>): Record<string, unknown> 
     else if (Array.isArray(record['items'])) stack.push(...(record['items'] as unknown[]));
   }
   return schema;
+}
+
+/**
+ * All tool schemas share one compiler, so a schema that names itself ($id) or an anchor
+ * could collide with, or be referred to by, another manifest's schema. Such keywords are
+ * refused; local references (#/$defs/...) keep working. Names under `properties` are
+ * property names, not keywords.
+ */
+function findIdentifier(schema: Readonly<Record<string, unknown>>): string | undefined {
+  const stack: { node: unknown; path: string; propertyNames: boolean }[] = [{ node: schema, path: '', propertyNames: false }];
+  for (let steps = 0; stack.length > 0 && steps < 100_000; steps++) {
+    const { node, path, propertyNames } = stack.pop()!;
+    if (node === null || typeof node !== 'object') continue;
+    for (const [key, value] of Object.entries(node)) {
+      if (!propertyNames && !Array.isArray(node) && (key === '$id' || key === '$anchor' || key === '$dynamicAnchor')) return `${key} at ${path || '/'}`;
+      stack.push({ node: value, path: `${path}/${key}`, propertyNames: !Array.isArray(node) && !propertyNames && (key === 'properties' || key === 'patternProperties') });
+    }
+  }
+  return undefined;
 }
 
 /** The first error as "path: message (rule)", for an agent to correct its call. */

@@ -108,13 +108,17 @@ export async function sanitizeResult(result: CallToolResult, options: SanitizeOp
   let budget = options.maxTextBytes;
   const clean = async (value: string): Promise<string> => maskSecrets(cleanText(value, options.secretForms, counts), counts);
   const text = async (value: string): Promise<string> => {
-    const cleaned = await clean(value);
-    const bytes = Buffer.byteLength(cleaned, 'utf8');
+    const cleaned = cleanText(value, options.secretForms, counts);
+    // Detection costs time per byte: only what can still be shown is scanned, plus a
+    // margin so a secret that straddles the cut is still recognised and masked whole.
+    const scanned = cleaned.length > budget + DETECTION_MARGIN ? truncateUtf8(cleaned, budget + DETECTION_MARGIN) : cleaned;
+    const masked = await maskSecrets(scanned, counts);
+    const bytes = Buffer.byteLength(cleaned, 'utf8') - Buffer.byteLength(scanned, 'utf8') + Buffer.byteLength(masked, 'utf8');
     if (bytes <= budget) {
       budget -= bytes;
-      return cleaned;
+      return masked;
     }
-    const kept = truncateUtf8(cleaned, Math.max(0, budget));
+    const kept = truncateUtf8(masked, Math.max(0, budget));
     budget = 0;
     const omitted = bytes - Buffer.byteLength(kept, 'utf8');
     counts.truncatedBytes += omitted;
@@ -125,9 +129,13 @@ export async function sanitizeResult(result: CallToolResult, options: SanitizeOp
   for (const block of Array.isArray(result.content) ? result.content : []) content.push(await cleanBlock(block, text, clean));
   const sanitized: CallToolResult = { content };
   if (result.structuredContent !== undefined) {
-    const structured = await cleanStructured(cleanJson(result.structuredContent, options.secretForms, counts), counts);
+    const cleaned = cleanJson(result.structuredContent, options.secretForms, counts);
+    // Too large to show: dropped before any detection is spent on it.
+    const structured = Buffer.byteLength(JSON.stringify(cleaned) ?? '', 'utf8') <= budget ? await cleanStructured(cleaned, counts) : cleaned;
     const bytes = Buffer.byteLength(JSON.stringify(structured) ?? '', 'utf8');
-    if (bytes <= budget) {
+    if (structured === WITHHELD) {
+      content.push({ type: 'text', text: '[structured content withheld by mcp-warden: it holds secrets in more strings than are checked one by one]' });
+    } else if (bytes <= budget) {
       budget -= bytes;
       sanitized.structuredContent = structured as CallToolResult['structuredContent'];
     } else {
@@ -160,13 +168,29 @@ async function cleanBlock(block: Block, text: (value: string) => Promise<string>
   }
 }
 
+/** Bytes scanned beyond the text budget, so a secret cut by the budget is still found. */
+const DETECTION_MARGIN = 16 * 1024;
+/** Strings checked one by one when structured content holds a secret; beyond this it is withheld. */
+const MAX_STRINGS_CHECKED = 1000;
+const WITHHELD = Symbol('withheld');
+
 /**
  * Detection over structured content: one pass over its JSON text; only when that finds
- * something is every string checked on its own (a detector per string is slow).
+ * something are its strings checked one by one (a detector per string is slow), and if
+ * there are too many of them the structured content is withheld: fail closed.
  */
 async function cleanStructured(value: unknown, counts: Redactions): Promise<unknown> {
   const json = JSON.stringify(value) ?? '';
   if ((await findSecrets(json)).length === 0) return value;
+  let strings = 0;
+  await mapStrings(value, async (text) => {
+    strings++;
+    return text;
+  });
+  if (strings > MAX_STRINGS_CHECKED) {
+    counts.detected++;
+    return WITHHELD;
+  }
   return mapStrings(value, (text) => maskSecrets(text, counts));
 }
 

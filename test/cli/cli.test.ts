@@ -91,6 +91,20 @@ describe('mcp-warden CLI', () => {
     }
   });
 
+  it('serve --listen on a non-loopback address without allowedHosts is refused', () => {
+    const result = run(['serve', '--config', join(dir, 'ws/warden.yaml'), '--http', '--listen', '0.0.0.0:0']);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /allowedHosts/);
+  });
+
+  it('serve refuses to run without a writable audit trail (exit 8)', () => {
+    const config = readFileSync(join(dir, 'ws/warden.yaml'), 'utf8').replace('file: audit/audit.jsonl', 'file: /etc/passwd/audit.jsonl');
+    const file = writeYaml(join(dir, 'ws/no-audit.yaml'), config);
+    const result = run(['serve', '--config', file, '--stdio', '--agent', 'demo']);
+    assert.equal(result.code, 8, result.stderr);
+    assert.match(result.stderr, /WARDEN_AUDIT_UNWRITABLE/);
+  });
+
   it('token new prints a token and its hash; token hash agrees', () => {
     const made = run(['token', 'new']);
     assert.equal(made.code, 0);

@@ -46,6 +46,17 @@ describe('compileArgumentSchema', () => {
     assert.throws(() => compileArgumentSchema({ type: 'object', properties: { a: { $ref: '#/$defs/missing' } } }), SchemaCompileError);
   });
 
+  it('refuses $id and anchors (schemas must stand alone), allows local refs and a property named $id', () => {
+    assert.throws(() => compileArgumentSchema({ $id: 'https://x.example/s', type: 'object' }), /\$id at \//);
+    assert.throws(() => compileArgumentSchema({ type: 'object', $defs: { a: { $anchor: 'a', type: 'string' } } }), /\$anchor/);
+    const local = compileArgumentSchema({ type: 'object', properties: { a: { $ref: '#/$defs/n' }, $id: { type: 'string' } }, $defs: { n: { type: 'integer' } } });
+    assert.equal(local({ a: 1, $id: 'x' }), true);
+    assert.equal(local({ a: 'x' }), false);
+    // the same schema compiled twice (a config loaded twice) is fine
+    compileArgumentSchema({ type: 'object', properties: { a: { type: 'string' } } });
+    compileArgumentSchema({ type: 'object', properties: { a: { type: 'string' } } });
+  });
+
   it('formats are validated', () => {
     const validate = compileArgumentSchema({ type: 'object', properties: { url: { type: 'string', format: 'uri' } } });
     assert.equal(validate({ url: 'https://example.test/x' }), true);

@@ -137,4 +137,45 @@ describe('sanitizeResult', () => {
     assert.deepEqual(result.structuredContent, { db: { url: '[redacted: secret]' }, ok: 'nothing here' });
     assert.equal(redactions.detected, 1);
   });
+
+  it('structured content with a secret in more strings than are checked one by one is withheld', async () => {
+    const many = Object.fromEntries(Array.from({ length: 1500 }, (_, i) => [`k${i}`, `value ${i}`]));
+    const { result, redactions } = await sanitizeResult(
+      { content: [], structuredContent: { ...many, token: 'ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8' } },
+      { secretForms: [], maxTextBytes: 1024 * 1024 },
+    );
+    assert.equal(result.structuredContent, undefined);
+    assert.match((result.content[0] as { text: string }).text, /withheld/);
+    assert.ok(!JSON.stringify(result).includes('ghp_A1b2'));
+    assert.equal(redactions.detected, 1);
+  });
+
+  it('a secret just past the size cap is masked, not cut in half', async () => {
+    const token = 'ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8';
+    const text = `${'x'.repeat(989)} ${token} ${'y'.repeat(4 * 1024 * 1024)}`;
+    const { result } = await sanitizeResult({ content: [{ type: 'text', text }] }, { secretForms: [], maxTextBytes: 1000 });
+    const shown = (result.content[0] as { text: string }).text;
+    assert.ok(!shown.includes('ghp_A1b2C3'), shown.slice(980, 1040));
+    assert.match(shown, /truncated by mcp-warden/);
+  });
+});
+
+describe('progress through the sanitiser stage', () => {
+  it('masks before cutting, and forwards in order', async () => {
+    const { sanitizeOutput } = await import('../../src/pipeline/stages/sanitize-output.ts');
+    const stage = sanitizeOutput({ config: { limits: { maxResultBytes: 1000 } }, secretForms: () => [] } as never);
+    const received: { progress: number; message?: string }[] = [];
+    const token = 'ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8';
+    const ctx = { facts: {}, callSecrets: [], onProgress: (p: { progress: number; message?: string }) => received.push(p) } as never as { onProgress: (p: { progress: number; message?: string }) => void };
+    await stage(ctx as never, async () => {
+      ctx.onProgress({ progress: 1, message: `${'x'.repeat(969)} ${token} done` });
+      ctx.onProgress({ progress: 2, message: 'second' });
+      ctx.onProgress({ progress: 3 });
+      return { kind: 'result', result: { content: [] } };
+    });
+    for (let i = 0; i < 20 && received.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(received.map((p) => p.progress), [1, 2, 3]);
+    assert.ok(!received[0]?.message?.includes('ghp_A1b2'), received[0]?.message?.slice(960));
+    assert.ok((received[0]?.message?.length ?? 0) <= 1000);
+  });
 });

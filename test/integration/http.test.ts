@@ -218,3 +218,47 @@ describe('HTTP front', () => {
     assert.ok(!JSON.stringify(records).includes('not-a-token'), 'a presented token never reaches the audit trail');
   });
 });
+
+describe('HTTP front: hostile requests', () => {
+  /** Sends raw bytes and returns the status line (or '' if the connection just closed). */
+  async function rawRequest(bytes: string): Promise<string> {
+    const { connect } = await import('node:net');
+    const url = new URL(front.url);
+    return new Promise((resolve) => {
+      const socket = connect(Number(url.port), url.hostname, () => socket.end(bytes));
+      let data = '';
+      socket.on('data', (chunk) => (data += chunk.toString()));
+      socket.on('close', () => resolve(data.split('\r\n')[0] ?? ''));
+      socket.on('error', () => resolve(''));
+    });
+  }
+
+  it('a request target no URL parser accepts is refused, and the broker keeps serving', async () => {
+    for (const target of ['//[', '//[::1', 'http://[', '/mcp/../..', '*']) {
+      const status = await rawRequest(`GET ${target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
+      assert.match(status, /^HTTP\/1\.1 (400|404)/, target);
+    }
+    const alice = await connect(TOKENS.alice);
+    assert.equal(textOf(await alice.callTool({ name: 'local__echo', arguments: { text: 'still here' } })), 'still here');
+    await alice.close();
+  });
+
+  it('duplicate Host or Authorization headers are refused', async () => {
+    const init = INIT;
+    const dupHost = await rawRequest(`POST /mcp HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\nAuthorization: Bearer ${TOKENS.alice}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${init.length}\r\nConnection: close\r\n\r\n${init}`);
+    assert.match(dupHost, /^HTTP\/1\.1 400/);
+    const dupAuth = await rawRequest(`POST /mcp HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TOKENS.bob}\r\nAuthorization: Bearer ${TOKENS.alice}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${init.length}\r\nConnection: close\r\n\r\n${init}`);
+    assert.match(dupAuth, /^HTTP\/1\.1 400/);
+  });
+
+  it('Host values are compared as written: no numeric or userinfo tricks', async () => {
+    for (const host of ['127.1', '0x7f.0.0.1', 'localhost\\@evil', 'localhost/x', 'localhost.', 'evil.example']) {
+      const res = await raw({ body: INIT, headers: { ...bearer(TOKENS.alice), host } });
+      assert.equal(res.status, 403, host);
+    }
+    for (const host of ['localhost:1234', '127.0.0.1', '[::1]:80', 'LOCALHOST']) {
+      const res = await raw({ body: INIT, headers: { ...bearer(TOKENS.alice), host } });
+      assert.equal(res.status, 200, host);
+    }
+  });
+});

@@ -66,3 +66,28 @@ describe('output guards end to end', () => {
     assert.ok(redactions.truncatedBytes > 90_000);
   });
 });
+
+describe('output scope cannot be bypassed', () => {
+  it('JSON disguised with invisible characters or escapes is still scoped; resource text too; prose is withheld', async () => {
+    const { constrainOutput, SCOPE_WITHHELD } = await import('../../src/pipeline/stages/constrain-output.ts');
+    const { compileOutputScope } = await import('../../src/guard/output-scope.ts');
+    const stage = constrainOutput({} as never);
+    const tool = { server: 's', outputScope: compileOutputScope(['/id']) };
+    const run = (result: unknown) => stage({ tool, facts: {} } as never, async () => ({ kind: 'result', result }) as never);
+    const secret = '{"id":1,"ssn":"SECRET-FIELD"}';
+    const outcome = (await run({
+      content: [
+        { type: 'text', text: `\u200b${secret}` },
+        { type: 'text', text: `\u001b[0m${secret}` },
+        { type: 'resource', resource: { uri: 'mem://r', text: secret } },
+        { type: 'text', text: 'some prose the scope cannot understand' },
+      ],
+    })) as { result: { content: { text?: string; resource?: { text: string } }[] } };
+    const blocks = outcome.result.content;
+    assert.equal(blocks[0]?.text, '{"id":1}');
+    assert.equal(blocks[1]?.text, '{"id":1}');
+    assert.equal(blocks[2]?.resource?.text, '{"id":1}');
+    assert.equal(blocks[3]?.text, SCOPE_WITHHELD);
+    assert.ok(!JSON.stringify(outcome).includes('SECRET-FIELD'));
+  });
+});

@@ -1,11 +1,13 @@
 import type { CallToolResult } from '@modelcontextprotocol/server';
 import { describeArgumentError } from '../../guard/argument-schema.ts';
+import { cleanText, noRedactions } from '../../guard/sanitize-output.ts';
 import { refuse, type StageFactory } from '../types.ts';
 
 /**
  * Wraps dispatch, inside sanitizeOutput. A declared outputSchema is enforced: a result
  * that does not match is an error, not passed on. A declared scope (outputFields) keeps
- * only those fields, of structuredContent and of text blocks that hold JSON.
+ * only those fields, of structuredContent and of text that holds JSON; other text of such
+ * a tool is withheld.
  */
 export const constrainOutput: StageFactory = () => async (ctx, next) => {
   const outcome = await next();
@@ -26,7 +28,13 @@ export const constrainOutput: StageFactory = () => async (ctx, next) => {
   }
 
   if (outputScope) {
-    const content = Array.isArray(result.content) ? result.content.map((block) => (block.type === 'text' ? { ...block, text: scopeJsonText(block.text, outputScope) } : block)) : [];
+    const content = (Array.isArray(result.content) ? result.content : []).map((block) => {
+      if (block.type === 'text') return { ...block, text: scopeText(block.text, outputScope) };
+      if (block.type === 'resource' && 'text' in block.resource && typeof block.resource.text === 'string') {
+        return { ...block, resource: { ...block.resource, text: scopeText(block.resource.text, outputScope) } };
+      }
+      return block;
+    });
     result = { ...result, content } as CallToolResult;
     if (result.structuredContent !== undefined) result.structuredContent = outputScope(result.structuredContent) as CallToolResult['structuredContent'];
     ctx.facts['scoped'] = true;
@@ -34,15 +42,18 @@ export const constrainOutput: StageFactory = () => async (ctx, next) => {
   return { kind: 'result', result };
 };
 
-/** Applies the scope to a text block that holds a JSON object or array; other text is prose and stays. */
-function scopeJsonText(text: string, scope: (value: unknown) => unknown): string {
-  const start = text.trimStart()[0];
-  if (start !== '{' && start !== '[') return text;
-  let parsed: unknown;
+export const SCOPE_WITHHELD = '[text withheld by mcp-warden: this tool declares an output scope, and only JSON text can be scoped]';
+
+/**
+ * Applies the scope to text that holds JSON. Escapes and invisible characters are removed
+ * first, so they cannot disguise JSON as prose. Text that is not JSON cannot be scoped,
+ * so it is withheld: fail closed.
+ */
+function scopeText(text: string, scope: (value: unknown) => unknown): string {
+  const visible = cleanText(text, [], noRedactions());
   try {
-    parsed = JSON.parse(text);
+    return JSON.stringify(scope(JSON.parse(visible)) ?? null);
   } catch {
-    return text;
+    return SCOPE_WITHHELD;
   }
-  return JSON.stringify(scope(parsed) ?? null);
 }

@@ -2,8 +2,9 @@ import { maskSecrets } from '../../guard/detect-secrets.ts';
 import { cleanText, noRedactions, sanitizeResult, secretForms as formsOf } from '../../guard/sanitize-output.ts';
 import { refuse, type StageFactory } from '../types.ts';
 
-/** Longest progress message passed on, in characters. */
+/** Longest progress message passed on, and the most of one that is scanned, in characters. */
 const MAX_PROGRESS_MESSAGE = 1000;
+const MAX_PROGRESS_SCANNED = 16 * 1024;
 
 /**
  * Wraps dispatch: what comes back from a tool is untrusted input to the model. Results
@@ -14,13 +15,16 @@ const MAX_PROGRESS_MESSAGE = 1000;
 export const sanitizeOutput: StageFactory = ({ config, secretForms }) => async (ctx, next) => {
   const forward = ctx.onProgress;
   if (forward) {
-    // Progress messages come from the server too: cleaned like results, and short.
+    // Progress messages come from the server too: cleaned like results (detection before
+    // the cut, so no part of a secret survives it), and forwarded in the order they came.
+    let queue = Promise.resolve();
     ctx.onProgress = ({ progress, total, message }) => {
-      if (message === undefined) return forward({ progress, ...(total === undefined ? {} : { total }) });
-      const forms = ctx.callSecrets && ctx.callSecrets.length > 0 ? [...secretForms(), ...formsOf(ctx.callSecrets)] : secretForms();
-      void maskSecrets(cleanText(message, forms, noRedactions()).slice(0, MAX_PROGRESS_MESSAGE), { detected: 0 }).then((clean) =>
-        forward({ progress, ...(total === undefined ? {} : { total }), message: clean }),
-      );
+      queue = queue.then(async () => {
+        if (message === undefined) return forward({ progress, ...(total === undefined ? {} : { total }) });
+        const forms = ctx.callSecrets && ctx.callSecrets.length > 0 ? [...secretForms(), ...formsOf(ctx.callSecrets)] : secretForms();
+        const clean = await maskSecrets(cleanText(message.slice(0, MAX_PROGRESS_SCANNED), forms, noRedactions()), { detected: 0 });
+        forward({ progress, ...(total === undefined ? {} : { total }), message: clean.slice(0, MAX_PROGRESS_MESSAGE) });
+      });
     };
   }
   const outcome = await next();
