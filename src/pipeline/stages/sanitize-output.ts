@@ -1,6 +1,15 @@
 import { maskSecrets } from '../../guard/detect-secrets.ts';
-import { cleanText, noRedactions, sanitizeResult, secretForms as formsOf } from '../../guard/sanitize-output.ts';
+import { cleanText, noRedactions, sanitizeResult } from '../../guard/sanitize-output.ts';
 import { refuse, type StageFactory } from '../types.ts';
+
+/**
+ * The credential forms, plus this call's own secrets (an identity token: already
+ * base64url, so looked for as it is), longest first so no shorter form splits a longer.
+ */
+function formsFor(credentials: readonly string[], callSecrets: readonly string[] | undefined): readonly string[] {
+  if (!callSecrets || callSecrets.length === 0) return credentials;
+  return [...credentials, ...callSecrets].sort((a, b) => b.length - a.length);
+}
 
 /** Longest progress message passed on, and the most of one that is scanned, in characters. */
 const MAX_PROGRESS_MESSAGE = 1000;
@@ -21,14 +30,14 @@ export const sanitizeOutput: StageFactory = ({ config, secretForms }) => async (
     ctx.onProgress = ({ progress, total, message }) => {
       queue = queue.then(async () => {
         if (message === undefined) return forward({ progress, ...(total === undefined ? {} : { total }) });
-        const forms = ctx.callSecrets && ctx.callSecrets.length > 0 ? [...secretForms(), ...formsOf(ctx.callSecrets)] : secretForms();
+        const forms = formsFor(secretForms(), ctx.callSecrets);
         const clean = await maskSecrets(cleanText(message.slice(0, MAX_PROGRESS_SCANNED), forms, noRedactions()), { detected: 0 });
         forward({ progress, ...(total === undefined ? {} : { total }), message: clean.slice(0, MAX_PROGRESS_MESSAGE) });
       });
     };
   }
   const outcome = await next();
-  const forms = ctx.callSecrets && ctx.callSecrets.length > 0 ? [...secretForms(), ...formsOf(ctx.callSecrets)] : secretForms();
+  const forms = formsFor(secretForms(), ctx.callSecrets);
   if (outcome.kind === 'refused') {
     const counts = noRedactions();
     const message = await maskSecrets(cleanText(outcome.message, forms, counts), counts);
