@@ -10,7 +10,7 @@
 // Exits with 1 if any call fails or returns anything but the echo, or if the audit trail
 // does not hold one record per call; with 3 if the run exceeds its time limit.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -61,6 +61,15 @@ const LARGE = largePayload(LARGE_BYTES);
 const STDERR_LINES_KEPT = 20;
 
 type Key = 'a' | 'b' | 'c' | 'd';
+type Phase = 'sequential' | 'concurrent' | 'large';
+
+/** CPU time (user + system, ms) spent during one kind of phase, and the calls made in it. */
+interface CpuTally {
+  hop: number;
+  downstream: number;
+  client: number;
+  calls: number;
+}
 
 interface Setup {
   readonly key: Key;
@@ -72,6 +81,7 @@ interface Setup {
   readonly audit?: string;
   readonly identityTokens?: boolean;
   client?: Client;
+  transport?: StdioClientTransport;
   readonly stderrTail: string[];
   readonly latencies: number[];
   readonly largeLatencies: number[];
@@ -79,6 +89,9 @@ interface Setup {
   /** Per round: p50 of that round's sequential calls. */
   readonly roundP50s: number[];
   calls: number;
+  /** The processes whose CPU time is read: the proxy (none for a direct call) and the notes server. */
+  processes?: { readonly hop?: number; readonly downstream: readonly number[] };
+  readonly cpu: Record<Phase, CpuTally>;
   clientEra?: string;
   downstreamEra?: string;
 }
@@ -93,13 +106,13 @@ interface AuditCheck {
 
 const started = performance.now();
 const startLoad = loadavg().map((x) => x.toFixed(2)).join(' ');
+const workdir = mkdtempSync(join(tmpdir(), 'mcp-warden-bench-'));
 const guard = setTimeout(() => {
   process.stderr.write(`bench: FAILED: the run exceeded ${DEADLINE_MS / 60_000} minutes\n`);
+  rmSync(workdir, { recursive: true, force: true });
   process.exit(3);
 }, DEADLINE_MS);
 guard.unref();
-
-const workdir = mkdtempSync(join(tmpdir(), 'mcp-warden-bench-'));
 const notes = [process.execPath, join(ROOT, 'examples/notes-server/server.ts')];
 // The broker resolves `node` on PATH when it loads the manifest: put this Node first. The
 // broker hands the notes server its API token from this variable.
@@ -131,7 +144,16 @@ function writeConfig(name: string, identityTokens: boolean): { config: string; a
 const full = writeConfig('warden-full', true);
 const noIdentity = writeConfig('warden-no-identity', false);
 const warden = (config: string) => [join(ROOT, 'bin/mcp-warden'), 'serve', '--config', config, '--stdio', '--agent', 'bench'];
-const fresh = () => ({ stderrTail: [] as string[], latencies: [] as number[], largeLatencies: [] as number[], throughputs: [] as number[], roundP50s: [] as number[], calls: 0 });
+const tally = (): CpuTally => ({ hop: 0, downstream: 0, client: 0, calls: 0 });
+const fresh = () => ({
+  stderrTail: [] as string[],
+  latencies: [] as number[],
+  largeLatencies: [] as number[],
+  throughputs: [] as number[],
+  roundP50s: [] as number[],
+  calls: 0,
+  cpu: { sequential: tally(), concurrent: tally(), large: tally() },
+});
 const setups: Setup[] = [
   { key: 'a', label: '(a) direct', tool: 'echo', command: notes[0]!, args: notes.slice(1), ...fresh() },
   { key: 'b', label: '(b) SDK pass-through proxy', tool: 'echo', command: process.execPath, args: [join(ROOT, 'bench/passthrough-proxy.ts'), '--', ...notes], ...fresh() },
@@ -147,17 +169,22 @@ try {
     for (let i = 0; i < PLAN.warmup; i++) await callOnce(setup, SMALL);
     await throughput(setup);
     for (let i = 0; i < PLAN.warmup / 10; i++) await callOnce(setup, LARGE);
+    setup.processes = findProcesses(setup);
   }
   for (let round = 0; round < PLAN.rounds; round++) {
     // Rotate the order so that no setup always runs first (or last) in a round.
     const order = setups.map((_, i) => setups[(i + round) % setups.length]!);
     for (const setup of order) {
       const samples: number[] = [];
-      for (let i = 0; i < PLAN.sequential; i++) samples.push(await timed(setup, SMALL));
+      await accountCpu(setup, 'sequential', async () => {
+        for (let i = 0; i < PLAN.sequential; i++) samples.push(await timed(setup, SMALL));
+      });
       setup.latencies.push(...samples);
       setup.roundP50s.push(quantile(samples, 0.5));
-      setup.throughputs.push(await throughput(setup));
-      for (let i = 0; i < PLAN.largeSequential; i++) setup.largeLatencies.push(await timed(setup, LARGE));
+      await accountCpu(setup, 'concurrent', async () => void setup.throughputs.push(await throughput(setup)));
+      await accountCpu(setup, 'large', async () => {
+        for (let i = 0; i < PLAN.largeSequential; i++) setup.largeLatencies.push(await timed(setup, LARGE));
+      });
     }
   }
 } catch (error) {
@@ -188,6 +215,7 @@ async function connect(setup: Setup): Promise<void> {
   const client = new Client({ name: 'bench', version: '1.0.0' }, { versionNegotiation: { mode: clientEra as 'legacy' | 'auto' } });
   await client.connect(transport, { timeout: CALL_TIMEOUT_MS });
   setup.client = client;
+  setup.transport = transport;
   setup.clientEra = client.getProtocolEra();
   // As a real agent does: list the tools once, then call. The SDK client keeps the list
   // and consults it on each call (output schema); through a proxy, the proxy's own
@@ -298,9 +326,10 @@ function report(): void {
         largeP99Ms: quantile(setup.largeLatencies, 0.99),
         samples: { sequential: setup.latencies.length, large: setup.largeLatencies.length, calls: setup.calls },
         eras: { client: setup.clientEra ?? 'unknown', downstream: setup.key === 'a' ? null : (setup.downstreamEra ?? 'unknown') },
+        cpuUsPerCall: setup.processes ? cpuPerCall(setup) : null,
       },
     ]),
-  ) as Record<Key, { setup: string; p50Ms: number; p99Ms: number; throughputPerS: number; throughputPerRound: number[]; largeP50Ms: number; largeP99Ms: number; samples: object; eras: { client: string; downstream: string | null } }>;
+  ) as Record<Key, { setup: string; p50Ms: number; p99Ms: number; throughputPerS: number; throughputPerRound: number[]; largeP50Ms: number; largeP99Ms: number; samples: object; eras: { client: string; downstream: string | null }; cpuUsPerCall: ReturnType<typeof cpuPerCall> | null }>;
   const { a, b, c, d } = summary;
   const perRound = (x: Setup, y: Setup, pick: (s: Setup) => number[]) => pick(x).map((value, i) => value / pick(y)[i]!);
   const [, sb, sc, sd] = setups as [Setup, Setup, Setup, Setup];
@@ -342,7 +371,8 @@ function report(): void {
   out.push(
     `method: ${PLAN.rounds} rounds, setups in rotating order; per round and setup ${PLAN.sequential} sequential calls (latency), ` +
       `${PLAN.concurrentTotal} calls with ${CONCURRENCY} in flight (throughput), ${PLAN.largeSequential} sequential calls echoing ${LARGE_BYTES} bytes; ` +
-      `${PLAN.warmup} warm-up calls per setup; ${method.seconds} s in all`,
+      `${PLAN.warmup} warm-up calls per setup; per setup ${PLAN.rounds * PLAN.sequential} latency samples, ${PLAN.rounds} throughput figures, ` +
+      `${PLAN.rounds * PLAN.largeSequential} samples of ${LARGE_BYTES} bytes; ${method.seconds} s in all`,
   );
   out.push(`eras (client / proxy downstream): ${setups.map((s) => `${s.key} ${s.clientEra ?? '?'}${s.key === 'a' ? '' : ` / ${s.downstreamEra ?? '?'}`}`).join(', ')}`);
   out.push('');
@@ -359,6 +389,17 @@ function report(): void {
     out.push(`${s.setup.padEnd(32)}${s.largeP50Ms.toFixed(3).padStart(9)}${s.largeP99Ms.toFixed(3).padStart(9)}`);
   }
   out.push('');
+  if (setups.every((setup) => setup.processes)) {
+    const us = (value: number | undefined) => (value === undefined ? '-' : value.toFixed(0)).padStart(9);
+    out.push('CPU time per call, µs (user + system)  proxy   proxy 32  proxy 4096   notes 32  client 32');
+    for (const setup of setups) {
+      const cpu = summary[setup.key].cpuUsPerCall!;
+      const hop = setup.key === 'a' ? undefined : cpu.hop;
+      out.push(`${summary[setup.key].setup.padEnd(36)}${us(hop?.sequential)}${us(hop?.concurrent)}${us(hop?.large).padStart(12)}${us(cpu.downstream.concurrent)}${us(cpu.client.concurrent)}`);
+    }
+    out.push('(proxy: the proxy or broker process, sequential calls; 32: with 32 in flight; 4096: echoing 4096 bytes; notes: the notes server)');
+    out.push('');
+  }
   out.push(`(c)/(b) p50 latency    ${x(ratios.p50_c_over_b)}   target <= 1.20x   ${targets.p50.met ? 'PASS' : 'MISS'}   (by round: median ${x(median(ratios.perRound.p50_c_over_b))}, ${range(ratios.perRound.p50_c_over_b)})`);
   out.push(`(c)/(b) throughput     ${x(ratios.throughput_c_over_b)}   target >= 0.80x   ${targets.throughput.met ? 'PASS' : 'MISS'}   (by round: median ${x(median(ratios.perRound.throughput_c_over_b))}, ${range(ratios.perRound.throughput_c_over_b)})`);
   out.push(`(c)/(b) p99 latency    ${x(ratios.p99_c_over_b)}`);
@@ -367,12 +408,83 @@ function report(): void {
   );
   out.push(`(b)/(a) p50 latency    ${x(ratios.p50_b_over_a)}   throughput ${x(ratios.throughput_b_over_a)}   (any stdio proxy hop)`);
   out.push(`(c)/(a) p50 latency    ${x(ratios.p50_c_over_a)}   throughput ${x(ratios.throughput_c_over_a)}`);
+  if (setups.every((setup) => setup.processes)) {
+    const hop = (key: Key) => summary[key].cpuUsPerCall!.hop;
+    out.push(
+      `proxy CPU per call     (c)/(b) ${x(hop('c').concurrent / hop('b').concurrent)} with 32 in flight, ${x(hop('c').sequential / hop('b').sequential)} sequential; ` +
+        `(d)/(b) ${x(hop('d').concurrent / hop('b').concurrent)} and ${x(hop('d').sequential / hop('b').sequential)}`,
+    );
+  }
   out.push(`${LARGE_BYTES} bytes: (c)/(b) p50 ${x(ratios.largeP50_c_over_b)}, (d)/(b) p50 ${x(ratios.largeP50_d_over_b)}`);
   out.push('');
   out.push(
     `audit: ${audits.map((check) => `${check.setup} ${check.records} tools/call records for ${check.calls} calls, ${check.ok} ok, ${check.withIdentityToken} with an identity token`).join('; ')}`,
   );
   process.stdout.write(`${out.join('\n')}\n`);
+}
+
+/**
+ * The processes of a setup, found once after the warm-up: the process the client spawned
+ * and its descendants (the notes server; the SDK's short-lived probe process has exited).
+ * Linux only (/proc); elsewhere CPU time is not reported.
+ */
+function findProcesses(setup: Setup): Setup['processes'] {
+  const root = setup.transport?.pid;
+  if (!root || !existsSync('/proc/self/stat')) return undefined;
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const fields = statFields(Number(entry));
+    if (fields) parents.set(Number(entry), Number(fields[1]));
+  }
+  const descendants: number[] = [];
+  for (let frontier = [root]; frontier.length > 0; ) {
+    const children = [...parents].filter(([, parent]) => frontier.includes(parent)).map(([pid]) => pid);
+    descendants.push(...children);
+    frontier = children;
+  }
+  return setup.key === 'a' ? { downstream: [root] } : { hop: root, downstream: descendants };
+}
+
+/** Fields of /proc/PID/stat after the command name: [state, ppid, ...]; utime and stime are 11 and 12. */
+function statFields(pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU time (user + system) of processes, in ms; /proc counts in ticks of 10 ms. */
+function cpuMs(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    const fields = statFields(pid);
+    if (!fields) throw new Error(`process ${pid} has gone away`);
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks * 10;
+}
+
+/** Runs one phase and adds the CPU time the setup's processes (and this client) spent in it. */
+async function accountCpu(setup: Setup, phase: Phase, run: () => Promise<void>): Promise<void> {
+  const processes = setup.processes;
+  const before = { hop: processes?.hop ? cpuMs([processes.hop]) : 0, downstream: processes ? cpuMs(processes.downstream) : 0, client: process.cpuUsage(), calls: setup.calls };
+  await run();
+  const client = process.cpuUsage(before.client);
+  const tallied = setup.cpu[phase];
+  tallied.hop += processes?.hop ? cpuMs([processes.hop]) - before.hop : 0;
+  tallied.downstream += processes ? cpuMs(processes.downstream) - before.downstream : 0;
+  tallied.client += (client.user + client.system) / 1000;
+  tallied.calls += setup.calls - before.calls;
+}
+
+/** CPU µs per call, by process group and phase. */
+function cpuPerCall(setup: Setup): Record<'hop' | 'downstream' | 'client', Record<Phase, number>> {
+  const per = (pick: (tally: CpuTally) => number) =>
+    Object.fromEntries((Object.entries(setup.cpu) as [Phase, CpuTally][]).map(([phase, tallied]) => [phase, (pick(tallied) * 1000) / tallied.calls])) as Record<Phase, number>;
+  return { hop: per((t) => t.hop), downstream: per((t) => t.downstream), client: per((t) => t.client) };
 }
 
 /** The commit measured, and whether its sources had uncommitted changes. */
