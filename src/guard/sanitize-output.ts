@@ -129,12 +129,12 @@ export async function sanitizeResult(result: CallToolResult, options: SanitizeOp
   for (const block of Array.isArray(result.content) ? result.content : []) content.push(await cleanBlock(block, text, clean));
   const sanitized: CallToolResult = { content };
   if (result.structuredContent !== undefined) {
-    const cleaned = cleanJson(result.structuredContent, options.secretForms, counts);
+    const cleaned = await mapStrings(result.structuredContent, async (value) => cleanText(value, options.secretForms, counts));
     // Too large to show: dropped before any detection is spent on it.
     const structured = Buffer.byteLength(JSON.stringify(cleaned) ?? '', 'utf8') <= budget ? await cleanStructured(cleaned, counts) : cleaned;
     const bytes = Buffer.byteLength(JSON.stringify(structured) ?? '', 'utf8');
     if (structured === WITHHELD) {
-      content.push({ type: 'text', text: '[structured content withheld by mcp-warden: it holds secrets in more strings than are checked one by one]' });
+      content.push({ type: 'text', text: '[structured content withheld by mcp-warden: it holds secrets that cannot be masked string by string]' });
     } else if (bytes <= budget) {
       budget -= bytes;
       sanitized.structuredContent = structured as CallToolResult['structuredContent'];
@@ -191,10 +191,17 @@ async function cleanStructured(value: unknown, counts: Redactions): Promise<unkn
     counts.detected++;
     return WITHHELD;
   }
-  return mapStrings(value, (text) => maskSecrets(text, counts));
+  const masked = await mapStrings(value, (text) => maskSecrets(text, counts));
+  // A rule can match across a key and its value ("aws_secret_access_key": "..."), which
+  // no single string shows: whatever the JSON still reveals is withheld whole.
+  if ((await findSecrets(JSON.stringify(masked) ?? '')).length > 0) {
+    counts.detected++;
+    return WITHHELD;
+  }
+  return masked;
 }
 
-/** Applies an async function to every key and string of a JSON value, without recursion. */
+/** Applies an async function to every key and string of a JSON value, iteratively (no recursion on hostile depth). */
 async function mapStrings(value: unknown, fn: (text: string) => Promise<string>): Promise<unknown> {
   const root: { value: unknown } = { value: undefined };
   const stack: { source: unknown; assign: (v: unknown) => void }[] = [{ source: value, assign: (v) => (root.value = v) }];
@@ -210,29 +217,6 @@ async function mapStrings(value: unknown, fn: (text: string) => Promise<string>)
       assign(copy);
       for (const [key, item] of Object.entries(source)) {
         const cleanKey = await fn(key);
-        stack.push({ source: item, assign: (v) => Object.defineProperty(copy, cleanKey, { value: v, enumerable: true, writable: true, configurable: true }) });
-      }
-    } else assign(source);
-  }
-  return root.value;
-}
-
-/** Cleans every key and string of a JSON value, iteratively (no recursion on hostile depth). */
-export function cleanJson(value: unknown, forms: readonly string[], counts: Redactions): unknown {
-  const root: { value: unknown } = { value: undefined };
-  const stack: { source: unknown; assign: (v: unknown) => void }[] = [{ source: value, assign: (v) => (root.value = v) }];
-  while (stack.length > 0) {
-    const { source, assign } = stack.pop()!;
-    if (typeof source === 'string') assign(cleanText(source, forms, counts));
-    else if (Array.isArray(source)) {
-      const copy: unknown[] = new Array(source.length);
-      assign(copy);
-      source.forEach((item, i) => stack.push({ source: item, assign: (v) => (copy[i] = v) }));
-    } else if (source !== null && typeof source === 'object') {
-      const copy: Record<string, unknown> = {};
-      assign(copy);
-      for (const [key, item] of Object.entries(source)) {
-        const cleanKey = cleanText(key, forms, counts);
         stack.push({ source: item, assign: (v) => Object.defineProperty(copy, cleanKey, { value: v, enumerable: true, writable: true, configurable: true }) });
       }
     } else assign(source);

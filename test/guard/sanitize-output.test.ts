@@ -150,6 +150,14 @@ describe('sanitizeResult', () => {
     assert.equal(redactions.detected, 1);
   });
 
+  it('a secret only visible across a key and its value withholds the structured content', async () => {
+    const { result } = await sanitizeResult(
+      { content: [], structuredContent: { aws_secret_access_key: 'Xq2ZP7kM9vLw3RtY8bNc4HdF6gJe1SaU0iOpQwEr' } },
+      { secretForms: [], maxTextBytes: 10_000 },
+    );
+    assert.ok(!JSON.stringify(result).includes('Xq2ZP7kM9vLw3RtY8bNc4HdF6gJe1SaU0iOpQwEr'), JSON.stringify(result));
+  });
+
   it('a secret just past the size cap is masked, not cut in half', async () => {
     const token = 'ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8';
     const text = `${'x'.repeat(989)} ${token} ${'y'.repeat(4 * 1024 * 1024)}`;
