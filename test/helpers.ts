@@ -4,7 +4,10 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
+import { pino } from 'pino';
 import { stringify } from 'yaml';
+import { Broker, type BrokerOptions } from '../src/broker.ts';
+import type { WardenConfig } from '../src/config/types.ts';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const CLI = join(ROOT, 'bin/mcp-warden');
@@ -88,4 +91,11 @@ export function textOf(result: unknown): string {
 export function refusalCode(result: unknown): string | undefined {
   const meta = (result as { _meta?: Record<string, { code?: string }> })._meta;
   return meta?.['mcp-warden/refusal']?.code;
+}
+
+/** A started broker for in-process tests: silent log, audit in memory unless given. */
+export async function startBroker(config: WardenConfig, options: BrokerOptions = {}): Promise<Broker> {
+  const broker = new Broker(config, { logger: pino({ level: 'silent' }), audit: 'memory', ...options });
+  await broker.start();
+  return broker;
 }

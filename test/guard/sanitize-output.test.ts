@@ -186,4 +186,34 @@ describe('progress through the sanitiser stage', () => {
     assert.ok(!received[0]?.message?.includes('ghp_A1b2'), received[0]?.message?.slice(960));
     assert.ok((received[0]?.message?.length ?? 0) <= 1000);
   });
+
+  it('a progress message that fails to go out does not stop the next one, nor escape as a rejection', async () => {
+    const { sanitizeOutput } = await import('../../src/pipeline/stages/sanitize-output.ts');
+    const stage = sanitizeOutput({ config: { limits: { maxResultBytes: 1000 } }, secretForms: () => [] } as never);
+    const received: number[] = [];
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown) => rejections.push(reason);
+    process.on('unhandledRejection', onRejection);
+    try {
+      const ctx = {
+        facts: {},
+        callSecrets: [],
+        onProgress: (p: { progress: number }) => {
+          if (p.progress === 1) throw new Error('the agent went away');
+          received.push(p.progress);
+        },
+      } as never as { onProgress: (p: { progress: number; message?: string }) => void };
+      await stage(ctx as never, async () => {
+        ctx.onProgress({ progress: 1, message: 'first' });
+        ctx.onProgress({ progress: 2, message: 'second' });
+        return { kind: 'result', result: { content: [] } };
+      });
+      for (let i = 0; i < 20 && received.length < 1; i++) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(received, [2]);
+      assert.deepEqual(rejections, []);
+    } finally {
+      process.off('unhandledRejection', onRejection);
+    }
+  });
 });

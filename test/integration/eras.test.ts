@@ -2,11 +2,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
-import { pino } from 'pino';
-import { Broker } from '../../src/broker.ts';
+import type { Broker } from '../../src/broker.ts';
 import { loadConfig, sha256Hex } from '../../src/config/load.ts';
 import { startHttpFront, type HttpFront } from '../../src/front/http.ts';
-import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
+import { NOTES_SERVER, NOTES_TOOLS, startBroker, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
 
 // Every combination of agent era and downstream era, through the same broker.
 const { dir, cleanup } = tempDir();
@@ -23,8 +22,7 @@ before(async () => {
       agents: { a: { tokenSha256: sha256Hex('token-a'), allow: [{ tools: ['*'] }] } },
     }),
   );
-  broker = new Broker(config, { logger: pino({ level: 'silent' }), audit: 'memory' });
-  await broker.start();
+  broker = await startBroker(config);
   front = await startHttpFront(broker, { host: '127.0.0.1', port: 0 });
 });
 

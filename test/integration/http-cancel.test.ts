@@ -2,11 +2,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
-import { pino } from 'pino';
-import { Broker } from '../../src/broker.ts';
+import type { Broker } from '../../src/broker.ts';
 import { loadConfig, sha256Hex } from '../../src/config/load.ts';
 import { startHttpFront, type HttpFront } from '../../src/front/http.ts';
-import { ROGUE_SERVER, stdioManifest, tempDir, textOf, waitFor, writeYaml } from '../helpers.ts';
+import { ROGUE_SERVER, startBroker, stdioManifest, tempDir, textOf, waitFor, writeYaml } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir();
 const empty = { type: 'object', properties: {} };
@@ -16,8 +15,7 @@ let front: HttpFront;
 before(async () => {
   writeYaml(join(dir, 'manifests/slow.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, ['hang', 'cancellations'].map((name) => ({ name, description: name, access: 'read', inputSchema: empty })), { era: 'legacy' }));
   const config = loadConfig(writeYaml(join(dir, 'warden.yaml'), { version: 1, servers: { slow: { manifest: 'slow.yaml' } }, agents: { a: { tokenSha256: sha256Hex('token-a'), allow: [{ tools: ['*'] }] } } }));
-  broker = new Broker(config, { logger: pino({ level: 'silent' }), audit: 'memory' });
-  await broker.start();
+  broker = await startBroker(config);
   front = await startHttpFront(broker, { host: '127.0.0.1', port: 0 });
 });
 

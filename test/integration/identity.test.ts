@@ -4,10 +4,9 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
-import { pino } from 'pino';
-import { Broker } from '../../src/broker.ts';
+import type { Broker } from '../../src/broker.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { CLI, ROGUE_SERVER, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
+import { CLI, ROGUE_SERVER, startBroker, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir();
 let broker: Broker;
@@ -23,8 +22,7 @@ before(async () => {
     servers: { crm: { manifest: 'rogue.yaml', identity: { audience: 'https://crm.example', lifetimeSeconds: 120 } }, plain: { manifest: 'rogue.yaml' } },
     agents: { alice: { allow: [{ tools: ['*'] }] } },
   });
-  broker = new Broker(loadConfig(configFile), { logger: pino({ level: 'silent' }), audit: 'memory' });
-  await broker.start();
+  broker = await startBroker(loadConfig(configFile));
   const backend = broker.backends.get('crm')!;
   const original = backend.callTool.bind(backend);
   backend.callTool = async (tool, args, timeout, signal, meta) => {

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { pino } from 'pino';
-import { Broker } from '../../src/broker.ts';
+import type { Broker } from '../../src/broker.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { refusalCode, ROGUE_SERVER, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
+import { refusalCode, ROGUE_SERVER, startBroker, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir();
 const empty = { type: 'object', properties: {} };
@@ -22,8 +21,7 @@ before(async () => {
     ], { era: 'legacy' }),
   );
   const config = loadConfig(writeYaml(join(dir, 'warden.yaml'), { version: 1, servers: { rogue: { manifest: 'rogue.yaml' } }, agents: { a: { allow: [{ tools: ['*'] }] } } }));
-  broker = new Broker(config, { logger: pino({ level: 'silent' }), audit: 'memory' });
-  await broker.start();
+  broker = await startBroker(config);
 });
 
 after(async () => {

@@ -3,10 +3,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Client } from '@modelcontextprotocol/client';
-import { pino } from 'pino';
-import { Broker } from '../../src/broker.ts';
+import type { Broker } from '../../src/broker.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { connectStdio, refusalCode, ROGUE_SERVER, stdioManifest, tempDir, textOf, waitFor, writeYaml } from '../helpers.ts';
+import { connectStdio, refusalCode, ROGUE_SERVER, startBroker, stdioManifest, tempDir, textOf, waitFor, writeYaml } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir();
 const empty = { type: 'object', properties: {} };
@@ -26,8 +25,7 @@ before(async () => {
     agents: { a: { allow: [{ tools: ['*'] }] } },
     limits: { callTimeoutMs: 60000, maxCallTimeoutMs: 60000, breaker: { timeouts: 2, cooldownMs: 3600000 } },
   });
-  broker = new Broker(loadConfig(config), { logger: pino({ level: 'silent' }), audit: 'memory' });
-  await broker.start();
+  broker = await startBroker(loadConfig(config));
 });
 
 after(async () => {
@@ -47,9 +45,8 @@ describe('timeouts and cancellation', () => {
     writeYaml(join(dir, 'manifests/long.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, [tool('hang', { timeoutMs: 3600000 })], { era: 'legacy' }));
     const capped = loadConfig(writeYaml(join(dir, 'capped.yaml'), { version: 1, servers: { long: { manifest: 'long.yaml' } }, agents: { a: { allow: [{ tools: ['*'] }] } }, limits: { maxCallTimeoutMs: 400 } }));
     assert.equal(capped.limits.callTimeoutMs, 400, 'the default timeout follows a lower maximum');
-    const own = new Broker(capped, { logger: pino({ level: 'silent' }), audit: 'memory' });
+    const own = await startBroker(capped);
     try {
-      await own.start();
       const result = await own.callTool('a', 'long__hang', {});
       assert.equal(refusalCode(result), 'WARDEN_DOWNSTREAM_TIMEOUT');
       assert.match(textOf(result), /within 400 ms/);

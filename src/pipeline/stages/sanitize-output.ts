@@ -28,12 +28,16 @@ export const sanitizeOutput: StageFactory = ({ config, secretForms }) => async (
     // the cut, so no part of a secret survives it), and forwarded in the order they came.
     let queue = Promise.resolve();
     ctx.onProgress = ({ progress, total, message }) => {
-      queue = queue.then(async () => {
-        if (message === undefined) return forward({ progress, ...(total === undefined ? {} : { total }) });
-        const forms = formsFor(secretForms(), ctx.callSecrets);
-        const clean = await maskSecrets(cleanText(message.slice(0, MAX_PROGRESS_SCANNED), forms, noRedactions()), { detected: 0 });
-        forward({ progress, ...(total === undefined ? {} : { total }), message: clean.slice(0, MAX_PROGRESS_MESSAGE) });
-      });
+      queue = queue
+        .then(async () => {
+          if (message === undefined) return forward({ progress, ...(total === undefined ? {} : { total }) });
+          const forms = formsFor(secretForms(), ctx.callSecrets);
+          const clean = await maskSecrets(cleanText(message.slice(0, MAX_PROGRESS_SCANNED), forms, noRedactions()), { detected: 0 });
+          forward({ progress, ...(total === undefined ? {} : { total }), message: clean.slice(0, MAX_PROGRESS_MESSAGE) });
+        })
+        // A message that cannot be cleaned is not forwarded, and must not become an
+        // unhandled rejection (which would end the process) nor stop the ones after it.
+        .catch(() => undefined);
     };
   }
   const outcome = await next();
