@@ -32,7 +32,7 @@ export class Broker {
   readonly backends: ReadonlyMap<string, McpBackend>;
   readonly #pipeline: CallPipeline;
   /** Per agent, the definitions its grants make visible; computed once, since config is frozen. */
-  readonly #visible = new Map<string, readonly ExposedDefinition[]>();
+  readonly #visible = new Map<string, readonly { readonly server: string; readonly definition: ExposedDefinition }[]>();
 
   constructor(config: WardenConfig, options: BrokerOptions = {}) {
     this.config = config;
@@ -50,6 +50,8 @@ export class Broker {
           audit: this.audit,
           ...(config.credentials.has(server) ? { credentialSources: config.credentials.get(server)! } : {}),
           breaker: config.limits.breaker,
+          recheckMs: config.pinning.recheckMs,
+          onToolsChanged: () => this.#toolsChanged(),
           ...(options.backoff ? { backoff: options.backoff } : {}),
         }),
       );
@@ -66,8 +68,29 @@ export class Broker {
     for (const [name, agent] of config.agents) {
       const visible = [...config.catalog.values()]
         .filter((tool) => findGrant(agent.grants, tool.exposedName, tool.tool.access) !== undefined)
-        .map((tool) => tool.definition);
+        .map((tool) => ({ server: tool.server, definition: tool.definition }));
       this.#visible.set(name, Object.freeze(visible));
+    }
+  }
+
+  readonly #toolsListeners = new Set<() => void>();
+
+  /**
+   * Registers a listener for changes to what agents may see (a server quarantined or
+   * released). Fronts turn it into notifications/tools/list_changed. Returns the unsubscribe.
+   */
+  onToolsChanged(listener: () => void): () => void {
+    this.#toolsListeners.add(listener);
+    return () => this.#toolsListeners.delete(listener);
+  }
+
+  #toolsChanged(): void {
+    for (const listener of this.#toolsListeners) {
+      try {
+        listener();
+      } catch (error) {
+        this.logger.warn({ err: (error as Error).message }, 'a tools-changed listener failed');
+      }
     }
   }
 
@@ -91,16 +114,23 @@ export class Broker {
   async start(): Promise<void> {
     // Only loaded (and created on first use) when a server asks for identity tokens.
     if (this.config.identityTokens.size > 0) this.#identity = await loadBrokerIdentity(this.config.identity.keyFile, this.config.identity.issuer);
-    writeOrLog(this.audit, { event: 'broker.start', config: this.config.file, servers: [...this.backends.keys()] }, this.logger);
+    writeOrLog(this.audit, { event: 'broker.start', config: this.config.file, servers: [...this.backends.keys()], rejected: [...this.config.rejected.keys()] }, this.logger);
+    for (const [server, manifest] of this.config.servers) {
+      writeOrLog(this.audit, { event: 'manifest.accepted', server, manifest: manifest.name, serial: manifest.serial, digest: manifest.digest, signers: manifest.signers, expiresAt: manifest.expiresAt }, this.logger);
+    }
+    for (const [server, rejection] of this.config.rejected) {
+      this.logger.warn({ server, reason: rejection.reason, file: rejection.file }, `manifest refused: ${rejection.message}`);
+      writeOrLog(this.audit, { event: 'manifest.rejected', server, file: rejection.file, reason: rejection.reason, message: rejection.message }, this.logger);
+    }
     await Promise.all([...this.backends.values()].map((backend) => backend.start()));
   }
 
-  /** What tools/list answers this agent: only granted tools, with manifest definitions. */
+  /** What tools/list answers this agent: only granted tools of servers not quarantined, with manifest definitions. */
   listTools(agentName: string): ListToolsResult {
-    const tools = this.#visible.get(agentName) ?? [];
+    const tools = (this.#visible.get(agentName) ?? []).filter((tool) => this.backends.get(tool.server)?.quarantine === undefined);
     this.audit.write({ event: 'tools/list', correlationId: randomUUID(), agent: agentName, decision: 'allow', outcome: 'ok', count: tools.length });
     // The manifest schema guarantees inputSchema.type === 'object', which the SDK's type wants.
-    return { tools: [...tools] as unknown as ListToolsResult['tools'] };
+    return { tools: tools.map((tool) => tool.definition) as unknown as ListToolsResult['tools'] };
   }
 
   /** Runs one tools/call through the pipeline. Never throws: refusals become tool errors. */

@@ -5,8 +5,9 @@
 //   node examples/notes-server/server.ts            # stdio
 //   node examples/notes-server/server.ts --http 0   # HTTP on 127.0.0.1, port printed on stderr
 //
-// It deliberately also offers a tool its manifest does not declare (`debug_dump`): the
-// broker must never expose it. And `server_info` leaks the NOTES_API_TOKEN it was given
+// It deliberately also offers `debug_dump`, which prints its environment (token included):
+// its signed manifest declares it, since every live tool must be signed, but the demo
+// config grants it to no agent. And `server_info` leaks the NOTES_API_TOKEN it was given
 // and its working folder: the broker's output guards must keep both from the agent.
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -71,12 +72,12 @@ const TOOLS = [
   },
   {
     name: 'server_info',
-    description: 'Describe this server. (Carelessly includes its API token and its working folder.)',
+    description: 'Describe this server (name, version, number of notes).',
     inputSchema: { type: 'object', properties: {}, additionalProperties: false },
   },
   {
     name: 'debug_dump',
-    description: 'Dump internal state. Not in the manifest: a broker must never expose it.',
+    description: "Dump the server's internal state, environment included. For its operators only.",
     inputSchema: { type: 'object', properties: {} },
   },
 ];

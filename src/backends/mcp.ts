@@ -19,10 +19,22 @@ import { writeOrLog, type AuditRecord, type AuditTrail } from '../audit/trail.ts
 import type { CredentialSource } from '../config/types.ts';
 import { cleanText, noRedactions, secretForms } from '../guard/sanitize-output.ts';
 import { resolveCredentials, type ResolvedCredential } from './credentials.ts';
-import { compareTools, type Drift } from './drift.ts';
+import { comparePins, diffDigest, type LiveServer, type PinReport } from '../manifest/pin.ts';
 import { BROKER_INFO } from '../version.ts';
 
 export type BackendState = 'starting' | 'ready' | 'down' | 'closed';
+
+/** Why a connected server's tools are withdrawn from every agent. */
+export interface Quarantine {
+  readonly reason: 'drift' | 'expired';
+  readonly since: string;
+  /** What set it off: the connect, a tools/list_changed, or the periodic recheck. */
+  readonly trigger: PinTrigger;
+  readonly report?: PinReport;
+  readonly diffDigest?: string;
+}
+
+export type PinTrigger = 'connect' | 'list_changed' | 'interval';
 
 export interface BackendOptions {
   readonly server: string;
@@ -35,7 +47,13 @@ export interface BackendOptions {
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
   /** Circuit breaker: after this many timeouts in a row, refuse calls for cooldownMs. */
   readonly breaker?: { readonly timeouts: number; readonly cooldownMs: number };
+  /** How often the live tools are compared with the manifest, besides connect and list_changed. */
+  readonly recheckMs?: number;
+  /** Called when the server's tools appear or disappear for agents (quarantine, lift). */
+  readonly onToolsChanged?: () => void;
 }
+
+const DEFAULT_RECHECK_MS = 300_000;
 
 const DEFAULT_BACKOFF = { initialMs: 250, maxMs: 30_000 } as const;
 const DEFAULT_BREAKER = { timeouts: 3, cooldownMs: 30_000 } as const;
@@ -47,9 +65,11 @@ const MAX_LIST_PAGES = 50;
 const MAX_STDERR_LINE = 2000;
 
 /**
- * One downstream MCP server, over stdio or Streamable HTTP. Connects, checks the live tool
- * list against the manifest, restarts with exponential backoff when the connection drops,
- * and answers calls while connected. It never throws anything but WardenError to callers.
+ * One downstream MCP server, over stdio or Streamable HTTP. Connects, pins the live tools
+ * and instructions to the signed manifest (on connect, on every tools/list_changed and
+ * periodically; any difference quarantines the server), restarts with exponential backoff
+ * when the connection drops, and answers calls while connected and not quarantined. It
+ * never throws anything but WardenError to callers.
  */
 export class McpBackend {
   readonly server: string;
@@ -59,7 +79,9 @@ export class McpBackend {
   #readyAt = 0;
   #restartTimer: NodeJS.Timeout | undefined;
   #firstAttempt: Promise<void> | undefined;
-  #drift: Drift | undefined;
+  #quarantine: Quarantine | undefined;
+  #recheckTimer: NodeJS.Timeout | undefined;
+  #recheckInFlight = false;
   /** Every credential value this server has been given; kept after rotation, for redaction. */
   readonly #credentialValues = new Set<string>();
   readonly #options: BackendOptions;
@@ -86,9 +108,9 @@ export class McpBackend {
     return this.#client?.getProtocolEra();
   }
 
-  /** Differences between the live server and its manifest at the last connect. */
-  get drift(): Drift | undefined {
-    return this.#drift;
+  /** Set while the live server does not match its signed manifest (or the manifest expired). */
+  get quarantine(): Quarantine | undefined {
+    return this.#quarantine;
   }
 
   /** Credential values this server has been given (current and earlier), for output redaction. */
@@ -111,6 +133,16 @@ export class McpBackend {
     onProgress?: (progress: { progress: number; total?: number; message?: string }) => void,
   ): Promise<CallToolResult> {
     const client = this.#client;
+    const quarantine = this.#quarantine;
+    if (quarantine) {
+      throw new WardenError(
+        'WARDEN_SERVER_QUARANTINED',
+        quarantine.reason === 'expired'
+          ? `server "${this.server}" is quarantined: its signed manifest expired; the publisher must sign a new release`
+          : `server "${this.server}" is quarantined: its live tools no longer match its signed manifest; calls are refused until a matching signed release is loaded`,
+        { server: this.server, reason: quarantine.reason, diffDigest: quarantine.diffDigest },
+      );
+    }
     if (this.#state !== 'ready' || !client) {
       throw new WardenError('WARDEN_SERVER_UNAVAILABLE', `server "${this.server}" is ${this.#state === 'closed' ? 'stopped' : 'not connected (restarting)'}; retry later`, {
         server: this.server,
@@ -168,6 +200,7 @@ export class McpBackend {
   async close(): Promise<void> {
     this.#state = 'closed';
     clearTimeout(this.#restartTimer);
+    clearInterval(this.#recheckTimer);
     const client = this.#client;
     this.#client = undefined;
     if (client) await client.close().catch(() => undefined);
@@ -177,7 +210,15 @@ export class McpBackend {
     if (this.#state === 'closed') return;
     this.#state = 'starting';
     const { manifest, connectTimeoutMs, logger } = this.#options;
-    const client = new Client({ ...BROKER_INFO }, { versionNegotiation: { mode: negotiationMode(manifest.transport.era) } });
+    const client = new Client(
+      { ...BROKER_INFO },
+      {
+        versionNegotiation: { mode: negotiationMode(manifest.transport.era) },
+        // Opens the change stream on a 2026-07-28 connection; the handler itself is set
+        // after connecting, so it also runs for a server that never advertised the capability.
+        listChanged: { tools: { autoRefresh: false, debounceMs: 0, onChanged: () => undefined } },
+      },
+    );
     let timer: NodeJS.Timeout | undefined;
     try {
       const credentials = resolveCredentials(this.server, manifest.credentials, this.#options.credentialSources);
@@ -187,30 +228,23 @@ export class McpBackend {
         timer = setTimeout(() => reject(new Error(`no answer within ${connectTimeoutMs} ms`)), connectTimeoutMs);
       });
       await Promise.race([client.connect(transport, { timeout: connectTimeoutMs }), deadline]);
-      const live = await Promise.race([listAllTools(client, connectTimeoutMs), deadline]);
+      const tools = await Promise.race([listAllTools(client, connectTimeoutMs), deadline]);
       clearTimeout(timer);
       if (this.#closed()) {
         await client.close().catch(() => undefined);
         return;
       }
-      this.#drift = compareTools(manifest.tools, live);
       this.#client = client;
       this.#state = 'ready';
       this.#readyAt = Date.now();
       // Registered only now: a close during the handshake is handled by the catch below.
       client.onclose = () => this.#onDisconnect(client);
+      client.setNotificationHandler('notifications/tools/list_changed', () => void this.#recheck('list_changed'));
       logger.info({ server: this.server, era: client.getProtocolEra() }, 'downstream server connected');
-      this.#audit({
-        event: 'server.state',
-        server: this.server,
-        state: 'ready',
-        era: client.getProtocolEra(),
-        undeclaredTools: this.#drift.extra,
-      });
-      if (this.#drift.differs) {
-        logger.warn({ server: this.server, drift: this.#drift }, 'downstream tools do not match the manifest');
-        this.#audit({ event: 'server.drift', server: this.server, drift: this.#drift });
-      }
+      this.#audit({ event: 'server.state', server: this.server, state: 'ready', era: client.getProtocolEra(), manifest: manifest.name, serial: manifest.serial });
+      this.#judge({ tools, instructions: client.getInstructions() }, 'connect');
+      this.#recheckTimer = setInterval(() => void this.#recheck('interval'), this.#options.recheckMs ?? DEFAULT_RECHECK_MS);
+      this.#recheckTimer.unref();
     } catch (error) {
       clearTimeout(timer);
       await client.close().catch(() => undefined);
@@ -221,6 +255,57 @@ export class McpBackend {
       this.#audit({ event: 'server.state', server: this.server, state: 'down', reason });
       this.#scheduleRestart();
     }
+  }
+
+  /**
+   * Lists the live tools again (never from the client's cache) and judges them. A
+   * recheck that cannot finish cannot vouch for the server: the connection is dropped and
+   * the reconnect, which pins again, decides.
+   */
+  async #recheck(trigger: PinTrigger): Promise<void> {
+    const client = this.#client;
+    if (this.#state !== 'ready' || !client || this.#recheckInFlight) return;
+    this.#recheckInFlight = true;
+    try {
+      const tools = await listAllTools(client, this.#options.connectTimeoutMs);
+      if (this.#client === client) this.#judge({ tools, instructions: client.getInstructions() }, trigger);
+    } catch (error) {
+      if (this.#client !== client) return;
+      const reason = this.#redact(error instanceof Error ? error.message : String(error));
+      this.#options.logger.warn({ server: this.server, trigger, reason }, 'pin recheck failed; reconnecting');
+      this.#audit({ event: 'server.state', server: this.server, state: 'recheck-failed', trigger, reason });
+      await client.close().catch(() => undefined);
+    } finally {
+      this.#recheckInFlight = false;
+    }
+  }
+
+  /** Quarantines the server when the live side differs from the signed manifest, lifts it when it matches again. */
+  #judge(live: LiveServer, trigger: PinTrigger): void {
+    const { manifest, logger } = this.#options;
+    const wasQuarantined = this.#quarantine !== undefined;
+    if (Date.parse(manifest.expiresAt) <= Date.now()) {
+      if (this.#quarantine?.reason === 'expired') return;
+      this.#quarantine = { reason: 'expired', since: new Date().toISOString(), trigger };
+      logger.warn({ server: this.server, expiresAt: manifest.expiresAt }, 'server quarantined: its signed manifest expired');
+      this.#audit({ event: 'server.quarantined', server: this.server, manifest: manifest.name, serial: manifest.serial, reason: 'expired', trigger, expiresAt: manifest.expiresAt });
+    } else {
+      const report = comparePins(manifest, live);
+      if (report.matches) {
+        if (!wasQuarantined) return;
+        this.#quarantine = undefined;
+        logger.info({ server: this.server, trigger }, 'quarantine lifted: the live server matches its signed manifest again');
+        this.#audit({ event: 'server.quarantine-lifted', server: this.server, manifest: manifest.name, serial: manifest.serial, trigger, liveDigest: report.liveDigest });
+      } else {
+        const digest = diffDigest(report);
+        if (this.#quarantine?.diffDigest === digest) return;
+        this.#quarantine = { reason: 'drift', since: new Date().toISOString(), trigger, report, diffDigest: digest };
+        const { added, removed, changed, instructionsChanged, liveDigest } = report;
+        logger.warn({ server: this.server, trigger, added, removed, changed, instructionsChanged }, 'server quarantined: live tools differ from the signed manifest');
+        this.#audit({ event: 'server.quarantined', server: this.server, manifest: manifest.name, serial: manifest.serial, reason: 'drift', trigger, diffDigest: digest, liveDigest, added, removed, changed, instructionsChanged });
+      }
+    }
+    if (wasQuarantined !== (this.#quarantine !== undefined)) this.#options.onToolsChanged?.();
   }
 
   /** A server's own output (stderr, error texts) may repeat its credentials: never log them. */
@@ -241,6 +326,7 @@ export class McpBackend {
   #onDisconnect(client: Client): void {
     if (this.#client !== client || this.#state === 'closed') return;
     this.#client = undefined;
+    clearInterval(this.#recheckTimer);
     this.#state = 'down';
     if (Date.now() - this.#readyAt >= STABLE_AFTER_MS) this.#attempt = 0;
     this.#options.logger.warn({ server: this.server }, 'downstream server disconnected');
@@ -310,7 +396,8 @@ async function listAllTools(client: Client, timeoutMs: number): Promise<Tool[]> 
   const tools: Tool[] = [];
   let cursor: string | undefined;
   for (let page = 0; page < MAX_LIST_PAGES; page++) {
-    const result = await client.listTools(cursor === undefined ? {} : { cursor }, { timeout: timeoutMs });
+    // bypass: a server-sent cache lifetime must not let an old list stand in for the live one.
+    const result = await client.listTools(cursor === undefined ? {} : { cursor }, { timeout: timeoutMs, cacheMode: 'bypass' });
     tools.push(...result.tools);
     cursor = result.nextCursor;
     if (cursor === undefined) return tools;

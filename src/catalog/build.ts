@@ -1,7 +1,7 @@
 import { WardenError } from '../errors.ts';
 import type { ArgumentValidator } from '../guard/argument-schema.ts';
 import type { OutputScope } from '../guard/output-scope.ts';
-import type { Manifest, ManifestTool } from '../manifest/types.ts';
+import type { Manifest, ManifestTool, ToolAnnotations } from '../manifest/types.ts';
 
 /** Many clients reject tool names outside this pattern. */
 export const EXPOSED_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
@@ -14,7 +14,7 @@ export interface ExposedDefinition {
   readonly description: string;
   readonly inputSchema: Readonly<Record<string, unknown>>;
   readonly outputSchema?: Readonly<Record<string, unknown>>;
-  readonly annotations: { readonly readOnlyHint: boolean };
+  readonly annotations: Readonly<ToolAnnotations> & { readonly readOnlyHint: boolean };
 }
 
 export interface CatalogTool {
@@ -89,8 +89,9 @@ function toDefinition(name: string, tool: ManifestTool): ExposedDefinition {
     // With a scope constraint the agent sees a subset of the declared output, which the
     // declared schema may no longer describe, so the schema is not shown.
     ...(tool.outputSchema === undefined || tool.outputFields !== undefined ? {} : { outputSchema: tool.outputSchema }),
-    // Hints come from the manifest's access class, never from the live server. A write
-    // tool carries no destructiveHint, so clients keep the protocol's cautious default.
-    annotations: Object.freeze({ readOnlyHint: tool.access === 'read' }),
+    // Annotations come from the signed manifest, never from the live server, and
+    // readOnlyHint from the access class the policy enforces. A write tool without a
+    // signed destructiveHint keeps the protocol's cautious default.
+    annotations: Object.freeze({ ...tool.annotations, readOnlyHint: tool.access === 'read' }),
   });
 }

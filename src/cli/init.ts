@@ -1,10 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseDocument } from 'yaml';
 import { sha256Hex } from '../config/token-hash.ts';
 import { WardenError } from '../errors.ts';
+import { formatEnvelope } from '../manifest/envelope.ts';
+import { readSigningKey, writeKeyPair } from '../manifest/keys.ts';
+import { signManifestSource } from '../manifest/sign.ts';
 import { cliScript, notesServerScript, packageRoot } from '../paths.ts';
 import { newToken } from './token.ts';
 
@@ -12,8 +15,13 @@ const HELP = `Usage: mcp-warden init DIR [--force]
 
 Writes a complete, working example workspace into DIR:
   DIR/warden.yaml                       config: two servers, one agent named "demo"
-  DIR/manifests/notes.manifest.yaml     the bundled example notes server
-  DIR/manifests/everything.manifest.yaml  @modelcontextprotocol/server-everything
+  DIR/keys/demo-publisher.key, .pub     a publisher key pair (the secret key mode 0600),
+                                        trusted in warden.yaml for example.* and
+                                        modelcontextprotocol.*
+  DIR/manifests/notes.manifest.yaml     the bundled example notes server, and
+  DIR/manifests/notes.manifest.signed.json  the same, signed with the publisher key
+  DIR/manifests/everything.manifest.yaml  @modelcontextprotocol/server-everything, and
+  DIR/manifests/everything.manifest.signed.json  signed
   DIR/demo-agent.token                  the demo agent's HTTP bearer token (mode 0600)
   DIR/secrets/notes-api-token           a random API token for the notes server (mode 0600),
                                         injected by the broker; agents never see it
@@ -53,6 +61,10 @@ export function writeWorkspace(target: string, force: boolean): Workspace {
     config: join(dir, 'warden.yaml'),
     notes: join(dir, 'manifests', 'notes.manifest.yaml'),
     everything: join(dir, 'manifests', 'everything.manifest.yaml'),
+    notesSigned: join(dir, 'manifests', 'notes.manifest.signed.json'),
+    everythingSigned: join(dir, 'manifests', 'everything.manifest.signed.json'),
+    publisherKey: join(dir, 'keys', 'demo-publisher.key'),
+    publisherPub: join(dir, 'keys', 'demo-publisher.pub'),
     token: join(dir, 'demo-agent.token'),
     notesToken: join(dir, 'secrets', 'notes-api-token'),
   };
@@ -76,14 +88,26 @@ export function writeWorkspace(target: string, force: boolean): Workspace {
   everything.setIn(['transport', 'args'], [everythingScript, 'stdio']);
   everything.setIn(['transport', 'cwd'], root);
 
+  mkdirSync(join(dir, 'keys'), { recursive: true, mode: 0o700 });
+  // With --force a new key replaces the old pair: everything below is signed with it.
+  if (force) for (const file of [files.publisherKey, files.publisherPub]) rmSync(file, { force: true });
+  const publisher = writeKeyPair(join(dir, 'keys', 'demo-publisher'));
+  const key = readSigningKey(publisher.keyFile);
+  const now = Date.now();
+  const signedNotes = signManifestSource(notes.toJS(), files.notes, key, { now, validDays: 365 });
+  const signedEverything = signManifestSource(everything.toJS(), files.everything, key, { now, validDays: 365 });
+
   const token = newToken();
   const config = parseDocument(readFileSync(join(root, 'examples/workspace/warden.yaml'), 'utf8'));
   config.setIn(['agents', 'demo', 'tokenSha256'], sha256Hex(token));
+  config.setIn(['trust', 'publishers', 'demo', 'keys'], config.createNode([publisher.publicKey], { flow: true }));
   if (!hasEverything) config.setIn(['servers', 'everything', 'enabled'], false);
 
   mkdirSync(join(dir, 'manifests'), { recursive: true });
   writeFileSync(files.notes, notes.toString());
   writeFileSync(files.everything, everything.toString());
+  writeFileSync(files.notesSigned, formatEnvelope(signedNotes.envelope));
+  writeFileSync(files.everythingSigned, formatEnvelope(signedEverything.envelope));
   writeFileSync(files.config, config.toString());
   writeFileSync(files.token, `${token}\n`, { mode: 0o600 });
   chmodSync(files.token, 0o600);

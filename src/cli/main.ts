@@ -8,6 +8,8 @@ const VERBS: ReadonlyMap<string, { run: Verb; summary: string }> = new Map<strin
   ['serve', { run: async (argv) => (await import('./serve.ts')).runServe(argv), summary: 'run the broker for agents, over stdio or Streamable HTTP' }],
   ['init', { run: async (argv) => (await import('./init.ts')).runInit(argv), summary: 'write a complete, working example workspace into a folder' }],
   ['config', { run: async (argv) => (await import('./config.ts')).runConfig(argv), summary: 'check a config file and every manifest it names, without serving' }],
+  ['keygen', { run: async (argv) => (await import('./keygen.ts')).runKeygen(argv), summary: 'make an Ed25519 key pair for signing manifests' }],
+  ['manifest', { run: async (argv) => (await import('./manifest.ts')).runManifest(argv), summary: 'sign a manifest, or check whether the broker would accept one' }],
   ['token', { run: async (argv) => (await import('./token.ts')).runToken(argv), summary: 'make an agent bearer token and the hash the config stores' }],
   ['jwks', { run: async (argv) => (await import('./jwks.ts')).runJwks(argv), summary: 'print the public keys tool servers verify identity tokens with' }],
 ]);
@@ -32,11 +34,15 @@ Exit codes:
   1  any other failure
   2  usage error: unknown command or option, unknown agent
   3  config file unreadable or invalid
-  4  a manifest unreadable or invalid
+  4  a manifest unreadable, invalid or refused
   5  init refused to overwrite existing files
   6  the HTTP listener could not bind its address
   7  the broker identity key cannot be read, written or used
   8  the audit trail cannot be opened or written
+  9  the state store (manifest history) cannot be opened or written
+  10 a signing key cannot be read, is malformed, or already exists
+  20-40  manifest verify: the manifest is refused; the code names the reason
+         (see mcp-warden manifest --help)
 `;
 
 export async function main(argv: string[]): Promise<number> {

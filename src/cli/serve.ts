@@ -45,7 +45,8 @@ export async function runServe(argv: string[]): Promise<number> {
   if (values.http && values.agent !== undefined) throw new WardenError('WARDEN_USAGE', '--agent applies to --stdio only; over HTTP the token names the agent');
   if (values.stdio && values.listen !== undefined) throw new WardenError('WARDEN_USAGE', '--listen applies to --http only');
 
-  const config = loadConfig(values.config);
+  // read-write: accepted manifests enter the history, so an older release is refused later.
+  const config = loadConfig(values.config, { state: 'read-write' });
   let listen = config.http.listen;
   if (values.listen !== undefined) {
     const parsed = parseListen(values.listen);
@@ -59,6 +60,9 @@ export async function runServe(argv: string[]): Promise<number> {
     throw new WardenError('WARDEN_AGENT_UNKNOWN', `agent "${agentName}" is not in ${config.file}; agents: ${[...config.agents.keys()].join(', ') || 'none'}`);
   }
   for (const warning of config.warnings) process.stderr.write(`mcp-warden: warning: ${warning}\n`);
+  for (const [server, rejection] of config.rejected) {
+    process.stderr.write(`mcp-warden: manifest refused [${rejection.reason}]: server ${server} (${rejection.file}): ${rejection.message}; its tools do not exist for agents\n`);
+  }
 
   const broker = new Broker(config);
   await broker.start();

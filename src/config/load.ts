@@ -3,15 +3,18 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import { WardenError } from '../errors.ts';
 import { DEFAULT_ARGUMENT_LIMITS, type ArgumentLimits } from '../guard/argument-limits.ts';
 import { buildCatalog } from '../catalog/build.ts';
-import { loadManifest } from '../manifest/load.ts';
+import { loadSignedManifest } from '../manifest/load.ts';
+import { ManifestRejection } from '../manifest/rejections.ts';
+import { compileTrust, type RawTrust, type TrustPolicy } from '../manifest/trust.ts';
 import type { Manifest } from '../manifest/types.ts';
+import { openStateStore, type ManifestHistory } from '../state/store.ts';
 import { compileGrants, type RawGrant } from '../policy/grants.ts';
 import { deepFreeze } from './freeze.ts';
 import { listenProblem, parseListen } from './listen.ts';
 import { readDocument } from './read-document.ts';
 import { describeSchemaErrors } from './schema-errors.ts';
 import configSchema from './warden-config.schema.json' with { type: 'json' };
-import type { AgentPolicy, CredentialSource, WardenConfig } from './types.ts';
+import type { AgentPolicy, CredentialSource, RejectedServer, WardenConfig } from './types.ts';
 
 export const DEFAULTS = {
   manifestsDir: 'manifests',
@@ -28,6 +31,8 @@ export const DEFAULTS = {
   identityIssuer: 'mcp-warden',
   identityLifetimeSeconds: 60, // 1 min
   logLevel: 'info',
+  stateDir: 'state',
+  recheckSeconds: 300, // 5 min
 } as const;
 
 const validateConfig = new Ajv2020({ allErrors: true, strict: true }).compile(configSchema);
@@ -49,6 +54,19 @@ interface RawConfig {
     arguments?: Partial<ArgumentLimits>;
   };
   log?: { level?: string };
+  trust?: RawTrust;
+  state?: { dir?: string };
+  pinning?: { recheckSeconds?: number };
+}
+
+export interface LoadConfigOptions {
+  /**
+   * read-write (serve): accepted manifests are recorded in the state store, so a later
+   * rollback is refused. read-only (checks, tests): the history is read, never written.
+   */
+  readonly state?: 'read-write' | 'read-only';
+  /** The time manifest validity is judged at, ms since the epoch. */
+  readonly now?: number;
 }
 
 /**
@@ -56,7 +74,7 @@ interface RawConfig {
  * one frozen object. Anything wrong is a WardenError naming the file and the path inside it;
  * the broker refuses to start rather than run on a config it does not fully understand.
  */
-export function loadConfig(file: string): WardenConfig {
+export function loadConfig(file: string, options: LoadConfigOptions = {}): WardenConfig {
   const path = resolve(file);
   const dir = dirname(path);
   const data = readDocument(path, 'WARDEN_CONFIG_UNREADABLE');
@@ -68,12 +86,20 @@ export function loadConfig(file: string): WardenConfig {
   const warnings: string[] = [];
 
   const manifestsDir = resolve(dir, raw.manifestsDir ?? DEFAULTS.manifestsDir);
-  const servers = new Map<string, Manifest>();
+  const trust = compileTrust(raw.trust, path);
+  if (trust.keys.size === 0) warnings.push('/trust/publishers: no trusted publishers; every manifest is refused');
+  const stateDir = resolve(dir, raw.state?.dir ?? DEFAULTS.stateDir);
+  const store = openStateStore(stateDir, options.state ?? 'read-only');
+  let loaded: { servers: Map<string, Manifest>; rejected: Map<string, RejectedServer> };
+  try {
+    loaded = loadServers(raw, manifestsDir, trust, store, options.now ?? Date.now());
+  } finally {
+    store.close();
+  }
+  const { servers, rejected } = loaded;
   const identityTokens = new Map<string, { audience: string; lifetimeSeconds: number }>();
   for (const [name, entry] of Object.entries(raw.servers)) {
-    if (entry.enabled === false) continue;
-    servers.set(name, loadManifest(resolve(manifestsDir, entry.manifest)));
-    if (entry.identity) identityTokens.set(name, { audience: entry.identity.audience ?? name, lifetimeSeconds: entry.identity.lifetimeSeconds ?? DEFAULTS.identityLifetimeSeconds });
+    if (entry.identity && servers.has(name)) identityTokens.set(name, { audience: entry.identity.audience ?? name, lifetimeSeconds: entry.identity.lifetimeSeconds ?? DEFAULTS.identityLifetimeSeconds });
   }
   const catalog = buildCatalog(servers, path);
   const credentials = loadCredentialSources(raw, servers, dir, path, warnings);
@@ -122,6 +148,10 @@ export function loadConfig(file: string): WardenConfig {
     file: path,
     dir,
     servers,
+    rejected,
+    trust,
+    state: { dir: stateDir },
+    pinning: { recheckMs: (raw.pinning?.recheckSeconds ?? DEFAULTS.recheckSeconds) * 1000 },
     agents,
     catalog,
     audit: { file: resolve(dir, raw.audit?.file ?? DEFAULTS.auditFile) },
@@ -148,6 +178,52 @@ export function loadConfig(file: string): WardenConfig {
 }
 
 /**
+ * Verifies every enabled server's signed manifest, then judges it against the manifest
+ * history (rollback, equivocation). A refused manifest does not stop the broker: that
+ * server is left out, with its reason, and its tools exist for no agent.
+ */
+function loadServers(
+  raw: RawConfig,
+  manifestsDir: string,
+  trust: TrustPolicy,
+  history: ManifestHistory,
+  now: number,
+): { servers: Map<string, Manifest>; rejected: Map<string, RejectedServer> } {
+  const servers = new Map<string, Manifest>();
+  const rejected = new Map<string, RejectedServer>();
+  for (const [name, entry] of Object.entries(raw.servers)) {
+    if (entry.enabled === false) continue;
+    const file = resolve(manifestsDir, entry.manifest);
+    try {
+      const manifest = loadSignedManifest(file, trust, { now });
+      const admission = history.admit(manifest.name, manifest.serial, manifest.digest);
+      if (admission !== 'accepted') throw historyRejection(admission, manifest, history);
+      servers.set(name, manifest);
+    } catch (error) {
+      if (!(error instanceof ManifestRejection)) throw error;
+      rejected.set(name, { file, reason: error.reason, message: error.message });
+    }
+  }
+  // Two servers of this config may load releases of the same name: only the newest stands.
+  for (const [name, manifest] of servers) {
+    const newer = [...servers.values()].find((other) => other.name === manifest.name && other.serial > manifest.serial);
+    if (newer) {
+      servers.delete(name);
+      rejected.set(name, { file: manifest.file, reason: 'rollback', message: `serial ${manifest.serial} of "${manifest.name}" is older than serial ${newer.serial}, loaded for another server of this config` });
+    }
+  }
+  return { servers, rejected };
+}
+
+function historyRejection(admission: 'rollback' | 'equivocation', manifest: Manifest, history: ManifestHistory): ManifestRejection {
+  const latest = history.latest(manifest.name);
+  if (admission === 'rollback') {
+    return new ManifestRejection('rollback', `serial ${manifest.serial} of "${manifest.name}" is below serial ${latest?.serial}, already accepted; the publisher must sign a release with a higher serial`);
+  }
+  return new ManifestRejection('equivocation', `serial ${manifest.serial} of "${manifest.name}" was already accepted with different content (digest ${latest?.digest.slice(0, 16)}…); a changed manifest needs a new serial`);
+}
+
+/**
  * Maps each server's declared credentials to their sources. A source for a server or a
  * credential that does not exist is an error (a typo would otherwise leave a server
  * without its credential); a declared credential without a source is a warning, and the
@@ -167,7 +243,7 @@ function loadCredentialSources(
       throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /credentials/${server}: there is no server "${server}"`, { file: path });
     }
     const manifest = servers.get(server);
-    if (!manifest) continue; // disabled
+    if (!manifest) continue; // disabled or refused
     const map = new Map<string, CredentialSource>();
     for (const [name, source] of Object.entries(sources)) {
       if (!manifest.credentials.some((credential) => credential.name === name)) {

@@ -2,6 +2,15 @@ import type { ArgumentLimits } from '../guard/argument-limits.ts';
 import type { CatalogTool } from '../catalog/build.ts';
 import type { Manifest } from '../manifest/types.ts';
 import type { Grant } from '../policy/grants.ts';
+import type { RejectionReason } from '../manifest/rejections.ts';
+import type { TrustPolicy } from '../manifest/trust.ts';
+
+/** A server whose manifest was refused: it does not exist for agents. */
+export interface RejectedServer {
+  readonly file: string;
+  readonly reason: RejectionReason;
+  readonly message: string;
+}
 
 export interface AgentPolicy {
   readonly name: string;
@@ -21,7 +30,13 @@ export type CredentialSource = { readonly env: string } | { readonly file: strin
 export interface WardenConfig {
   readonly file: string;
   readonly dir: string;
+  /** Servers whose signed manifest was accepted, by server key. */
   readonly servers: ReadonlyMap<string, Manifest>;
+  /** Servers whose manifest was refused, by server key, with the reason. */
+  readonly rejected: ReadonlyMap<string, RejectedServer>;
+  readonly trust: TrustPolicy;
+  readonly state: { readonly dir: string };
+  readonly pinning: { readonly recheckMs: number };
   readonly agents: ReadonlyMap<string, AgentPolicy>;
   readonly catalog: ReadonlyMap<string, CatalogTool>;
   readonly audit: { readonly file: string };

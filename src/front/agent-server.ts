@@ -8,11 +8,17 @@ const INSTRUCTIONS =
 
 /**
  * The MCP server one agent talks to. Low-level Server, because tool definitions are raw
- * JSON Schema from manifests. The agent's name is fixed here by the front that
+ * JSON Schema from manifests. With notifyToolsChanged (a long-lived connection, stdio) it
+ * sends tools/list_changed itself; the HTTP front publishes changes for all its streams. The agent's name is fixed here by the front that
  * authenticated it; nothing the agent sends can change it.
  */
-export function createAgentServer(broker: Broker, agentName: string): Server {
-  const server = new Server({ ...BROKER_INFO }, { capabilities: { tools: { listChanged: false } }, instructions: INSTRUCTIONS });
+export function createAgentServer(broker: Broker, agentName: string, options: { notifyToolsChanged: boolean }): Server {
+  const server = new Server({ ...BROKER_INFO }, { capabilities: { tools: { listChanged: true } }, instructions: INSTRUCTIONS });
+  if (options.notifyToolsChanged) {
+    // A quarantined or released server changes this agent's list: tell the agent to list again.
+    const unsubscribe = broker.onToolsChanged(() => void server.sendToolListChanged().catch(() => undefined));
+    server.onclose = unsubscribe;
+  }
   server.setRequestHandler('tools/list', async () => broker.listTools(agentName));
   server.setRequestHandler('tools/call', async (request, ctx) => {
     const args = request.params.arguments ?? {};

@@ -26,9 +26,12 @@ export interface HttpFront {
  */
 export async function startHttpFront(broker: Broker, listen: ListenAddress): Promise<HttpFront> {
   const { config, logger, audit } = broker;
-  const handler = createMcpHandler(({ authInfo }) => createAgentServer(broker, authInfo?.clientId ?? ''), {
+  const handler = createMcpHandler(({ authInfo }) => createAgentServer(broker, authInfo?.clientId ?? '', { notifyToolsChanged: false }), {
     onerror: (error) => logger.debug({ err: error.message }, 'mcp handler rejected a request'),
   });
+  // One publication reaches every open change stream (2026-07-28 subscriptions/listen);
+  // each agent then lists again and sees only its own tools.
+  const stopNotifying = broker.onToolsChanged(() => handler.notify.toolsChanged());
   const mcp = toNodeHandler(handler, {
     maxRequestBodySize: config.http.maxBodyBytes,
     onerror: (error) => logger.warn({ err: error.message }, 'http adapter error'),
@@ -93,6 +96,7 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) => {
+      stopNotifying();
       reject(new WardenError('WARDEN_LISTEN_FAILED', `cannot listen on ${listen.host}:${listen.port}: ${error.code ?? error.message}`, { listen }));
     });
     server.listen(listen.port, listen.host, () => resolve());
@@ -104,6 +108,7 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
     url: `http://${host}:${address.port}${MCP_PATH}`,
     address,
     async close() {
+      stopNotifying();
       await handler.close().catch(() => undefined);
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -8,7 +8,7 @@ import { createAgentServer } from './agent-server.ts';
  * authentication.
  */
 export function serveAgentOverStdio(broker: Broker, agentName: string): StdioServerHandle {
-  return serveStdio(() => createAgentServer(broker, agentName), {
+  return serveStdio(() => createAgentServer(broker, agentName, { notifyToolsChanged: true }), {
     onerror: (error) => broker.logger.warn({ err: error.message, agent: agentName }, 'stdio transport error'),
   });
 }

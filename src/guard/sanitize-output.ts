@@ -1,3 +1,4 @@
+import { INVISIBLE } from './invisible.ts';
 import type { CallToolResult } from '@modelcontextprotocol/server';
 import { findSecrets, maskSecrets } from './detect-secrets.ts';
 
@@ -27,14 +28,6 @@ export function noRedactions(): Redactions {
 /** ANSI/VT escape sequences: CSI, OSC (ended by BEL or ST), and two-character escapes. */
 // eslint-disable-next-line no-control-regex
 const ESCAPES = /\u001b\[[0-?]*[ -/]*[@-~]|\u001b\][^\u0007\u001b]*(?:\u0007|\u001b\\)|\u001b[@-Z\\-_]/g;
-
-/**
- * C0 controls but tab and newline, DEL and C1 controls, soft hyphen, zero-width
- * characters, bidi marks, embeddings, overrides and isolates, word joiners, BOM, and the
- * Unicode tag characters U+E0000-E007F (used to smuggle invisible instructions).
- */
-// eslint-disable-next-line no-control-regex
-const INVISIBLE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u{e0000}-\u{e007f}]/gu;
 
 /** A credential shorter than this is not redacted: it would shred ordinary text. */
 const MIN_SECRET_LENGTH = 6;

@@ -1,21 +1,33 @@
-import { accessSync, constants, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { WardenError } from '../errors.ts';
-import { readDocument } from '../config/read-document.ts';
+import addFormats from 'ajv-formats';
 import { describeSchemaErrors } from '../config/schema-errors.ts';
 import { deepFreeze } from '../config/freeze.ts';
+import { findInvisible } from '../guard/invisible.ts';
 import manifestSchema from './manifest.schema.json' with { type: 'json' };
+import { ManifestRejection } from './rejections.ts';
+import type { TrustPolicy } from './trust.ts';
 import type { Era, Manifest, ManifestCredential, ManifestTool } from './types.ts';
+import { checkManifestPolicy, verifyEnvelope } from './verify.ts';
 import { compileArgumentSchema, type ArgumentValidator } from '../guard/argument-schema.ts';
 import { compileOutputScope, type OutputScope } from '../guard/output-scope.ts';
 
-const validateManifest = new Ajv2020({ allErrors: true, strict: true }).compile(manifestSchema);
+const ajv = new Ajv2020({ allErrors: true, strict: true });
+addFormats.default(ajv, ['date-time']);
+const validateManifest = ajv.compile(manifestSchema);
+
+/** A signed manifest is small; anything larger is refused before it is parsed. */
+export const MAX_SIGNED_MANIFEST_BYTES = 2 * 1024 * 1024; // 2 MiB
 
 interface RawManifest {
   name: string;
   version: string;
+  serial: number;
+  issuedAt: string;
+  expiresAt: string;
   description?: string;
+  instructions?: string;
   transport:
     | { type: 'stdio'; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; era?: Era }
     | { type: 'http'; url: string; era?: Era };
@@ -26,33 +38,92 @@ interface RawManifest {
 /** Headers the transport itself owns; a credential may not set them. */
 const RESERVED_HEADERS = new Set(['host', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'accept', 'mcp-session-id', 'mcp-protocol-version', 'last-event-id']);
 
+export interface LoadOptions {
+  /** The time validity is judged at, ms since the epoch. */
+  readonly now?: number;
+  /** Where a bare stdio command is looked up. Default: the broker's PATH. */
+  readonly searchPath?: string | undefined;
+}
+
 /**
- * Loads one manifest: parse, validate against the published schema, resolve the stdio
- * command to an absolute path once, and freeze. Every failure is WARDEN_MANIFEST_* with
- * the file and the path inside it.
+ * Loads one signed manifest, every check in order: size, signatures and threshold,
+ * payload type, duplicate keys, canonical form (verifyEnvelope); schema and rules
+ * (buildManifest); namespace, revocation and validity (checkManifestPolicy). Rollback and
+ * equivocation need the state store and are the caller's last step. Any failure is a
+ * ManifestRejection whose reason says which check refused.
  */
-export function loadManifest(file: string, searchPath: string | undefined = process.env['PATH']): Manifest {
-  const data = readDocument(file, 'WARDEN_MANIFEST_UNREADABLE');
+export function loadSignedManifest(file: string, trust: TrustPolicy, options: LoadOptions = {}): Manifest {
+  const now = options.now ?? Date.now();
+  const bytes = readCapped(file);
+  const verified = verifyEnvelope(bytes, trust, now);
+  const manifest = buildManifest(verified.document, file, { resolveCommand: true, searchPath: options.searchPath ?? process.env['PATH'], digest: verified.digest, signers: verified.signers });
+  checkManifestPolicy(manifest, verified, trust, now);
+  return manifest;
+}
+
+function readCapped(file: string): Buffer {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r');
+    const size = fstatSync(fd).size;
+    if (size > MAX_SIGNED_MANIFEST_BYTES) throw new ManifestRejection('too-large', `the file is ${size} bytes; the limit is ${MAX_SIGNED_MANIFEST_BYTES}`);
+    // Read at most one byte past the limit: a file that grows meanwhile is still capped.
+    const buffer = Buffer.alloc(Math.min(size, MAX_SIGNED_MANIFEST_BYTES) + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const n = readSync(fd, buffer, length, buffer.length - length, length);
+      if (n === 0) break;
+      length += n;
+    }
+    if (length > MAX_SIGNED_MANIFEST_BYTES) throw new ManifestRejection('too-large', `the file is over ${MAX_SIGNED_MANIFEST_BYTES} bytes`);
+    return buffer.subarray(0, length);
+  } catch (error) {
+    if (error instanceof ManifestRejection) throw error;
+    throw new ManifestRejection('unreadable', `cannot read the file (${(error as NodeJS.ErrnoException).code ?? 'read error'})`);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+export interface BuildOptions {
+  /** Resolve a stdio command to an absolute path now (the broker); false when only signing. */
+  readonly resolveCommand: boolean;
+  readonly searchPath?: string | undefined;
+  readonly digest?: string;
+  readonly signers?: Manifest['signers'];
+}
+
+/**
+ * Checks a manifest document against the published schema and the rules a schema cannot
+ * say (no invisible characters anywhere, one definition per tool, annotations that agree
+ * with the access class, schemas that compile, credentials that fit the transport), and
+ * returns it compiled and frozen. Used by the broker on a verified payload and by
+ * `manifest sign` before signing.
+ */
+export function buildManifest(data: unknown, file: string, options: BuildOptions): Manifest {
   if (!validateManifest(data)) {
     const problems = describeSchemaErrors(validateManifest.errors);
-    throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: invalid manifest:\n  ${problems.join('\n  ')}`, { file, problems });
+    throw new ManifestRejection('invalid-manifest', `invalid manifest:\n  ${problems.join('\n  ')}`, { problems });
   }
+  const hidden = findInvisibleText(data, '');
+  if (hidden) throw new ManifestRejection('invisible-characters', `at ${hidden.path}: ${hidden.character} is an invisible or control character; names, titles and descriptions must be plain visible text`, hidden);
   const raw = data as unknown as RawManifest;
+  const invalid = (path: string, why: string) => new ManifestRejection('invalid-manifest', `at ${path}: ${why}`, { path });
 
   const validators = new Map<string, ArgumentValidator>();
   const outputValidators = new Map<string, ArgumentValidator>();
   const outputScopes = new Map<string, OutputScope>();
   raw.tools.forEach((tool, index) => {
-    if (validators.has(tool.name)) {
-      throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /tools/${index}/name: tool "${tool.name}" is declared twice`, { file });
-    }
-    validators.set(tool.name, compileOrExplain(tool.inputSchema, `/tools/${index}/inputSchema`, file));
-    if (tool.outputSchema) outputValidators.set(tool.name, compileOrExplain(tool.outputSchema, `/tools/${index}/outputSchema`, file, false));
+    if (validators.has(tool.name)) throw invalid(`/tools/${index}/name`, `tool "${tool.name}" is declared twice`);
+    const conflict = annotationConflict(tool);
+    if (conflict) throw invalid(`/tools/${index}/annotations`, conflict);
+    validators.set(tool.name, compileOrExplain(tool.inputSchema, `/tools/${index}/inputSchema`));
+    if (tool.outputSchema) outputValidators.set(tool.name, compileOrExplain(tool.outputSchema, `/tools/${index}/outputSchema`, false));
     if (tool.outputFields) {
       try {
         outputScopes.set(tool.name, compileOutputScope(tool.outputFields));
       } catch (error) {
-        throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /tools/${index}/outputFields: ${(error as Error).message}`, { file });
+        throw invalid(`/tools/${index}/outputFields`, (error as Error).message);
       }
     }
   });
@@ -63,7 +134,7 @@ export function loadManifest(file: string, searchPath: string | undefined = proc
     const cwd = resolve(base, raw.transport.cwd ?? '.');
     transport = {
       type: 'stdio',
-      command: resolveCommand(raw.transport.command, cwd, searchPath, file),
+      command: options.resolveCommand ? resolveCommand(raw.transport.command, cwd, options.searchPath) : raw.transport.command,
       args: raw.transport.args ?? [],
       cwd,
       env: toPlainRecord(raw.transport.env ?? {}),
@@ -77,37 +148,79 @@ export function loadManifest(file: string, searchPath: string | undefined = proc
     try {
       url = new URL(raw.transport.url);
     } catch {
-      throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /transport/url: not a valid URL`, { file });
+      throw invalid('/transport/url', 'not a valid URL');
     }
-    if (url.username !== '' || url.password !== '') {
-      throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /transport/url: credentials must not be written into the URL`, { file });
-    }
+    if (url.username !== '' || url.password !== '') throw invalid('/transport/url', 'credentials must not be written into the URL');
     transport = { type: 'http', url: url.href, era: raw.transport.era ?? 'auto' };
   }
 
-  const credentials = checkCredentials(raw, transport, file);
+  const credentials = checkCredentials(raw, transport);
 
   const manifest: Manifest = {
     file: resolve(file),
     name: raw.name,
     version: raw.version,
+    serial: raw.serial,
+    issuedAt: raw.issuedAt,
+    expiresAt: raw.expiresAt,
     ...(raw.description === undefined ? {} : { description: raw.description }),
+    ...(raw.instructions === undefined ? {} : { instructions: raw.instructions }),
     transport,
     tools: raw.tools,
     credentials,
     validators,
     outputValidators,
     outputScopes,
+    digest: options.digest ?? '',
+    signers: options.signers ?? [],
   };
   return deepFreeze(manifest);
 }
 
-function checkCredentials(raw: RawManifest, transport: Manifest['transport'], file: string): ManifestCredential[] {
+/**
+ * Every text of a manifest reaches a model or a person reading it: tool names, titles,
+ * descriptions, instructions, and every key and string inside the schemas (property
+ * names and their descriptions included). None may hide characters.
+ */
+function findInvisibleText(value: unknown, path: string): { path: string; character: string } | undefined {
+  if (typeof value === 'string') {
+    const character = findInvisible(value.replaceAll('\n', ' ').replaceAll('\t', ' '));
+    return character ? { path, character } : undefined;
+  }
+  if (Array.isArray(value)) {
+    for (const [index, item] of value.entries()) {
+      const found = findInvisibleText(item, `${path}/${index}`);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  if (typeof value === 'object' && value !== null) {
+    for (const [key, item] of Object.entries(value)) {
+      const here = `${path}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`;
+      const inKey = findInvisible(key);
+      if (inKey) return { path: here, character: inKey };
+      const found = findInvisibleText(item, here);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
+/** Annotations the agent sees must not contradict the access class the policy enforces. */
+function annotationConflict(tool: ManifestTool): string | undefined {
+  const hints = tool.annotations;
+  if (!hints) return undefined;
+  if (tool.access === 'read' && hints.readOnlyHint === false) return 'a read tool cannot say readOnlyHint: false';
+  if (tool.access === 'read' && hints.destructiveHint === true) return 'a read tool cannot say destructiveHint: true';
+  if (tool.access === 'write' && hints.readOnlyHint === true) return 'a write tool cannot say readOnlyHint: true';
+  return undefined;
+}
+
+function checkCredentials(raw: RawManifest, transport: Manifest['transport']): ManifestCredential[] {
   const names = new Set<string>();
   const targets = new Set<string>();
   return (raw.credentials ?? []).map((credential, index) => {
-    const where = `${file}: at /credentials/${index}`;
-    const fail = (why: string) => new WardenError('WARDEN_MANIFEST_INVALID', `${where}: ${why}`, { file });
+    const fail = (why: string) => new ManifestRejection('invalid-manifest', `at /credentials/${index}: ${why}`, { path: `/credentials/${index}` });
     if (names.has(credential.name)) throw fail(`credential "${credential.name}" is declared twice`);
     names.add(credential.name);
     if (transport.type === 'stdio') {
@@ -128,12 +241,12 @@ function checkCredentials(raw: RawManifest, transport: Manifest['transport'], fi
   });
 }
 
-function compileOrExplain(schema: Readonly<Record<string, unknown>>, path: string, file: string, closed = true): ArgumentValidator {
+function compileOrExplain(schema: Readonly<Record<string, unknown>>, path: string, closed = true): ArgumentValidator {
   try {
     return compileArgumentSchema(schema, { closeObjects: closed });
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at ${path}: the schema does not compile: ${reason}`, { file, path });
+    throw new ManifestRejection('invalid-manifest', `at ${path}: the schema does not compile: ${reason}`, { path });
   }
 }
 
@@ -141,7 +254,7 @@ function compileOrExplain(schema: Readonly<Record<string, unknown>>, path: strin
  * Resolves the executable once, at load, so a PATH change later cannot redirect a spawn.
  * A bare name is looked up on the broker's PATH; a relative path is taken from cwd.
  */
-export function resolveCommand(command: string, cwd: string, searchPath: string | undefined, file: string): string {
+export function resolveCommand(command: string, cwd: string, searchPath: string | undefined): string {
   const candidates = isAbsolute(command)
     ? [command]
     : command.includes('/')
@@ -156,11 +269,7 @@ export function resolveCommand(command: string, cwd: string, searchPath: string 
       // not this one; try the next directory
     }
   }
-  throw new WardenError(
-    'WARDEN_MANIFEST_INVALID',
-    `${file}: at /transport/command: "${command}" is not an executable file${isAbsolute(command) || command.includes('/') ? '' : ' on PATH'}`,
-    { file, command },
-  );
+  throw new ManifestRejection('invalid-manifest', `at /transport/command: "${command}" is not an executable file${isAbsolute(command) || command.includes('/') ? '' : ' on PATH'}`, { command });
 }
 
 function toPlainRecord(source: Record<string, string>): Record<string, string> {

@@ -15,6 +15,16 @@ export interface ManifestTool {
   readonly timeoutMs?: number;
   /** Cap on the result text, bytes; can only tighten the config's limit. */
   readonly maxResultBytes?: number;
+  /** The annotations the live server must send (pinned); agents see them with readOnlyHint from access. */
+  readonly annotations?: Readonly<ToolAnnotations>;
+}
+
+export interface ToolAnnotations {
+  readonly title?: string;
+  readonly readOnlyHint?: boolean;
+  readonly destructiveHint?: boolean;
+  readonly idempotentHint?: boolean;
+  readonly openWorldHint?: boolean;
 }
 
 /** A credential the server needs: its name, and where the broker puts its value. */
@@ -54,9 +64,20 @@ export interface Manifest {
   /** Compiled scope constraints, for tools that declare outputFields. */
   readonly outputScopes: ReadonlyMap<string, OutputScope>;
   readonly file: string;
+  /** Publisher namespace and server, e.g. acme.crm. */
   readonly name: string;
   readonly version: string;
+  /** Release counter; never goes down for a name (rollback protection). */
+  readonly serial: number;
+  readonly issuedAt: string;
+  readonly expiresAt: string;
   readonly description?: string;
+  /** The server's instructions as signed; the live server's must be identical. */
+  readonly instructions?: string;
+  /** Hex SHA-256 of the signed payload; empty for a manifest that was never signed (signing only). */
+  readonly digest: string;
+  /** The keys that signed it, as verification established; empty for an unsigned source. */
+  readonly signers: readonly { readonly keyId: string; readonly publisher: string }[];
   readonly transport: StdioTransport | HttpTransport;
   readonly tools: readonly ManifestTool[];
   readonly credentials: readonly ManifestCredential[];

@@ -1,0 +1,15 @@
+/**
+ * Characters a reader cannot see but a model reads: C0 controls but tab and newline (ESC
+ * included, so every ANSI escape starts with one), DEL and C1 controls, soft hyphen,
+ * zero-width characters, bidi marks, embeddings, overrides and isolates, word joiners,
+ * interlinear annotation marks, BOM, the Unicode tag characters U+E0000-E007F and the
+ * supplementary variation selectors U+E0100-E01EF (both used to smuggle hidden text).
+ */
+// eslint-disable-next-line no-control-regex
+export const INVISIBLE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufff9-\ufffb\u{e0000}-\u{e007f}\u{e0100}-\u{e01ef}]/gu;
+
+/** The first invisible character in a text, as U+XXXX, or undefined. */
+export function findInvisible(text: string): string | undefined {
+  const match = new RegExp(INVISIBLE.source, 'u').exec(text);
+  return match ? `U+${match[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}` : undefined;
+}

@@ -1,0 +1,79 @@
+import canonicalize from 'canonicalize';
+import { WardenError } from '../errors.ts';
+import { signMessage } from './ed25519.ts';
+import { decodeBase64Strict, PAYLOAD_TYPE, preAuthEncoding, type Envelope } from './envelope.ts';
+import { buildManifest } from './load.ts';
+import { ManifestRejection } from './rejections.ts';
+import { parseStrictJson } from './strict-json.ts';
+import type { Manifest } from './types.ts';
+
+const DAY_MS = 86_400_000;
+
+export interface SigningKey {
+  readonly seed: Buffer;
+  readonly keyId: string;
+}
+
+/**
+ * Signs a manifest source (parsed YAML or JSON). issuedAt defaults to now and expiresAt to
+ * now + validDays; everything else is the owner's. Refuses what the broker would refuse
+ * for its content: a schema or rule violation, invisible characters, a past expiry.
+ */
+export function signManifestSource(source: unknown, file: string, key: SigningKey, options: { now: number; validDays: number }): { envelope: Envelope; manifest: Manifest } {
+  if (typeof source !== 'object' || source === null || Array.isArray(source)) {
+    throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: a manifest is a mapping (name, serial, transport, tools, ...)`, { file });
+  }
+  const issuedAt = new Date(options.now).toISOString().replace(/\.\d{3}Z$/, 'Z');
+  const document = { issuedAt, expiresAt: new Date(options.now + options.validDays * DAY_MS).toISOString().replace(/\.\d{3}Z$/, 'Z'), ...source };
+  let text: string | undefined;
+  try {
+    text = canonicalize(document);
+  } catch {
+    text = undefined;
+  }
+  if (text === undefined) throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: the manifest holds a value JSON cannot represent (such as .inf or .nan)`, { file });
+  const payload = Buffer.from(text, 'utf8');
+  // Check exactly what the broker will parse, not the source object.
+  const manifest = checkForSigning(JSON.parse(text), file, options.now);
+  return { envelope: { payloadType: PAYLOAD_TYPE, payload: payload.toString('base64'), signatures: [signature(payload, key)] }, manifest };
+}
+
+/** Adds a signature to an already signed manifest (for publishers with a threshold above 1). */
+export function addSignature(envelope: Envelope, file: string, key: SigningKey, now: number): { envelope: Envelope; manifest: Manifest } {
+  if (envelope.payloadType !== PAYLOAD_TYPE) throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: payloadType is "${envelope.payloadType}", not ${PAYLOAD_TYPE}`, { file });
+  const payload = decodeBase64Strict(envelope.payload);
+  if (!payload) throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: the payload is not standard base64`, { file });
+  let document: unknown;
+  try {
+    document = parseStrictJson(new TextDecoder('utf-8', { fatal: true }).decode(payload));
+  } catch (error) {
+    throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: the payload is not JSON: ${(error as Error).message}`, { file });
+  }
+  if (canonicalize(document) !== payload.toString('utf8')) throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: the payload is not canonical JSON; it was not written by manifest sign`, { file });
+  if (envelope.signatures.some((existing) => existing.keyid === key.keyId)) {
+    throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: already signed by key ${key.keyId}; a threshold counts distinct keys`, { file });
+  }
+  const manifest = checkForSigning(document, file, now);
+  return { envelope: { ...envelope, signatures: [...envelope.signatures, signature(payload, key)] }, manifest };
+}
+
+function checkForSigning(document: unknown, file: string, now: number): Manifest {
+  let manifest: Manifest;
+  try {
+    manifest = buildManifest(document, file, { resolveCommand: false });
+  } catch (error) {
+    if (error instanceof ManifestRejection) throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: ${error.message}`, { file, reason: error.reason });
+    throw error;
+  }
+  if (Date.parse(manifest.expiresAt) <= now) {
+    throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: expiresAt ${manifest.expiresAt} is in the past; set a later one or leave it out (--valid-days)`, { file });
+  }
+  if (Date.parse(manifest.issuedAt) >= Date.parse(manifest.expiresAt)) {
+    throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: issuedAt is not before expiresAt`, { file });
+  }
+  return manifest;
+}
+
+function signature(payload: Buffer, key: SigningKey): { keyid: string; sig: string } {
+  return { keyid: key.keyId, sig: signMessage(preAuthEncoding(PAYLOAD_TYPE, payload), key.seed).toString('base64') };
+}

@@ -1,0 +1,121 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { WardenError } from '../errors.ts';
+
+/** The file in the state folder that holds the broker's durable state. */
+export const STATE_FILE = 'warden.db';
+
+export type Admission = 'accepted' | 'rollback' | 'equivocation';
+
+/** The newest manifest accepted for each name: rollback and equivocation protection. */
+export interface ManifestHistory {
+  /** The highest serial accepted for this name and the digest accepted with it. */
+  latest(name: string): { readonly serial: number; readonly digest: string } | undefined;
+  /**
+   * Judges a manifest against the history and, when accepted and the store is writable,
+   * records it, in one transaction, so two brokers sharing the file cannot both win.
+   */
+  admit(name: string, serial: number, digest: string): Admission;
+}
+
+export interface StateStore extends ManifestHistory {
+  readonly file: string;
+  readonly writable: boolean;
+  close(): void;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS manifest_history (
+  name TEXT PRIMARY KEY NOT NULL,
+  serial INTEGER NOT NULL,
+  digest TEXT NOT NULL,
+  accepted_at TEXT NOT NULL
+) STRICT;
+`;
+
+/**
+ * Opens the embedded store (node:sqlite) in the state folder, creating both on first
+ * use. Read-only mode is for checks that must not change anything (`config check`,
+ * `manifest verify`): a missing file then reads as an empty history. Any failure to open
+ * or write is WARDEN_STATE_UNAVAILABLE: without its history the broker cannot refuse a
+ * rollback, so it does not start.
+ */
+export function openStateStore(dir: string, mode: 'read-write' | 'read-only'): StateStore {
+  const file = join(dir, STATE_FILE);
+  if (mode === 'read-only' && !existsSync(file)) return emptyHistory(file);
+  let db: DatabaseSync;
+  try {
+    if (mode === 'read-write') mkdirSync(dir, { recursive: true, mode: 0o700 });
+    db = new DatabaseSync(file, { readOnly: mode === 'read-only', timeout: 5000 });
+    if (mode === 'read-write') {
+      db.exec('PRAGMA journal_mode = WAL;');
+      db.exec(SCHEMA);
+    }
+  } catch (error) {
+    throw unavailable(file, error);
+  }
+  const select = prepare(db, file, 'SELECT serial, digest FROM manifest_history WHERE name = ?');
+  const upsert = mode === 'read-write'
+    ? prepare(db, file, 'INSERT INTO manifest_history (name, serial, digest, accepted_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET serial = excluded.serial, digest = excluded.digest, accepted_at = excluded.accepted_at')
+    : undefined;
+
+  const latest = (name: string) => {
+    try {
+      const row = select?.get(name) as { serial: number; digest: string } | undefined;
+      return row ? { serial: Number(row.serial), digest: String(row.digest) } : undefined;
+    } catch (error) {
+      throw unavailable(file, error);
+    }
+  };
+
+  return {
+    file,
+    writable: mode === 'read-write',
+    latest,
+    admit(name, serial, digest) {
+      if (!upsert) return judge(latest(name), serial, digest);
+      try {
+        db.exec('BEGIN IMMEDIATE');
+        try {
+          const verdict = judge(latest(name), serial, digest);
+          if (verdict === 'accepted') upsert.run(name, serial, digest, new Date().toISOString());
+          db.exec('COMMIT');
+          return verdict;
+        } catch (error) {
+          db.exec('ROLLBACK');
+          throw error;
+        }
+      } catch (error) {
+        throw error instanceof WardenError ? error : unavailable(file, error);
+      }
+    },
+    close() {
+      db.close();
+    },
+  };
+}
+
+/** Same serial and digest is the same release seen again: accepted, nothing changes. */
+function judge(current: { serial: number; digest: string } | undefined, serial: number, digest: string): Admission {
+  if (!current || serial > current.serial) return 'accepted';
+  if (serial < current.serial) return 'rollback';
+  return digest === current.digest ? 'accepted' : 'equivocation';
+}
+
+function emptyHistory(file: string): StateStore {
+  return { file, writable: false, latest: () => undefined, admit: () => 'accepted', close: () => undefined };
+}
+
+function prepare(db: DatabaseSync, file: string, sql: string) {
+  try {
+    return db.prepare(sql);
+  } catch (error) {
+    throw unavailable(file, error);
+  }
+}
+
+function unavailable(file: string, error: unknown): WardenError {
+  const reason = error instanceof Error ? error.message : String(error);
+  return new WardenError('WARDEN_STATE_UNAVAILABLE', `cannot use the state store ${file}: ${reason}; the broker needs it to refuse manifest rollbacks`, { file }, { cause: error });
+}
