@@ -18,7 +18,10 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
+import { formatEnvelope } from '../src/manifest/envelope.ts';
+import { readSigningKey, writeKeyPair } from '../src/manifest/keys.ts';
+import { signManifestSource } from '../src/manifest/sign.ts';
 
 const HELP = `Usage: node bench/run.ts [--quick] [--json] [--client-era legacy|auto]
 
@@ -122,6 +125,15 @@ const env: Record<string, string> = {
   BENCH_NOTES_API_TOKEN: 'bench-notes-api-token-0123456789',
 };
 
+// The broker loads only signed manifests: sign the example one with a key made for this run.
+const publisher = writeKeyPair(join(workdir, 'bench-publisher'));
+const notesSource = parse(readFileSync(join(ROOT, 'manifests/notes.manifest.yaml'), 'utf8')) as { transport: Record<string, unknown> };
+notesSource.transport = { ...notesSource.transport, command: process.execPath, args: [join(ROOT, 'examples/notes-server/server.ts')], cwd: ROOT };
+writeFileSync(
+  join(workdir, 'notes.signed.json'),
+  formatEnvelope(signManifestSource(notesSource, 'notes.manifest.yaml', readSigningKey(publisher.keyFile), { now: Date.now(), validDays: 1 }).envelope),
+);
+
 function writeConfig(name: string, identityTokens: boolean): { config: string; audit: string } {
   const audit = join(workdir, `${name}-audit.jsonl`);
   const config = join(workdir, `${name}.yaml`);
@@ -129,8 +141,10 @@ function writeConfig(name: string, identityTokens: boolean): { config: string; a
     config,
     stringify({
       version: 1,
-      manifestsDir: join(ROOT, 'manifests'),
-      servers: { notes: { manifest: 'notes.manifest.yaml', ...(identityTokens ? { identity: { audience: 'notes', lifetimeSeconds: 60 } } : {}) } },
+      manifestsDir: workdir,
+      servers: { notes: { manifest: 'notes.signed.json', ...(identityTokens ? { identity: { audience: 'notes', lifetimeSeconds: 60 } } : {}) } },
+      trust: { publishers: { bench: { keys: [publisher.publicKey], namespaces: ['example.*'] } } },
+      state: { dir: join(workdir, `${name}-state`) },
       ...(identityTokens ? { identity: { keyFile: join(workdir, 'broker-identity.key') } } : {}),
       credentials: { notes: { NOTES_API_TOKEN: { env: 'BENCH_NOTES_API_TOKEN' } } },
       agents: { bench: { allow: [{ tools: ['notes__echo'] }] } },

@@ -1,12 +1,16 @@
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import { pino } from 'pino';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { Broker, type BrokerOptions } from '../src/broker.ts';
+import { createHash } from 'node:crypto';
+import { formatEnvelope } from '../src/manifest/envelope.ts';
+import { keyId, publicKeyOf } from '../src/manifest/ed25519.ts';
+import { signManifestSource } from '../src/manifest/sign.ts';
 import type { WardenConfig } from '../src/config/types.ts';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -27,37 +31,46 @@ export function writeYaml(file: string, data: unknown): string {
   return file;
 }
 
+/** The test publisher: a fixed key, so every run signs the same bytes. Trusted for test.*. */
+export const TEST_PUBLISHER = (() => {
+  const seed = createHash('sha256').update('mcp-warden test publisher').digest();
+  const publicKey = publicKeyOf(seed);
+  return { seed, publicKey: publicKey.toString('base64'), keyId: keyId(publicKey) };
+})();
+
+export const TEST_TRUST = { publishers: { test: { keys: [TEST_PUBLISHER.publicKey], namespaces: ['test.*'] } } };
+
+/** A manifest source signed by the test publisher, as the envelope file's text. */
+export function signedManifestText(source: Record<string, unknown>, key: { seed: Buffer; keyId: string } = TEST_PUBLISHER): string {
+  return formatEnvelope(signManifestSource(source, 'test-manifest', key, { now: Date.now(), validDays: 30 }).envelope);
+}
+
+/** Writes a manifest source signed by the test publisher (a string is written as it is). */
+export function writeManifest(file: string, source: Record<string, unknown> | string): string {
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, typeof source === 'string' ? source : signedManifestText(source));
+  return file;
+}
+
+/** Writes a config; the test publisher is trusted unless the data says who is. */
+export function writeConfig(file: string, data: Record<string, unknown>): string {
+  return writeYaml(file, 'trust' in data ? data : { ...data, trust: TEST_TRUST });
+}
+
 /** A stdio manifest for a Node script, with the command pinned to this Node binary. */
 export function stdioManifest(name: string, script: string, tools: unknown[], extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     manifestVersion: 1,
-    name,
+    name: `test.${name}`,
     version: '1.0.0',
+    serial: 1,
     transport: { type: 'stdio', command: process.execPath, args: [script], cwd: ROOT, ...extra },
     tools,
   };
 }
 
-export const NOTES_TOOLS = [
-  { name: 'list_notes', description: 'List all notes (id and title).', access: 'read', inputSchema: { type: 'object', properties: {}, additionalProperties: false } },
-  {
-    name: 'add_note',
-    description: 'Create a note. Returns its id.',
-    access: 'write',
-    inputSchema: {
-      type: 'object',
-      properties: { title: { type: 'string', minLength: 1, maxLength: 200 }, body: { type: 'string', maxLength: 10000 } },
-      required: ['title', 'body'],
-      additionalProperties: false,
-    },
-  },
-  {
-    name: 'echo',
-    description: 'Return the text unchanged.',
-    access: 'read',
-    inputSchema: { type: 'object', properties: { text: { type: 'string', maxLength: 10000 } }, required: ['text'], additionalProperties: false },
-  },
-];
+/** The notes server's tools exactly as its live server offers them (the repository's manifest). */
+export const NOTES_TOOLS: Record<string, unknown>[] = (parse(readFileSync(join(ROOT, 'manifests/notes.manifest.yaml'), 'utf8')) as { tools: Record<string, unknown>[] }).tools;
 
 /** Connects an SDK client to `mcp-warden serve --stdio` as the given agent. */
 export async function connectStdio(config: string, agent: string, options: { env?: Record<string, string>; mode?: 'auto' | 'legacy' } = {}): Promise<Client> {

@@ -204,14 +204,20 @@ function loadServers(
       rejected.set(name, { file, reason: error.reason, message: error.message });
     }
   }
-  // Two servers of this config may load releases of the same name: only the newest stands.
-  for (const [name, manifest] of servers) {
-    const newer = [...servers.values()].find((other) => other.name === manifest.name && other.serial > manifest.serial);
+  // Two servers of this config may load releases of the same name. Judged here too, not
+  // only by the history, so a read-only check reaches the verdict serve would: only the
+  // newest release stands, and a second, different release with its serial is equivocation.
+  const loaded = [...servers];
+  for (const [index, [name, manifest]] of loaded.entries()) {
+    const newer = loaded.find(([, other]) => other.name === manifest.name && other.serial > manifest.serial)?.[1];
+    const twin = loaded.slice(0, index).find(([, other]) => other.name === manifest.name && other.serial === manifest.serial && other.digest !== manifest.digest)?.[0];
     if (newer) {
-      servers.delete(name);
       rejected.set(name, { file: manifest.file, reason: 'rollback', message: `serial ${manifest.serial} of "${manifest.name}" is older than serial ${newer.serial}, loaded for another server of this config` });
+    } else if (twin !== undefined) {
+      rejected.set(name, { file: manifest.file, reason: 'equivocation', message: `serial ${manifest.serial} of "${manifest.name}" differs from the release with the same serial loaded for server "${twin}"` });
     }
   }
+  for (const name of rejected.keys()) servers.delete(name);
   return { servers, rejected };
 }
 

@@ -1,7 +1,7 @@
 /**
  * Why a manifest was not loaded. Each reason has its own exit code for
  * `mcp-warden manifest verify`, so scripts can act on it; docs/manifests.md lists them.
- * The order is the order of the checks.
+ * Listed in the order of the checks (docs/manifests.md, "What the broker checks").
  */
 export const REJECTIONS = {
   'unreadable': { exit: 20, summary: 'the file cannot be read' },
@@ -20,9 +20,9 @@ export const REJECTIONS = {
   'invalid-manifest': { exit: 33, summary: 'the manifest breaks the manifest schema or a rule (a schema that does not compile, a command that is not there)' },
   'invisible-characters': { exit: 34, summary: 'a text of the manifest contains control, zero-width, bidi or tag characters' },
   'namespace-not-trusted': { exit: 35, summary: 'no publisher that signed is trusted for the manifest\'s name' },
-  'expired': { exit: 36, summary: 'the manifest\'s expiresAt has passed' },
-  'not-yet-valid': { exit: 37, summary: 'the manifest\'s issuedAt is in the future' },
-  'manifest-revoked': { exit: 38, summary: 'the manifest\'s digest is revoked (trust.revoked.manifests)' },
+  'manifest-revoked': { exit: 36, summary: 'the manifest\'s digest is revoked (trust.revoked.manifests)' },
+  'expired': { exit: 37, summary: 'the manifest\'s expiresAt has passed' },
+  'not-yet-valid': { exit: 38, summary: 'the manifest\'s issuedAt is in the future' },
   'rollback': { exit: 39, summary: 'a manifest with a higher serial has already been accepted for this name' },
   'equivocation': { exit: 40, summary: 'a different manifest with the same serial has already been accepted for this name' },
 } as const;

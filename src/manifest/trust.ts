@@ -56,6 +56,7 @@ export function compileTrust(raw: RawTrust | undefined, configFile: string): Tru
       if (!publicKey || publicKey.length !== PUBLIC_KEY_BYTES) throw fail(`publishers/${name}/keys/${i}`, `not an Ed25519 public key: expected the base64 of ${PUBLIC_KEY_BYTES} bytes, as in the .pub file keygen writes`);
       const id = keyId(publicKey);
       const other = keys.get(id);
+      if (other?.publisher === publisher) throw fail(`publishers/${name}/keys/${i}`, `key ${id.slice(0, 16)}… is listed twice; a threshold counts distinct keys`);
       if (other) throw fail(`publishers/${name}/keys/${i}`, `key ${id.slice(0, 16)}… is also a key of publisher "${other.publisher.name}"; a key belongs to one publisher`);
       own.add(id);
       keys.set(id, Object.freeze({ id, publicKey, publisher }));

@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { Broker } from '../../src/broker.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { WardenError } from '../../src/errors.ts';
-import { NOTES_SERVER, NOTES_TOOLS, refusalCode, ROOT, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
+import { NOTES_SERVER, NOTES_TOOLS, refusalCode, ROOT, stdioManifest, tempDir, textOf, writeConfig, writeManifest } from '../helpers.ts';
 
 const CONFIG_CASES = join(ROOT, 'test/attacks/config');
 
@@ -36,10 +36,17 @@ describe('hostile config files (test/attacks/config)', () => {
   for (const file of readdirSync(CONFIG_CASES).filter((name) => name.endsWith('.yaml')).sort()) {
     const expected = /^# expect: (\S+)/.exec(readFileSync(join(CONFIG_CASES, file), 'utf8'))?.[1];
     it(`${file}: ${expected}`, () => {
-      assert.ok(expected, `${file} must start with "# expect: CODE|ok"`);
+      assert.ok(expected, `${file} must start with "# expect: CODE|ok|rejected:REASON"`);
       let outcome = 'ok';
       try {
-        loadConfig(join(CONFIG_CASES, file));
+        // A refused manifest is not an error: the config loads without that server.
+        const config = loadConfig(join(CONFIG_CASES, file));
+        if (config.rejected.size > 0) {
+          outcome = `rejected:${[...config.rejected.values()].map((rejection) => rejection.reason).join(',')}`;
+          for (const server of config.rejected.keys()) {
+            assert.ok(![...config.catalog.values()].some((tool) => tool.server === server), `${file}: a refused server has no tools`);
+          }
+        }
       } catch (error) {
         assert.ok(error instanceof WardenError, `${file}: threw a non-WardenError: ${String(error)}`);
         outcome = error.code;
@@ -56,19 +63,18 @@ describe('hostile tool names (test/attacks/tool-names.json)', () => {
   const downstreamCalls: string[] = [];
 
   before(async () => {
-    writeYaml(
-      join(dir, 'manifests/notes.yaml'),
-      stdioManifest('example/notes', NOTES_SERVER, [
-        ...NOTES_TOOLS,
-        { name: 'delete_note', description: 'd', access: 'write', inputSchema: { type: 'object' } },
-        { name: 'get_note', description: 'Read one note by id.', access: 'read', inputSchema: { type: 'object', properties: { id: { type: 'integer', minimum: 1 } }, required: ['id'], additionalProperties: false } },
-      ]),
-    );
-    const config = loadConfig(writeYaml(join(dir, 'warden.yaml'), { version: 1, servers: { notes: { manifest: 'notes.yaml' } }, agents: { a: { allow: [{ tools: ['notes__*'] }] } } }));
+    // Every tool the live notes server offers is signed (get_note, delete_note and
+    // debug_dump included); the agent is granted the read tools except debug_dump.
+    writeManifest(join(dir, 'manifests/notes.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS));
+    const granted = ['list_notes', 'get_note', 'search_notes', 'echo', 'server_info'].map((tool) => `notes__${tool}`);
+    const config = loadConfig(writeConfig(join(dir, 'warden.yaml'), { version: 1, servers: { notes: { manifest: 'notes.json' } }, agents: { a: { allow: [{ tools: granted }] } } }));
+    assert.equal(config.rejected.size, 0);
     broker = new Broker(config, { logger: pino({ level: 'silent' }), audit: 'memory' });
     await broker.start();
     const backend = broker.backends.get('notes');
     assert.ok(backend);
+    assert.equal(backend.state, 'ready');
+    assert.equal(backend.quarantine, undefined, 'refusals below come from policy, not from a quarantine');
     const original = backend.callTool.bind(backend);
     backend.callTool = (tool, args, timeout) => {
       downstreamCalls.push(tool);

@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { openAuditTrail } from '../../src/audit/trail.ts';
 import { Broker } from '../../src/broker.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { NOTES_SERVER, NOTES_TOOLS, refusalCode, stdioManifest, tempDir, writeYaml } from '../helpers.ts';
+import { NOTES_SERVER, NOTES_TOOLS, refusalCode, stdioManifest, tempDir, writeConfig, writeManifest } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir();
 after(cleanup);
@@ -33,12 +33,14 @@ describe('audit trail', () => {
   });
 
   it('a broker whose audit trail cannot be written refuses every call (fail closed)', { skip: !existsSync('/dev/full') && 'needs /dev/full' }, async () => {
-    writeYaml(join(dir, 'manifests/notes.yaml'), stdioManifest('example/notes', NOTES_SERVER, NOTES_TOOLS));
-    const config = loadConfig(writeYaml(join(dir, 'warden.yaml'), { version: 1, servers: { notes: { manifest: 'notes.yaml' } }, agents: { a: { allow: [{ tools: ['*'] }] } } }));
+    writeManifest(join(dir, 'manifests/notes.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS));
+    const config = loadConfig(writeConfig(join(dir, 'warden.yaml'), { version: 1, servers: { notes: { manifest: 'notes.json' } }, agents: { a: { allow: [{ tools: ['*'] }] } } }));
+    assert.equal(config.rejected.size, 0);
     const broker = new Broker(config, { logger: pino({ level: 'silent' }), audit: openAuditTrail('/dev/full') });
     try {
       await broker.start(); // the failed broker.start record is logged, not thrown
       assert.equal(broker.backends.get('notes')?.state, 'ready');
+      assert.equal(broker.backends.get('notes')?.quarantine, undefined, 'the live server matches its signed manifest');
       const result = await broker.callTool('a', 'notes__echo', { text: 'x' });
       assert.equal(refusalCode(result), 'WARDEN_INTERNAL');
       assert.throws(() => broker.listTools('a'));

@@ -3,8 +3,11 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { Client } from '@modelcontextprotocol/client';
+import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
+import { parse, stringify } from 'yaml';
 import { sha256Hex } from '../../src/config/load.ts';
-import { CLI, tempDir, writeYaml } from '../helpers.ts';
+import { CLI, NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, waitFor, writeConfig, writeYaml } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir();
 after(cleanup);
@@ -52,7 +55,11 @@ describe('mcp-warden CLI', () => {
     assert.ok(readFileSync(join(target, 'warden.yaml'), 'utf8').includes(sha256Hex(token)));
     const check = run(['config', 'check', join(target, 'warden.yaml')]);
     assert.equal(check.code, 0, check.stderr);
-    assert.match(check.stdout, /ok: .* 2 server\(s\), 11 tool\(s\), 1 agent\(s\)/);
+    // Every tool each live server offers is signed: 8 of the notes server, 13 of server-everything.
+    assert.match(check.stdout, /^accepted: server notes: example\.notes serial 1, signed by demo$/m);
+    assert.match(check.stdout, /^accepted: server everything: modelcontextprotocol\.everything serial 1, signed by demo$/m);
+    assert.match(check.stdout, /ok: .* 2 server\(s\), 21 tool\(s\), 1 agent\(s\)/);
+    assert.doesNotMatch(check.stdout, /refused/);
     const again = run(['init', target]);
     assert.equal(again.code, 5);
     assert.match(again.stderr, /WARDEN_INIT_TARGET_EXISTS/);
@@ -67,14 +74,54 @@ describe('mcp-warden CLI', () => {
     assert.match(config.stderr, /bad\.yaml/);
     assert.match(config.stderr, /at \/agents\/a\/allow: must be array/);
     const badManifest = writeYaml(join(dir, 'm.yaml'), { version: 1, servers: { s: { manifest: 'nope.yaml' } }, agents: {} });
-    assert.equal(run(['config', 'check', badManifest]).code, 4);
+    const missing = run(['config', 'check', badManifest]);
+    assert.equal(missing.code, 4, missing.stderr);
+    assert.match(missing.stdout, new RegExp(`^refused \\[unreadable\\]: server s: ${join(dir, 'manifests/nope.yaml')}: `, 'm'));
+    assert.match(missing.stdout, /1 manifest\(s\) refused, their tools would not exist/);
     assert.equal(run(['config', 'check', join(dir, 'missing.yaml')]).code, 3);
+  });
+
+  it('config check: an unsigned manifest (the old YAML form) is refused with reason unsigned, exit 4', () => {
+    writeYaml(join(dir, 'manifests/unsigned.yaml'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS));
+    const file = writeConfig(join(dir, 'unsigned.yaml'), { version: 1, servers: { plain: { manifest: 'unsigned.yaml' } }, agents: { a: { allow: [{ tools: ['plain__*'] }] } } });
+    const check = run(['config', 'check', file]);
+    assert.equal(check.code, 4, check.stderr);
+    assert.match(check.stdout, /^refused \[unsigned\]: server plain: .*unsigned\.yaml: this is an unsigned manifest/m);
+    assert.match(check.stdout, /0 server\(s\), 0 tool\(s\)/);
+    assert.doesNotMatch(check.stdout, /^accepted/m);
   });
 
   it('serve refuses an agent that is not in the config, before starting anything', () => {
     const result = run(['serve', '--config', join(dir, 'ws/warden.yaml'), '--stdio', '--agent', 'mallory']);
     assert.equal(result.code, 2);
     assert.match(result.stderr, /WARDEN_AGENT_UNKNOWN/);
+  });
+
+  it('serve reports a refused manifest on stderr and serves without that server', async () => {
+    // The init workspace keeps each unsigned source next to its signed file: point a server at one.
+    const data = parse(readFileSync(join(dir, 'ws/warden.yaml'), 'utf8')) as { servers: Record<string, unknown>; agents: { demo: { allow: { tools: string[] }[] } } };
+    data.servers['raw'] = { manifest: 'notes.manifest.yaml' };
+    data.agents.demo.allow.push({ tools: ['raw__*'] });
+    const file = writeYaml(join(dir, 'ws/with-unsigned.yaml'), stringify(data));
+    const check = run(['config', 'check', file]);
+    assert.equal(check.code, 4);
+    assert.match(check.stdout, /^refused \[unsigned\]: server raw: /m);
+    assert.match(check.stdout, /^accepted: server notes: /m);
+
+    const transport = new StdioClientTransport({ command: process.execPath, args: [CLI, 'serve', '--config', file, '--stdio', '--agent', 'demo'], env: { PATH: process.env['PATH'] ?? '' }, stderr: 'pipe' });
+    let stderr = '';
+    transport.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const client = new Client({ name: 'cli-test', version: '1.0.0' }, { versionNegotiation: { mode: 'legacy' } });
+    await client.connect(transport);
+    try {
+      const { tools } = await client.listTools();
+      const names = tools.map((tool) => tool.name);
+      assert.ok(names.includes('notes__list_notes'), names.join(', '));
+      assert.ok(!names.some((name) => name.startsWith('raw__')), 'the refused server has no tools');
+      assert.ok(await waitFor(() => /manifest refused \[unsigned\]: server raw \(.*notes\.manifest\.yaml\)/.test(stderr), 100, 50), stderr);
+    } finally {
+      await client.close();
+    }
   });
 
   it('serve --http refuses a port it cannot bind (exit 6)', async () => {

@@ -4,24 +4,28 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config/load.ts';
 import { WardenError } from '../../src/errors.ts';
-import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, writeYaml } from '../helpers.ts';
+import { NOTES_SERVER, NOTES_TOOLS, startBroker, stdioManifest, TEST_PUBLISHER, tempDir, writeConfig, writeManifest, writeYaml } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir();
 after(cleanup);
 
-writeYaml(join(dir, 'manifests/notes.yaml'), stdioManifest('example/notes', NOTES_SERVER, NOTES_TOOLS));
+writeManifest(join(dir, 'manifests/notes.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS));
+
+const NOTES_CATALOG = ['list_notes', 'get_note', 'search_notes', 'add_note', 'delete_note', 'echo', 'server_info', 'debug_dump'].map((tool) => `notes__${tool}`);
 
 function baseConfig(): Record<string, any> {
   return {
     version: 1,
-    servers: { notes: { manifest: 'notes.yaml' } },
+    servers: { notes: { manifest: 'notes.json' } },
     agents: { alice: { allow: [{ tools: ['notes__*'] }] } },
   };
 }
 
 let counter = 0;
-function configFile(data: unknown): string {
-  return writeYaml(join(dir, `config-${counter++}.yaml`), data);
+/** Writes a config; an object gets the test publisher's trust unless it says whom to trust. */
+function configFile(data: string | Record<string, unknown>): string {
+  const file = join(dir, `config-${counter++}.yaml`);
+  return typeof data === 'string' ? writeYaml(file, data) : writeConfig(file, data);
 }
 
 function expectCode(fn: () => unknown, code: string, pattern?: RegExp): WardenError {
@@ -40,7 +44,12 @@ function expectCode(fn: () => unknown, code: string, pattern?: RegExp): WardenEr
 describe('loadConfig', () => {
   it('loads a valid config with its manifests, defaults and catalog', () => {
     const config = loadConfig(configFile(baseConfig()));
-    assert.deepEqual([...config.catalog.keys()], ['notes__list_notes', 'notes__add_note', 'notes__echo']);
+    assert.deepEqual([...config.catalog.keys()], NOTES_CATALOG);
+    assert.deepEqual(config.rejected, new Map());
+    const notes = config.servers.get('notes');
+    assert.equal(notes?.name, 'test.notes');
+    assert.equal(notes?.serial, 1);
+    assert.deepEqual(notes?.signers, [{ keyId: TEST_PUBLISHER.keyId, publisher: 'test' }]);
     assert.equal(config.http.maxBodyBytes, 1024 * 1024);
     assert.equal(config.limits.callTimeoutMs, 30_000);
     assert.deepEqual(config.http.listen, { host: '127.0.0.1', port: 7070 });
@@ -69,7 +78,7 @@ describe('loadConfig', () => {
   });
 
   it('refuses a half-written file', () => {
-    const full = 'version: 1\nservers:\n  notes:\n    manifest: notes.yaml\nagents:\n  alice:\n    allow:\n      - tools: ["notes__*"]\n';
+    const full = 'version: 1\nservers:\n  notes:\n    manifest: notes.json\nagents:\n  alice:\n    allow:\n      - tools: ["notes__*"]\n';
     for (const cut of [12, 30, 60, full.length - 8]) {
       const file = configFile(full.slice(0, cut));
       let caught: unknown;
@@ -98,7 +107,7 @@ describe('loadConfig', () => {
   it('refuses server keys that would make tool names ambiguous', () => {
     for (const key of ['no_tes', 'Notes', '-notes', 'a--b']) {
       const data = baseConfig();
-      data['servers'] = { [key]: { manifest: 'notes.yaml' } };
+      data['servers'] = { [key]: { manifest: 'notes.json' } };
       expectCode(() => loadConfig(configFile(data)), 'WARDEN_CONFIG_INVALID');
     }
   });
@@ -134,17 +143,72 @@ describe('loadConfig', () => {
     expectCode(() => loadConfig(configFile(data)), 'WARDEN_CONFIG_INVALID', /\/http\/listen/);
   });
 
-  it('reports a missing manifest as a manifest error naming the file', () => {
+  it('reports a missing manifest as a refusal naming the file; the config still loads, without that server', () => {
     const data = baseConfig();
     data['servers'] = { notes: { manifest: 'missing.yaml' } };
-    expectCode(() => loadConfig(configFile(data)), 'WARDEN_MANIFEST_UNREADABLE', /missing\.yaml/);
+    const config = loadConfig(configFile(data));
+    const rejection = config.rejected.get('notes');
+    assert.equal(rejection?.reason, 'unreadable');
+    assert.equal(rejection?.file, join(dir, 'manifests/missing.yaml'));
+    assert.match(rejection?.message ?? '', /ENOENT/);
+    assert.equal(config.servers.size, 0);
+    assert.equal(config.catalog.size, 0);
+  });
+
+  it('refuses an unsigned manifest (the old YAML form) with reason unsigned; the other servers load', async () => {
+    writeYaml(join(dir, 'manifests/unsigned.yaml'), stdioManifest('unsigned', NOTES_SERVER, NOTES_TOOLS));
+    const data = baseConfig();
+    data['servers'] = { notes: { manifest: 'notes.json' }, plain: { manifest: 'unsigned.yaml' } };
+    data['agents'] = { alice: { allow: [{ tools: ['plain__*'] }] } };
+    const config = loadConfig(configFile(data));
+    assert.equal(config.rejected.get('plain')?.reason, 'unsigned');
+    assert.equal(config.rejected.get('plain')?.file, join(dir, 'manifests/unsigned.yaml'));
+    assert.deepEqual([...config.servers.keys()], ['notes']);
+    assert.deepEqual([...config.catalog.keys()], NOTES_CATALOG, 'no plain__ tool exists');
+    assert.match(config.warnings.join('\n'), /"plain__\*" matches no tool/);
+    // The broker starts without the refused server: it has no backend, its tools are listed for nobody.
+    const only = configFile({ ...data, servers: { plain: { manifest: 'unsigned.yaml' } } });
+    const broker = await startBroker(loadConfig(only));
+    try {
+      assert.deepEqual([...broker.backends.keys()], []);
+      assert.deepEqual(broker.listTools('alice').tools, []);
+    } finally {
+      await broker.close();
+    }
+  });
+
+  it('a signed manifest that breaks a load rule is refused (invalid-manifest), no longer a fatal error', () => {
+    const source = stdioManifest('nocommand', NOTES_SERVER, NOTES_TOOLS);
+    (source['transport'] as Record<string, unknown>)['command'] = 'definitely-not-a-command-here';
+    writeManifest(join(dir, 'manifests/no-command.json'), source);
+    const data = baseConfig();
+    data['servers'] = { notes: { manifest: 'notes.json' }, broken: { manifest: 'no-command.json' } };
+    const config = loadConfig(configFile(data));
+    const rejection = config.rejected.get('broken');
+    assert.equal(rejection?.reason, 'invalid-manifest');
+    assert.match(rejection?.message ?? '', /at \/transport\/command: "definitely-not-a-command-here" is not an executable file/);
+    assert.ok(![...config.catalog.keys()].some((name) => name.startsWith('broken__')));
+    assert.ok(config.servers.has('notes'));
+  });
+
+  it('only the trust section decides whose signature counts', () => {
+    const data = baseConfig();
+    data['trust'] = { publishers: { test: { keys: [TEST_PUBLISHER.publicKey], namespaces: ['other.*'] } } };
+    assert.equal(loadConfig(configFile(data)).rejected.get('notes')?.reason, 'namespace-not-trusted');
+    data['trust'] = {};
+    const untrusted = loadConfig(configFile(data));
+    assert.equal(untrusted.rejected.get('notes')?.reason, 'unknown-key');
+    assert.ok(untrusted.warnings.some((warning) => /no trusted publishers/.test(warning)));
+    assert.equal(untrusted.catalog.size, 0);
   });
 
   it('skips disabled servers entirely', () => {
     const data = baseConfig();
     data['servers'] = { notes: { manifest: 'missing.yaml', enabled: false } };
     data['agents'] = { alice: { allow: [] } };
-    assert.equal(loadConfig(configFile(data)).servers.size, 0);
+    const config = loadConfig(configFile(data));
+    assert.equal(config.servers.size, 0);
+    assert.equal(config.rejected.size, 0, 'a disabled server is not even checked');
   });
 
   it('warns about a grant that matches no tool', () => {
@@ -157,9 +221,9 @@ describe('loadConfig', () => {
 
   it('refuses an exposed name longer than 64 characters', () => {
     const long = 'a'.repeat(60);
-    writeYaml(join(dir, 'manifests/long.yaml'), stdioManifest('x/long', NOTES_SERVER, [{ ...NOTES_TOOLS[0], name: long }]));
+    writeManifest(join(dir, 'manifests/long.json'), stdioManifest('long', NOTES_SERVER, [{ ...NOTES_TOOLS[0], name: long }]));
     const data = baseConfig();
-    data['servers'] = { 'long-server': { manifest: 'long.yaml' } };
+    data['servers'] = { 'long-server': { manifest: 'long.json' } };
     expectCode(() => loadConfig(configFile(data)), 'WARDEN_CONFIG_INVALID', /longer than 64/);
   });
 });

@@ -9,7 +9,9 @@ import { createMcpHandler, Server } from '@modelcontextprotocol/server';
 import { pino } from 'pino';
 import { Broker } from '../../src/broker.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { EVERYTHING_SERVER, refusalCode, ROGUE_SERVER, ROOT, stdioManifest, tempDir, textOf, waitFor, writeYaml } from '../helpers.ts';
+import { refusalCode, ROGUE_SERVER, stdioManifest, tempDir, textOf, waitFor, writeConfig, writeManifest } from '../helpers.ts';
+import { everythingManifest } from '../fixtures/repo-manifests.ts';
+import { rogueManifestTools } from '../fixtures/rogue-tools.ts';
 
 const CANARY_ENV = 'canary-env-7f3a9c1e2b';
 const CANARY_HEADER = 'canary-header-4d8e0b6a19';
@@ -38,30 +40,23 @@ async function startHeaderEcho(): Promise<string> {
 
 before(async () => {
   const url = await startHeaderEcho();
-  const envTool = [{ name: 'env', description: 'returns its environment', access: 'read', inputSchema: { type: 'object', properties: {} } }];
-  writeYaml(join(dir, 'manifests/rogue.yaml'), { ...stdioManifest('test/rogue', ROGUE_SERVER, envTool, { era: 'legacy' }), credentials: [{ name: 'API_TOKEN' }] });
-  writeYaml(join(dir, 'manifests/unset.yaml'), { ...stdioManifest('test/rogue', ROGUE_SERVER, envTool, { era: 'legacy' }), credentials: [{ name: 'API_TOKEN' }] });
-  writeYaml(join(dir, 'manifests/headers.yaml'), {
+  writeManifest(join(dir, 'manifests/rogue.json'), { ...stdioManifest('rogue', ROGUE_SERVER, rogueManifestTools(), { era: 'legacy' }), credentials: [{ name: 'API_TOKEN' }] });
+  writeManifest(join(dir, 'manifests/unset.json'), { ...stdioManifest('rogue-unset', ROGUE_SERVER, rogueManifestTools(), { era: 'legacy' }), credentials: [{ name: 'API_TOKEN' }] });
+  writeManifest(join(dir, 'manifests/headers.json'), {
     manifestVersion: 1,
-    name: 'test/headers',
+    name: 'test.headers',
     version: '1',
+    serial: 1,
     transport: { type: 'http', url },
     credentials: [{ name: 'KEY', header: 'X-Api-Key', prefix: 'Key ' }],
     tools: [{ name: 'headers', description: 'h', access: 'read', inputSchema: { type: 'object' } }],
   });
-  writeYaml(join(dir, 'manifests/everything.yaml'), {
-    manifestVersion: 1,
-    name: 'modelcontextprotocol/server-everything',
-    version: '1',
-    transport: { type: 'stdio', command: process.execPath, args: [EVERYTHING_SERVER, 'stdio'], cwd: ROOT, era: 'legacy' },
-    credentials: [{ name: 'EVERYTHING_TOKEN' }],
-    tools: [{ name: 'get-env', description: 'Returns all environment variables, helpful for debugging MCP server configuration', access: 'read', inputSchema: { $schema: 'http://json-schema.org/draft-07/schema#', type: 'object', properties: {} } }],
-  });
+  writeManifest(join(dir, 'manifests/everything.json'), everythingManifest('everything', { extra: { credentials: [{ name: 'EVERYTHING_TOKEN' }] } }));
   writeFileSync(join(dir, 'header-key'), `${CANARY_HEADER}\n`);
   const config = loadConfig(
-    writeYaml(join(dir, 'warden.yaml'), {
+    writeConfig(join(dir, 'warden.yaml'), {
       version: 1,
-      servers: { rogue: { manifest: 'rogue.yaml' }, unset: { manifest: 'unset.yaml' }, headers: { manifest: 'headers.yaml' }, everything: { manifest: 'everything.yaml' } },
+      servers: { rogue: { manifest: 'rogue.json' }, unset: { manifest: 'unset.json' }, headers: { manifest: 'headers.json' }, everything: { manifest: 'everything.json' } },
       credentials: {
         everything: { EVERYTHING_TOKEN: { env: 'WARDEN_TEST_CANARY' } },
         rogue: { API_TOKEN: { env: 'WARDEN_TEST_CANARY' } },
@@ -71,6 +66,7 @@ before(async () => {
       agents: { a: { allow: [{ tools: ['*'] }] } },
     }),
   );
+  assert.equal(config.rejected.size, 0);
   process.env['WARDEN_TEST_CANARY'] = CANARY_ENV;
   delete process.env['WARDEN_TEST_NOT_SET'];
   const logger = pino({ level: 'debug' }, pino.destination({ dest: logFile, sync: true }));

@@ -5,7 +5,7 @@ import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/cli
 import type { Broker } from '../../src/broker.ts';
 import { loadConfig, sha256Hex } from '../../src/config/load.ts';
 import { startHttpFront, type HttpFront } from '../../src/front/http.ts';
-import { NOTES_SERVER, NOTES_TOOLS, startBroker, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
+import { NOTES_SERVER, NOTES_TOOLS, startBroker, stdioManifest, tempDir, textOf, writeConfig, writeManifest } from '../helpers.ts';
 
 // Every combination of agent era and downstream era, through the same broker.
 const { dir, cleanup } = tempDir();
@@ -13,15 +13,16 @@ let broker: Broker;
 let front: HttpFront;
 
 before(async () => {
-  writeYaml(join(dir, 'manifests/legacy.yaml'), stdioManifest('example/notes', NOTES_SERVER, NOTES_TOOLS, { era: 'legacy' }));
-  writeYaml(join(dir, 'manifests/modern.yaml'), stdioManifest('example/notes', NOTES_SERVER, NOTES_TOOLS, { era: 'modern' }));
+  writeManifest(join(dir, 'manifests/legacy.json'), stdioManifest('notes-legacy', NOTES_SERVER, NOTES_TOOLS, { era: 'legacy' }));
+  writeManifest(join(dir, 'manifests/modern.json'), stdioManifest('notes-modern', NOTES_SERVER, NOTES_TOOLS, { era: 'modern' }));
   const config = loadConfig(
-    writeYaml(join(dir, 'warden.yaml'), {
+    writeConfig(join(dir, 'warden.yaml'), {
       version: 1,
-      servers: { old: { manifest: 'legacy.yaml' }, new: { manifest: 'modern.yaml' } },
+      servers: { old: { manifest: 'legacy.json' }, new: { manifest: 'modern.json' } },
       agents: { a: { tokenSha256: sha256Hex('token-a'), allow: [{ tools: ['*'] }] } },
     }),
   );
+  assert.equal(config.rejected.size, 0);
   broker = await startBroker(config);
   front = await startHttpFront(broker, { host: '127.0.0.1', port: 0 });
 });
@@ -36,6 +37,9 @@ describe('protocol eras', () => {
   it('downstream servers connect in the era their manifest names', () => {
     assert.equal(broker.backends.get('old')?.era, 'legacy');
     assert.equal(broker.backends.get('new')?.era, 'modern');
+    // The live tools match the signed manifest in both eras: neither server is quarantined.
+    assert.equal(broker.backends.get('old')?.quarantine, undefined);
+    assert.equal(broker.backends.get('new')?.quarantine, undefined);
   });
 
   for (const agentEra of ['legacy', 'modern'] as const) {

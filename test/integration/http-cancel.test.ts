@@ -5,16 +5,17 @@ import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/cli
 import type { Broker } from '../../src/broker.ts';
 import { loadConfig, sha256Hex } from '../../src/config/load.ts';
 import { startHttpFront, type HttpFront } from '../../src/front/http.ts';
-import { ROGUE_SERVER, startBroker, stdioManifest, tempDir, textOf, waitFor, writeYaml } from '../helpers.ts';
+import { ROGUE_SERVER, startBroker, stdioManifest, tempDir, textOf, waitFor, writeConfig, writeManifest } from '../helpers.ts';
+import { rogueManifestTools } from '../fixtures/rogue-tools.ts';
 
 const { dir, cleanup } = tempDir();
-const empty = { type: 'object', properties: {} };
 let broker: Broker;
 let front: HttpFront;
 
 before(async () => {
-  writeYaml(join(dir, 'manifests/slow.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, ['hang', 'cancellations'].map((name) => ({ name, description: name, access: 'read', inputSchema: empty })), { era: 'legacy' }));
-  const config = loadConfig(writeYaml(join(dir, 'warden.yaml'), { version: 1, servers: { slow: { manifest: 'slow.yaml' } }, agents: { a: { tokenSha256: sha256Hex('token-a'), allow: [{ tools: ['*'] }] } } }));
+  writeManifest(join(dir, 'manifests/slow.json'), stdioManifest('rogue', ROGUE_SERVER, rogueManifestTools(), { era: 'legacy' }));
+  const config = loadConfig(writeConfig(join(dir, 'warden.yaml'), { version: 1, servers: { slow: { manifest: 'slow.json' } }, agents: { a: { tokenSha256: sha256Hex('token-a'), allow: [{ tools: ['*'] }] } } }));
+  assert.equal(config.rejected.size, 0);
   broker = await startBroker(config);
   front = await startHttpFront(broker, { host: '127.0.0.1', port: 0 });
 });

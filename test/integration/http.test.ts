@@ -10,7 +10,8 @@ import { pino } from 'pino';
 import { Broker } from '../../src/broker.ts';
 import { loadConfig, sha256Hex } from '../../src/config/load.ts';
 import { startHttpFront, type HttpFront } from '../../src/front/http.ts';
-import { EVERYTHING_SERVER, NOTES_SERVER, NOTES_TOOLS, ROOT, refusalCode, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
+import { NOTES_SERVER, NOTES_TOOLS, refusalCode, stdioManifest, tempDir, textOf, writeConfig, writeManifest } from '../helpers.ts';
+import { everythingManifest } from '../fixtures/repo-manifests.ts';
 
 const { dir, cleanup } = tempDir();
 const TOKENS = { alice: 'alice-token-0123456789', bob: 'bob-token-0123456789' };
@@ -38,21 +39,13 @@ async function startNotesOverHttp(): Promise<{ child: ChildProcess; url: string 
 before(async () => {
   const notes = await startNotesOverHttp();
   notesHttp = notes.child;
-  writeYaml(join(dir, 'manifests/notes-stdio.yaml'), stdioManifest('example/notes', NOTES_SERVER, NOTES_TOOLS));
-  writeYaml(join(dir, 'manifests/everything.yaml'), {
-    manifestVersion: 1,
-    name: 'modelcontextprotocol/server-everything',
-    version: '1',
-    transport: { type: 'stdio', command: process.execPath, args: [EVERYTHING_SERVER, 'stdio'], cwd: ROOT, era: 'legacy' },
-    tools: [
-      { name: 'get-sum', description: 'Returns the sum of two numbers', access: 'read', inputSchema: { $schema: 'http://json-schema.org/draft-07/schema#', type: 'object', properties: { a: { type: 'number', description: 'First number' }, b: { type: 'number', description: 'Second number' } }, required: ['a', 'b'] } },
-    ],
-  });
-  writeYaml(join(dir, 'manifests/notes-http.yaml'), { manifestVersion: 1, name: 'example/notes', version: '1.0.0', transport: { type: 'http', url: notes.url }, tools: NOTES_TOOLS });
+  writeManifest(join(dir, 'manifests/notes-stdio.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS));
+  writeManifest(join(dir, 'manifests/everything.json'), everythingManifest('everything'));
+  writeManifest(join(dir, 'manifests/notes-http.json'), { manifestVersion: 1, name: 'test.notes-http', version: '1.0.0', serial: 1, transport: { type: 'http', url: notes.url }, tools: NOTES_TOOLS });
   const config = loadConfig(
-    writeYaml(join(dir, 'warden.yaml'), {
+    writeConfig(join(dir, 'warden.yaml'), {
       version: 1,
-      servers: { local: { manifest: 'notes-stdio.yaml' }, remote: { manifest: 'notes-http.yaml' }, everything: { manifest: 'everything.yaml' } },
+      servers: { local: { manifest: 'notes-stdio.json' }, remote: { manifest: 'notes-http.json' }, everything: { manifest: 'everything.json' } },
       agents: {
         alice: { tokenSha256: sha256Hex(TOKENS.alice), allow: [{ tools: ['local__*', 'remote__*', 'everything__get-sum'] }] },
         bob: { tokenSha256: sha256Hex(TOKENS.bob), allow: [{ tools: ['remote__echo'] }] },
@@ -61,8 +54,10 @@ before(async () => {
       http: { maxBodyBytes: 4096, allowedOrigins: ['http://allowed.example:3000'] },
     }),
   );
+  assert.equal(config.rejected.size, 0);
   broker = new Broker(config, { logger: pino({ level: 'silent' }) });
   await broker.start();
+  for (const [server, backend] of broker.backends) assert.equal(backend.quarantine, undefined, `${server} matches its signed manifest`);
   front = await startHttpFront(broker, { host: '127.0.0.1', port: 0 });
 });
 
@@ -122,7 +117,10 @@ describe('HTTP front', () => {
     const alice = await connect(TOKENS.alice);
     const bob = await connect(TOKENS.bob);
     try {
-      assert.deepEqual((await alice.listTools()).tools.map((t) => t.name).sort(), ['everything__get-sum', 'local__echo', 'local__list_notes', 'remote__echo', 'remote__list_notes']);
+      // local__* and remote__* cover each notes server's read tools (a grant covers reads unless it says otherwise).
+      const reads = ['debug_dump', 'echo', 'get_note', 'list_notes', 'search_notes', 'server_info'];
+      const expected = ['everything__get-sum', ...reads.map((tool) => `local__${tool}`), ...reads.map((tool) => `remote__${tool}`)];
+      assert.deepEqual((await alice.listTools()).tools.map((t) => t.name).sort(), expected);
       assert.deepEqual((await bob.listTools()).tools.map((t) => t.name), ['remote__echo']);
       assert.equal(refusalCode(await bob.callTool({ name: 'remote__list_notes', arguments: {} })), 'WARDEN_TOOL_NOT_FOUND');
       assert.equal(refusalCode(await alice.callTool({ name: 'local__add_note', arguments: { title: 'x', body: 'y' } })), 'WARDEN_TOOL_NOT_FOUND');

@@ -6,7 +6,8 @@ import { after, before, describe, it } from 'node:test';
 import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
 import type { Broker } from '../../src/broker.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { CLI, ROGUE_SERVER, startBroker, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
+import { CLI, ROGUE_SERVER, startBroker, stdioManifest, tempDir, textOf, writeConfig, writeManifest } from '../helpers.ts';
+import { rogueManifestTools } from '../fixtures/rogue-tools.ts';
 
 const { dir, cleanup } = tempDir();
 let broker: Broker;
@@ -16,13 +17,16 @@ let configFile: string;
 const received: string[] = [];
 
 before(async () => {
-  writeYaml(join(dir, 'manifests/rogue.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, [{ name: 'meta', description: 'm', access: 'read', inputSchema: { type: 'object', properties: {} } }], { era: 'legacy' }));
-  configFile = writeYaml(join(dir, 'warden.yaml'), {
+  // One signed manifest serves both servers: the same release, so both are accepted.
+  writeManifest(join(dir, 'manifests/rogue.json'), stdioManifest('rogue', ROGUE_SERVER, rogueManifestTools(), { era: 'legacy' }));
+  configFile = writeConfig(join(dir, 'warden.yaml'), {
     version: 1,
-    servers: { crm: { manifest: 'rogue.yaml', identity: { audience: 'https://crm.example', lifetimeSeconds: 120 } }, plain: { manifest: 'rogue.yaml' } },
+    servers: { crm: { manifest: 'rogue.json', identity: { audience: 'https://crm.example', lifetimeSeconds: 120 } }, plain: { manifest: 'rogue.json' } },
     agents: { alice: { allow: [{ tools: ['*'] }] } },
   });
-  broker = await startBroker(loadConfig(configFile));
+  const config = loadConfig(configFile);
+  assert.equal(config.rejected.size, 0);
+  broker = await startBroker(config);
   const backend = broker.backends.get('crm')!;
   const original = backend.callTool.bind(backend);
   backend.callTool = async (tool, args, timeout, signal, meta) => {

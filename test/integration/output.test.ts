@@ -3,25 +3,21 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Broker } from '../../src/broker.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { refusalCode, ROGUE_SERVER, startBroker, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
+import { refusalCode, ROGUE_SERVER, startBroker, stdioManifest, tempDir, textOf, writeConfig, writeManifest } from '../helpers.ts';
+import { rogueManifestTools } from '../fixtures/rogue-tools.ts';
 
 const { dir, cleanup } = tempDir();
-const empty = { type: 'object', properties: {} };
-const record = { type: 'object', required: ['id', 'name'], properties: { id: { type: 'integer' }, name: { type: 'string' } } };
 let broker: Broker;
 
 before(async () => {
-  writeYaml(
-    join(dir, 'manifests/rogue.yaml'),
-    stdioManifest('test/rogue', ROGUE_SERVER, [
-      { name: 'structured', description: 's', access: 'read', inputSchema: empty, outputSchema: record, outputFields: ['/id', '/name', '/items/*/name'] },
-      { name: 'dirty', description: 'd', access: 'read', inputSchema: empty, maxResultBytes: 4096 },
-      // declares an output schema the server does not meet
-      { name: 'ok', description: 'o', access: 'read', inputSchema: empty, outputSchema: record },
-    ], { era: 'legacy' }),
-  );
-  const config = loadConfig(writeYaml(join(dir, 'warden.yaml'), { version: 1, servers: { rogue: { manifest: 'rogue.yaml' } }, agents: { a: { allow: [{ tools: ['*'] }] } } }));
+  // structured and unstructured declare an output schema (as the live server does);
+  // unstructured answers without the structured content its schema promises.
+  const tools = rogueManifestTools({ structured: { outputFields: ['/id', '/name', '/items/*/name'] }, dirty: { maxResultBytes: 4096 } });
+  writeManifest(join(dir, 'manifests/rogue.json'), stdioManifest('rogue', ROGUE_SERVER, tools, { era: 'legacy' }));
+  const config = loadConfig(writeConfig(join(dir, 'warden.yaml'), { version: 1, servers: { rogue: { manifest: 'rogue.json' } }, agents: { a: { allow: [{ tools: ['*'] }] } } }));
+  assert.equal(config.rejected.size, 0);
   broker = await startBroker(config);
+  assert.equal(broker.backends.get('rogue')?.quarantine, undefined);
 });
 
 after(async () => {
@@ -41,11 +37,11 @@ describe('output guards end to end', () => {
   it('the scoped tool is listed without the output schema it no longer matches', () => {
     const listed = broker.listTools('a').tools.find((tool) => tool.name === 'rogue__structured');
     assert.equal(listed?.outputSchema, undefined);
-    assert.ok(broker.listTools('a').tools.find((tool) => tool.name === 'rogue__ok')?.outputSchema);
+    assert.ok(broker.listTools('a').tools.find((tool) => tool.name === 'rogue__unstructured')?.outputSchema);
   });
 
   it('a result that breaks the declared output schema is an error, not passed on', async () => {
-    const result = await broker.callTool('a', 'rogue__ok', {});
+    const result = await broker.callTool('a', 'rogue__unstructured', {});
     assert.equal(refusalCode(result), 'WARDEN_DOWNSTREAM_ERROR');
     assert.match(textOf(result), /no structured content/);
   });

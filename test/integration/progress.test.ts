@@ -2,33 +2,19 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Client } from '@modelcontextprotocol/client';
-import { connectStdio, EVERYTHING_SERVER, refusalCode, ROOT, tempDir, textOf, writeYaml } from '../helpers.ts';
+import { connectStdio, refusalCode, tempDir, textOf, writeConfig, writeManifest } from '../helpers.ts';
+import { everythingManifest } from '../fixtures/repo-manifests.ts';
 
 const { dir, cleanup } = tempDir();
 let agent: Client;
 
-const longRunning = (name: string, extra: Record<string, unknown> = {}) => ({
-  name,
-  description: 'Demonstrates a long running operation with progress updates.',
-  access: 'read',
-  inputSchema: {
-    $schema: 'http://json-schema.org/draft-07/schema#',
-    type: 'object',
-    properties: {
-      duration: { default: 10, description: 'Duration of the operation in seconds', type: 'number' },
-      steps: { default: 5, description: 'Number of steps in the operation', type: 'number' },
-    },
-  },
-  ...extra,
-});
-
 before(async () => {
-  const transport = { type: 'stdio', command: process.execPath, args: [EVERYTHING_SERVER, 'stdio'], cwd: ROOT, era: 'legacy' };
-  writeYaml(join(dir, 'manifests/everything.yaml'), { manifestVersion: 1, name: 'modelcontextprotocol/server-everything', version: '1', transport, tools: [longRunning('trigger-long-running-operation')] });
-  writeYaml(join(dir, 'manifests/capped.yaml'), { manifestVersion: 1, name: 'modelcontextprotocol/server-everything', version: '1', transport, tools: [longRunning('trigger-long-running-operation', { timeoutMs: 700 })] });
-  const config = writeYaml(join(dir, 'warden.yaml'), {
+  // Two names: serve refuses one serial of a name signed with two different contents.
+  writeManifest(join(dir, 'manifests/everything.json'), everythingManifest('everything'));
+  writeManifest(join(dir, 'manifests/capped.json'), everythingManifest('everything-capped', { toolExtras: { 'trigger-long-running-operation': { timeoutMs: 700 } } }));
+  const config = writeConfig(join(dir, 'warden.yaml'), {
     version: 1,
-    servers: { everything: { manifest: 'everything.yaml' }, capped: { manifest: 'capped.yaml' } },
+    servers: { everything: { manifest: 'everything.json' }, capped: { manifest: 'capped.json' } },
     agents: { a: { allow: [{ tools: ['*'] }] } },
   });
   agent = await connectStdio(config, 'a');

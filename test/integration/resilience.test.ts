@@ -4,25 +4,25 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { Broker } from '../../src/broker.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { NOTES_SERVER, NOTES_TOOLS, refusalCode, ROGUE_SERVER, stdioManifest, tempDir, textOf, waitFor, writeYaml } from '../helpers.ts';
+import { NOTES_SERVER, NOTES_TOOLS, refusalCode, ROGUE_SERVER, stdioManifest, tempDir, textOf, waitFor, writeConfig, writeManifest } from '../helpers.ts';
+import { rogueManifestTools } from '../fixtures/rogue-tools.ts';
 
 const { dir, cleanup } = tempDir();
-const empty = { type: 'object', properties: {} };
-const ROGUE_TOOLS = ['ok', 'crash', 'hang', 'garbage'].map((name) => ({ name, description: name, access: 'read', inputSchema: empty }));
 let broker: Broker;
 
 before(async () => {
-  writeYaml(join(dir, 'manifests/rogue.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, ROGUE_TOOLS, { era: 'legacy' }));
-  writeYaml(join(dir, 'manifests/dead.yaml'), stdioManifest('test/dead', ROGUE_SERVER, ROGUE_TOOLS, { era: 'legacy', env: { ROGUE_FAIL_START: '1' } }));
-  writeYaml(join(dir, 'manifests/notes.yaml'), stdioManifest('example/notes', NOTES_SERVER, NOTES_TOOLS));
+  writeManifest(join(dir, 'manifests/rogue.json'), stdioManifest('rogue', ROGUE_SERVER, rogueManifestTools(), { era: 'legacy' }));
+  writeManifest(join(dir, 'manifests/dead.json'), stdioManifest('dead', ROGUE_SERVER, rogueManifestTools(), { era: 'legacy', env: { ROGUE_FAIL_START: '1' } }));
+  writeManifest(join(dir, 'manifests/notes.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS));
   const config = loadConfig(
-    writeYaml(join(dir, 'warden.yaml'), {
+    writeConfig(join(dir, 'warden.yaml'), {
       version: 1,
-      servers: { rogue: { manifest: 'rogue.yaml' }, dead: { manifest: 'dead.yaml' }, notes: { manifest: 'notes.yaml' } },
+      servers: { rogue: { manifest: 'rogue.json' }, dead: { manifest: 'dead.json' }, notes: { manifest: 'notes.json' } },
       agents: { a: { allow: [{ tools: ['*'] }] } },
       limits: { callTimeoutMs: 1000, connectTimeoutMs: 10000 },
     }),
   );
+  assert.equal(config.rejected.size, 0);
   // Short backoff so a restart happens within the test; the bounded waits below still cap it.
   broker = new Broker(config, { logger: pino({ level: 'silent' }), backoff: { initialMs: 50, maxMs: 400 } });
   await broker.start();
@@ -45,6 +45,7 @@ describe('misbehaving downstream servers', () => {
     assert.equal(textOf(await call('notes__echo', { text: 'unaffected' })), 'unaffected');
     const back = await waitFor(() => broker.backends.get('rogue')?.state === 'ready', 200, 50);
     assert.ok(back, 'the crashed server was restarted');
+    assert.equal(broker.backends.get('rogue')?.quarantine, undefined, 'the restarted server is pinned again and still matches');
     assert.equal(textOf(await call('rogue__ok')), 'ok');
   });
 

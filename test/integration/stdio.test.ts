@@ -7,7 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import type { Client } from '@modelcontextprotocol/client';
 import { parse } from 'yaml';
 import { writeWorkspace } from '../../src/cli/init.ts';
-import { CLI, connectStdio, refusalCode, ROGUE_SERVER, stdioManifest, tempDir, textOf, writeYaml } from '../helpers.ts';
+import { CLI, connectStdio, refusalCode, ROGUE_SERVER, stdioManifest, tempDir, textOf, writeConfig, writeManifest } from '../helpers.ts';
+import { rogueManifestTools } from '../fixtures/rogue-tools.ts';
 
 const { dir, cleanup } = tempDir();
 const workspace = writeWorkspace(join(dir, 'ws'), false);
@@ -65,7 +66,7 @@ describe('stdio agent on the init workspace', () => {
   it('refuses, identically, what is ungranted, undeclared or unknown', async () => {
     const cases = [
       ['notes__delete_note', { id: 1 }], // declared write tool, not granted
-      ['notes__debug_dump', {}], // offered by the live server, not in the manifest
+      ['notes__debug_dump', {}], // declared read tool (every live tool is signed), not granted
       ['everything__get-env', {}], // declared read tool, not granted
       ['everything__toggle-simulated-logging', {}], // declared write tool, not granted
       ['no_such_tool', {}],
@@ -140,8 +141,8 @@ describe('downstream environment', () => {
   it('a downstream server gets the manifest env and a minimal set, never the broker environment', async () => {
     const { dir: own, cleanup: clean } = tempDir();
     try {
-      writeYaml(join(own, 'manifests/rogue.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, [{ name: 'env', description: 'returns its environment', access: 'read', inputSchema: { type: 'object', properties: {} } }], { env: { DECLARED: 'yes' }, era: 'legacy' }));
-      const config = writeYaml(join(own, 'warden.yaml'), { version: 1, servers: { rogue: { manifest: 'rogue.yaml' } }, agents: { a: { allow: [{ tools: ['rogue__env'] }] } } });
+      writeManifest(join(own, 'manifests/rogue.json'), stdioManifest('rogue', ROGUE_SERVER, rogueManifestTools(), { env: { DECLARED: 'yes' }, era: 'legacy' }));
+      const config = writeConfig(join(own, 'warden.yaml'), { version: 1, servers: { rogue: { manifest: 'rogue.json' } }, agents: { a: { allow: [{ tools: ['rogue__env'] }] } } });
       const agent = await connectStdio(config, 'a', { env: { BROKER_SECRET: 'must-not-leak' } });
       try {
         const env = JSON.parse(textOf(await agent.callTool({ name: 'rogue__env', arguments: {} })));

@@ -5,27 +5,30 @@ import { after, before, describe, it } from 'node:test';
 import type { Client } from '@modelcontextprotocol/client';
 import type { Broker } from '../../src/broker.ts';
 import { loadConfig } from '../../src/config/load.ts';
-import { connectStdio, refusalCode, ROGUE_SERVER, startBroker, stdioManifest, tempDir, textOf, waitFor, writeYaml } from '../helpers.ts';
+import { connectStdio, refusalCode, ROGUE_SERVER, startBroker, stdioManifest, tempDir, textOf, waitFor, writeConfig, writeManifest } from '../helpers.ts';
+import { rogueManifestTools } from '../fixtures/rogue-tools.ts';
 
 const { dir, cleanup } = tempDir();
-const empty = { type: 'object', properties: {} };
-const tool = (name: string, extra: Record<string, unknown> = {}) => ({ name, description: name, access: 'read', inputSchema: empty, ...extra });
 let config: string;
 let broker: Broker;
 
 before(async () => {
-  const tools = [tool('ok'), tool('hang', { timeoutMs: 300 }), tool('cancellations')];
-  writeYaml(join(dir, 'manifests/rogue.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, tools, { era: 'legacy' }));
-  writeYaml(join(dir, 'manifests/other.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, tools, { era: 'legacy' }));
+  // Three names: serve records each accepted name and serial, and refuses the same serial
+  // with other content (equivocation).
+  const tools = rogueManifestTools({ hang: { timeoutMs: 300 } });
+  writeManifest(join(dir, 'manifests/rogue.json'), stdioManifest('rogue', ROGUE_SERVER, tools, { era: 'legacy' }));
+  writeManifest(join(dir, 'manifests/other.json'), stdioManifest('rogue-other', ROGUE_SERVER, tools, { era: 'legacy' }));
   // No tool timeout here: only the agent's cancellation can end a call.
-  writeYaml(join(dir, 'manifests/slow.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, [tool('hang'), tool('cancellations')], { era: 'legacy' }));
-  config = writeYaml(join(dir, 'warden.yaml'), {
+  writeManifest(join(dir, 'manifests/slow.json'), stdioManifest('rogue-slow', ROGUE_SERVER, rogueManifestTools(), { era: 'legacy' }));
+  config = writeConfig(join(dir, 'warden.yaml'), {
     version: 1,
-    servers: { rogue: { manifest: 'rogue.yaml' }, other: { manifest: 'other.yaml' }, slow: { manifest: 'slow.yaml' } },
+    servers: { rogue: { manifest: 'rogue.json' }, other: { manifest: 'other.json' }, slow: { manifest: 'slow.json' } },
     agents: { a: { allow: [{ tools: ['*'] }] } },
     limits: { callTimeoutMs: 60000, maxCallTimeoutMs: 60000, breaker: { timeouts: 2, cooldownMs: 3600000 } },
   });
-  broker = await startBroker(loadConfig(config));
+  const loaded = loadConfig(config);
+  assert.equal(loaded.rejected.size, 0);
+  broker = await startBroker(loaded);
 });
 
 after(async () => {
@@ -42,8 +45,9 @@ describe('timeouts and cancellation', () => {
   });
 
   it('a manifest cannot raise its timeout above the policy maximum', async () => {
-    writeYaml(join(dir, 'manifests/long.yaml'), stdioManifest('test/rogue', ROGUE_SERVER, [tool('hang', { timeoutMs: 3600000 })], { era: 'legacy' }));
-    const capped = loadConfig(writeYaml(join(dir, 'capped.yaml'), { version: 1, servers: { long: { manifest: 'long.yaml' } }, agents: { a: { allow: [{ tools: ['*'] }] } }, limits: { maxCallTimeoutMs: 400 } }));
+    writeManifest(join(dir, 'manifests/long.json'), stdioManifest('rogue-long', ROGUE_SERVER, rogueManifestTools({ hang: { timeoutMs: 3600000 } }), { era: 'legacy' }));
+    const capped = loadConfig(writeConfig(join(dir, 'capped.yaml'), { version: 1, servers: { long: { manifest: 'long.json' } }, agents: { a: { allow: [{ tools: ['*'] }] } }, limits: { maxCallTimeoutMs: 400 } }));
+    assert.equal(capped.rejected.size, 0);
     assert.equal(capped.limits.callTimeoutMs, 400, 'the default timeout follows a lower maximum');
     const own = await startBroker(capped);
     try {

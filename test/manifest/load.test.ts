@@ -1,126 +1,228 @@
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { WardenError } from '../../src/errors.ts';
-import { loadManifest, resolveCommand } from '../../src/manifest/load.ts';
-import { NOTES_SERVER, NOTES_TOOLS, ROOT, stdioManifest, tempDir, writeYaml } from '../helpers.ts';
+import { parse } from 'yaml';
+import { buildManifest, loadSignedManifest, resolveCommand } from '../../src/manifest/load.ts';
+import { ManifestRejection, type RejectionReason } from '../../src/manifest/rejections.ts';
+import { compileTrust } from '../../src/manifest/trust.ts';
+import { NOTES_SERVER, NOTES_TOOLS, ROOT, stdioManifest, TEST_PUBLISHER, TEST_TRUST, tempDir, writeManifest, writeYaml } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir();
 after(cleanup);
 let counter = 0;
-const file = (data: unknown) => writeYaml(join(dir, `m-${counter++}.yaml`), data);
 
-function codeOf(fn: () => unknown): string | undefined {
+/** The test publisher, trusted for test.* (the helpers' manifests). */
+const trust = compileTrust(TEST_TRUST, join(dir, 'warden.yaml'));
+/** The test publisher, trusted for the names of the repository's own manifests. */
+const repoTrust = compileTrust({ publishers: { test: { keys: [TEST_PUBLISHER.publicKey], namespaces: ['example.*', 'modelcontextprotocol.*'] } } }, join(dir, 'warden.yaml'));
+const NODE_DIR = dirname(process.execPath);
+
+/** The two fields the signer fills in, so a source can be checked as the broker checks a payload. */
+const DATES = { issuedAt: '2026-01-01T00:00:00Z', expiresAt: '2099-01-01T00:00:00Z' };
+
+/** Checks a manifest document as the broker checks a verified payload. */
+function build(source: unknown) {
+  const data = typeof source === 'object' && source !== null && !Array.isArray(source) ? { ...DATES, ...source } : source;
+  return buildManifest(data, join(dir, `m-${counter++}.json`), { resolveCommand: true, searchPath: NODE_DIR });
+}
+
+/** The ManifestRejection fn throws; fails the test if it throws nothing or something else. */
+function rejectionOf(fn: () => unknown): ManifestRejection {
   try {
     fn();
   } catch (error) {
-    if (error instanceof WardenError) return error.code;
-    throw error;
+    assert.ok(error instanceof ManifestRejection, `expected a ManifestRejection, got ${String(error)}`);
+    return error;
   }
-  return undefined;
+  assert.fail('expected a ManifestRejection, but nothing was thrown');
 }
 
-describe('loadManifest', () => {
-  it('loads the repository manifests', () => {
-    const notes = loadManifest(join(ROOT, 'manifests/notes.manifest.yaml'));
-    assert.equal(notes.name, 'example/notes');
+function expectRejection(fn: () => unknown, reason: RejectionReason, pattern?: RegExp): ManifestRejection {
+  const rejection = rejectionOf(fn);
+  assert.equal(rejection.reason, reason, rejection.message);
+  if (pattern) assert.match(rejection.message, pattern);
+  return rejection;
+}
+
+/** A repository manifest source, signed by the test publisher into a temporary folder. */
+function signedRepoManifest(name: 'notes' | 'everything'): string {
+  const source = parse(readFileSync(join(ROOT, `manifests/${name}.manifest.yaml`), 'utf8')) as Record<string, unknown>;
+  return writeManifest(join(dir, 'repo/manifests', `${name}.manifest.signed.json`), source);
+}
+
+describe('loadSignedManifest', () => {
+  it('loads the repository manifests once signed', () => {
+    const notes = loadSignedManifest(signedRepoManifest('notes'), repoTrust, { searchPath: NODE_DIR });
+    assert.equal(notes.name, 'example.notes');
+    assert.equal(notes.serial, 1);
+    assert.match(notes.digest, /^[0-9a-f]{64}$/);
+    assert.deepEqual(notes.signers, [{ keyId: TEST_PUBLISHER.keyId, publisher: 'test' }]);
     assert.equal(notes.transport.type, 'stdio');
     if (notes.transport.type === 'stdio') {
-      assert.ok(notes.transport.command.startsWith('/'), 'command resolved to an absolute path at load');
-      assert.equal(notes.transport.cwd, ROOT);
+      assert.equal(notes.transport.command, join(NODE_DIR, 'node'), 'command resolved to an absolute path at load');
+      // cwd ".." is relative to the signed file's folder
+      assert.equal(notes.transport.cwd, join(dir, 'repo'));
     }
     assert.ok(notes.tools.some((tool) => tool.access === 'write'));
-    assert.equal(loadManifest(join(ROOT, 'manifests/everything.manifest.yaml')).transport.era, 'legacy');
+    assert.equal(loadSignedManifest(signedRepoManifest('everything'), repoTrust, { searchPath: NODE_DIR }).transport.era, 'legacy');
   });
 
+  it('refuses the repository manifests as they are: unsigned sources', () => {
+    for (const name of ['notes', 'everything']) {
+      expectRejection(() => loadSignedManifest(join(ROOT, `manifests/${name}.manifest.yaml`), repoTrust, { searchPath: NODE_DIR }), 'unsigned', /unsigned manifest/);
+    }
+  });
+
+  it('refuses an unsigned manifest, in YAML or in JSON', () => {
+    const source = stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS);
+    const yamlFile = writeYaml(join(dir, 'unsigned.yaml'), { ...DATES, ...source });
+    expectRejection(() => loadSignedManifest(yamlFile, trust), 'unsigned');
+    const jsonFile = join(dir, 'unsigned.json');
+    writeFileSync(jsonFile, JSON.stringify({ ...DATES, ...source }));
+    expectRejection(() => loadSignedManifest(jsonFile, trust), 'unsigned');
+  });
+
+  it('a signed helper manifest loads under the trust that covers its name, and only under it', () => {
+    const file = writeManifest(join(dir, 'signed-notes.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS));
+    assert.equal(loadSignedManifest(file, trust, { searchPath: NODE_DIR }).name, 'test.notes');
+    expectRejection(() => loadSignedManifest(file, repoTrust, { searchPath: NODE_DIR }), 'namespace-not-trusted');
+  });
+
+  it('refuses a missing file, text that is not JSON, and JSON that is not an envelope', () => {
+    expectRejection(() => loadSignedManifest(join(dir, 'missing.json'), trust), 'unreadable', /ENOENT/);
+    for (const text of ['tools: [unclosed', '- just\n- a list\n', '42\n']) {
+      const file = writeYaml(join(dir, `not-an-envelope-${counter++}.yaml`), text);
+      expectRejection(() => loadSignedManifest(file, trust), 'not-an-envelope');
+    }
+  });
+
+  it('refuses a signed manifest whose command is not there, naming the path', () => {
+    const data = stdioManifest('x', NOTES_SERVER, []);
+    (data['transport'] as Record<string, unknown>)['command'] = 'definitely-not-a-command-here';
+    const file = writeManifest(join(dir, 'no-command.json'), data);
+    expectRejection(() => loadSignedManifest(file, trust, { searchPath: NODE_DIR }), 'invalid-manifest', /at \/transport\/command: "definitely-not-a-command-here" is not an executable file on PATH/);
+  });
+});
+
+describe('buildManifest', () => {
   it('a stdio server speaks legacy unless its manifest asks (no second start to probe)', () => {
-    const manifest = loadManifest(file(stdioManifest('x', NOTES_SERVER, [])));
+    const manifest = build(stdioManifest('x', NOTES_SERVER, []));
     assert.equal(manifest.transport.era, 'legacy');
   });
 
   it('loads an http manifest and normalises its URL', () => {
-    const manifest = loadManifest(file({ manifestVersion: 1, name: 'x', version: '1', transport: { type: 'http', url: 'http://127.0.0.1:9/mcp' }, tools: [] }));
+    const manifest = build({ manifestVersion: 1, name: 'test.x', version: '1', serial: 1, transport: { type: 'http', url: 'http://127.0.0.1:9/mcp' }, tools: [] });
     assert.deepEqual(manifest.transport, { type: 'http', url: 'http://127.0.0.1:9/mcp', era: 'auto' });
   });
 
   it('refuses credentials written into an http URL', () => {
-    const data = { manifestVersion: 1, name: 'x', version: '1', transport: { type: 'http', url: 'https://user:pw@example.test/mcp' }, tools: [] };
-    assert.equal(codeOf(() => loadManifest(file(data))), 'WARDEN_MANIFEST_INVALID');
+    const data = { manifestVersion: 1, name: 'test.x', version: '1', serial: 1, transport: { type: 'http', url: 'https://user:pw@example.test/mcp' }, tools: [] };
+    expectRejection(() => build(data), 'invalid-manifest', /at \/transport\/url: credentials must not be written into the URL/);
   });
 
   it('refuses a tool without an object input schema', () => {
     const tool = { ...NOTES_TOOLS[0], inputSchema: { type: 'string' } };
-    assert.equal(codeOf(() => loadManifest(file(stdioManifest('x', NOTES_SERVER, [tool])))), 'WARDEN_MANIFEST_INVALID');
+    expectRejection(() => build(stdioManifest('x', NOTES_SERVER, [tool])), 'invalid-manifest', /at \/tools\/0\/inputSchema\/type: must be equal to constant/);
   });
 
   it('refuses an unknown access class and a missing one', () => {
     const bad = { ...NOTES_TOOLS[0], access: 'admin' };
-    assert.equal(codeOf(() => loadManifest(file(stdioManifest('x', NOTES_SERVER, [bad])))), 'WARDEN_MANIFEST_INVALID');
+    expectRejection(() => build(stdioManifest('x', NOTES_SERVER, [bad])), 'invalid-manifest', /at \/tools\/0\/access: must be one of \["read","write"\]/);
     const { access: _access, ...missing } = NOTES_TOOLS[0] as Record<string, unknown>;
-    assert.equal(codeOf(() => loadManifest(file(stdioManifest('x', NOTES_SERVER, [missing])))), 'WARDEN_MANIFEST_INVALID');
+    expectRejection(() => build(stdioManifest('x', NOTES_SERVER, [missing])), 'invalid-manifest', /at \/tools\/0: is missing required property "access"/);
   });
 
   it('refuses a tool declared twice', () => {
     const tools = [NOTES_TOOLS[0], NOTES_TOOLS[0]];
-    assert.equal(codeOf(() => loadManifest(file(stdioManifest('x', NOTES_SERVER, tools)))), 'WARDEN_MANIFEST_INVALID');
+    expectRejection(() => build(stdioManifest('x', NOTES_SERVER, tools)), 'invalid-manifest', /at \/tools\/1\/name: tool "list_notes" is declared twice/);
   });
 
   it('refuses tool names clients would reject', () => {
     for (const name of ['has space', 'dot.ted', 'x'.repeat(65), '']) {
       const tool = { ...NOTES_TOOLS[0], name };
-      assert.equal(codeOf(() => loadManifest(file(stdioManifest('x', NOTES_SERVER, [tool])))), 'WARDEN_MANIFEST_INVALID', name);
+      const rejection = rejectionOf(() => build(stdioManifest('x', NOTES_SERVER, [tool])));
+      assert.equal(rejection.reason, 'invalid-manifest', name);
+      assert.match(rejection.message, /at \/tools\/0\/name: must match pattern/, name);
     }
+  });
+
+  it('refuses manifest names that are not dotted lowercase labels (two at least)', () => {
+    for (const name of ['example/notes', 'notes', 'Test.Notes', 'test..notes', '.test.notes', 'test.notes.', 'test.-notes', 'test.no tes']) {
+      const rejection = rejectionOf(() => build({ ...stdioManifest('x', NOTES_SERVER, []), name }));
+      assert.equal(rejection.reason, 'invalid-manifest', name);
+      assert.match(rejection.message, /at \/name: must match pattern/, name);
+    }
+    for (const name of ['test.notes', 'acme.crm.eu', 'a1.b-2']) assert.equal(build({ ...stdioManifest('x', NOTES_SERVER, []), name }).name, name);
+  });
+
+  it('requires a serial of at least 1 and both validity dates', () => {
+    const source = stdioManifest('x', NOTES_SERVER, []);
+    for (const serial of [0, -1, 1.5, '1']) {
+      const rejection = rejectionOf(() => build({ ...source, serial }));
+      assert.equal(rejection.reason, 'invalid-manifest', String(serial));
+      assert.match(rejection.message, /at \/serial: /, String(serial));
+    }
+    const { serial: _serial, ...noSerial } = source;
+    expectRejection(() => build(noSerial), 'invalid-manifest', /at \/: is missing required property "serial"/);
+    for (const field of ['issuedAt', 'expiresAt'] as const) {
+      const { [field]: _dropped, ...rest } = { ...DATES, ...source };
+      expectRejection(() => buildManifest(rest, join(dir, 'dates.json'), { resolveCommand: false }), 'invalid-manifest', new RegExp(`at /: is missing required property "${field}"`));
+    }
+    expectRejection(() => build({ ...source, expiresAt: 'next year' }), 'invalid-manifest', /at \/expiresAt: must match format "date-time"/);
   });
 
   it('refuses a command that is not found', () => {
     const data = stdioManifest('x', NOTES_SERVER, []);
     (data['transport'] as Record<string, unknown>)['command'] = 'definitely-not-a-command-here';
-    assert.equal(codeOf(() => loadManifest(file(data))), 'WARDEN_MANIFEST_INVALID');
+    expectRejection(() => build(data), 'invalid-manifest', /at \/transport\/command: /);
   });
 
   it('refuses environment names that are not plain identifiers', () => {
     const data = stdioManifest('x', NOTES_SERVER, [], { env: { 'BAD-NAME': 'x' } });
-    assert.equal(codeOf(() => loadManifest(file(data))), 'WARDEN_MANIFEST_INVALID');
+    expectRejection(() => build(data), 'invalid-manifest', /at \/transport\/env: property name must be valid/);
   });
 
-  it('refuses manifests that are not YAML or are not objects', () => {
-    assert.equal(codeOf(() => loadManifest(file('tools: [unclosed'))), 'WARDEN_MANIFEST_UNREADABLE');
-    assert.equal(codeOf(() => loadManifest(file('- just\n- a list\n'))), 'WARDEN_MANIFEST_INVALID');
-    assert.equal(codeOf(() => loadManifest(file('42\n'))), 'WARDEN_MANIFEST_INVALID');
+  it('refuses documents that are not objects', () => {
+    expectRejection(() => build(['just', 'a list']), 'invalid-manifest', /at \/: must be object/);
+    expectRejection(() => build(42), 'invalid-manifest', /at \/: must be object/);
+  });
+
+  it('refuses invisible characters in a tool description, naming the path', () => {
+    const tool = { ...NOTES_TOOLS[0], description: 'List all notes.\u200b' };
+    expectRejection(() => build(stdioManifest('x', NOTES_SERVER, [tool])), 'invisible-characters', /at \/tools\/0\/description: U\+200B/);
   });
 });
 
 describe('resolveCommand', () => {
   it('finds a bare name on the given PATH only', () => {
-    const nodeDir = join(process.execPath, '..');
-    assert.equal(resolveCommand('node', '/', nodeDir, 'm.yaml'), join(nodeDir, 'node'));
-    assert.throws(() => resolveCommand('node', '/', '/nonexistent', 'm.yaml'), WardenError);
+    assert.equal(resolveCommand('node', '/', NODE_DIR), join(NODE_DIR, 'node'));
+    expectRejection(() => resolveCommand('node', '/', '/nonexistent'), 'invalid-manifest', /"node" is not an executable file on PATH/);
     // relative PATH entries are ignored: they would depend on the working directory
-    assert.throws(() => resolveCommand('node', '/', 'relative/bin', 'm.yaml'), WardenError);
+    expectRejection(() => resolveCommand('node', '/', 'relative/bin'), 'invalid-manifest');
+    expectRejection(() => resolveCommand('node', '/', undefined), 'invalid-manifest');
   });
 
   it('refuses a directory and a non-executable file', () => {
-    assert.throws(() => resolveCommand('/tmp', '/', '', 'm.yaml'), WardenError);
-    assert.throws(() => resolveCommand(join(ROOT, 'package.json'), '/', '', 'm.yaml'), WardenError);
+    expectRejection(() => resolveCommand('/tmp', '/', ''), 'invalid-manifest', /"\/tmp" is not an executable file$/);
+    expectRejection(() => resolveCommand(join(ROOT, 'package.json'), '/', ''), 'invalid-manifest');
+  });
+
+  it('takes a relative path from cwd, never from PATH', () => {
+    assert.equal(resolveCommand('./node', NODE_DIR, ''), join(NODE_DIR, 'node'));
+    expectRejection(() => resolveCommand('./node', ROOT, NODE_DIR), 'invalid-manifest');
   });
 });
 
-describe('loadManifest: input schemas', () => {
+describe('buildManifest: input schemas', () => {
   it('refuses a schema that does not compile, naming its path', () => {
     const tool = { ...NOTES_TOOLS[0], inputSchema: { type: 'object', properties: { a: { type: 'strin' } } } };
-    let message = '';
-    try {
-      loadManifest(file(stdioManifest('x', NOTES_SERVER, [NOTES_TOOLS[0], tool].map((t, i) => ({ ...t, name: `t${i}` })))));
-    } catch (error) {
-      assert.ok(error instanceof WardenError);
-      assert.equal(error.code, 'WARDEN_MANIFEST_INVALID');
-      message = error.message;
-    }
-    assert.match(message, /at \/tools\/1\/inputSchema: the schema does not compile/);
+    const tools = [NOTES_TOOLS[0], tool].map((t, i) => ({ ...t, name: `t${i}` }));
+    expectRejection(() => build(stdioManifest('x', NOTES_SERVER, tools)), 'invalid-manifest', /at \/tools\/1\/inputSchema: the schema does not compile/);
   });
 
   it('compiles each tool schema once, at load', () => {
-    const manifest = loadManifest(join(ROOT, 'manifests/notes.manifest.yaml'));
+    const manifest = loadSignedManifest(signedRepoManifest('notes'), repoTrust, { searchPath: NODE_DIR });
     const validate = manifest.validators.get('get_note');
     assert.ok(validate);
     assert.equal(validate({ id: 1 }), true);

@@ -8,21 +8,22 @@ import { loadConfig } from '../../src/config/load.ts';
 import { WardenError } from '../../src/errors.ts';
 import { buildCallPipeline, CALL_STAGES } from '../../src/pipeline/pipeline.ts';
 import type { CallContext, StageFactory } from '../../src/pipeline/types.ts';
-import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, writeYaml } from '../helpers.ts';
+import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, writeConfig, writeManifest } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir();
 after(cleanup);
-writeYaml(join(dir, 'manifests/notes.yaml'), stdioManifest('example/notes', NOTES_SERVER, NOTES_TOOLS));
+writeManifest(join(dir, 'manifests/notes.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS));
 const config = loadConfig(
-  writeYaml(join(dir, 'warden.yaml'), {
+  writeConfig(join(dir, 'warden.yaml'), {
     version: 1,
-    servers: { notes: { manifest: 'notes.yaml' } },
+    servers: { notes: { manifest: 'notes.json' } },
     agents: {
       alice: { allow: [{ tools: ['notes__*'] }] },
       writer: { allow: [{ tools: ['notes__*'], access: ['read', 'write'] }] },
     },
   }),
 );
+assert.deepEqual([...config.rejected.keys()], [], 'the signed notes manifest is accepted');
 const logger = pino({ level: 'silent' });
 
 function fakeBackend(behaviour: (tool: string, args: Record<string, unknown>) => Promise<unknown>): McpBackend {
