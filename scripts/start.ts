@@ -13,6 +13,10 @@ try {
   if (!existsSync(config)) {
     writeWorkspace(workspace, false);
     process.stderr.write(`mcp-warden: wrote the demo workspace to ${workspace}\n`);
+  } else if (!existsSync(join(workspace, 'keys', 'demo-publisher.pub'))) {
+    // Written by a version without signed manifests: every manifest in it would be refused.
+    process.stderr.write(`mcp-warden: ${workspace} predates signed manifests; delete it and run npm start again to write a new one\n`);
+    process.exit(1);
   }
 } catch (error) {
   process.exit(reportError(error));
