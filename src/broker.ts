@@ -10,6 +10,7 @@ import type { Progress } from './pipeline/types.ts';
 import { findGrant } from './policy/grants.ts';
 import { secretForms } from './guard/sanitize-output.ts';
 import { loadBrokerIdentity, type BrokerIdentity } from './identity/broker-identity.ts';
+import { openStateStore, type StateStore } from './state/store.ts';
 
 export interface BrokerOptions {
   readonly logger?: Logger;
@@ -31,6 +32,8 @@ export class Broker {
   readonly audit: AuditTrail;
   readonly backends: ReadonlyMap<string, McpBackend>;
   readonly #pipeline: CallPipeline;
+  /** The state store: quarantines are recorded here and outlive the process. */
+  readonly #state: StateStore;
   /** Per agent, the definitions its grants make visible; computed once, since config is frozen. */
   readonly #visible = new Map<string, readonly { readonly server: string; readonly definition: ExposedDefinition }[]>();
 
@@ -38,8 +41,10 @@ export class Broker {
     this.config = config;
     this.logger = options.logger ?? createLogger(config.log.level);
     this.audit = options.audit === 'memory' ? memoryAuditTrail() : (options.audit ?? openAuditTrail(config.audit.file));
+    this.#state = openStateStore(config.state.dir, 'read-write');
     const backends = new Map<string, McpBackend>();
     for (const [server, manifest] of config.servers) {
+      const persistedQuarantine = this.#state.quarantined(manifest.name, manifest.digest);
       backends.set(
         server,
         new McpBackend({
@@ -52,6 +57,8 @@ export class Broker {
           breaker: config.limits.breaker,
           recheckMs: config.pinning.recheckMs,
           onToolsChanged: () => this.#toolsChanged(),
+          onQuarantine: (quarantine) => this.#recordQuarantine(server, manifest.name, manifest.digest, quarantine),
+          ...(persistedQuarantine ? { persistedQuarantine } : {}),
           ...(options.backoff ? { backoff: options.backoff } : {}),
         }),
       );
@@ -82,6 +89,16 @@ export class Broker {
   onToolsChanged(listener: () => void): () => void {
     this.#toolsListeners.add(listener);
     return () => this.#toolsListeners.delete(listener);
+  }
+
+  #recordQuarantine(server: string, name: string, digest: string, quarantine: { reason: string; diffDigest?: string; since: string }): void {
+    try {
+      this.#state.recordQuarantine(name, digest, { reason: quarantine.reason, diffDigest: quarantine.diffDigest ?? '', since: quarantine.since });
+    } catch (error) {
+      // The quarantine stands in this process; only its survival of a restart is lost.
+      this.logger.error({ server, err: (error as Error).message }, 'cannot record the quarantine in the state store');
+      writeOrLog(this.audit, { event: 'server.state', server, state: 'quarantine-not-persisted', reason: (error as Error).message }, this.logger);
+    }
   }
 
   #toolsChanged(): void {
@@ -117,6 +134,12 @@ export class Broker {
     writeOrLog(this.audit, { event: 'broker.start', config: this.config.file, servers: [...this.backends.keys()], rejected: [...this.config.rejected.keys()] }, this.logger);
     for (const [server, manifest] of this.config.servers) {
       writeOrLog(this.audit, { event: 'manifest.accepted', server, manifest: manifest.name, serial: manifest.serial, digest: manifest.digest, signers: manifest.signers, expiresAt: manifest.expiresAt }, this.logger);
+    }
+    for (const [server, backend] of this.backends) {
+      const quarantine = backend.quarantine;
+      if (quarantine?.trigger !== 'persisted') continue;
+      this.logger.warn({ server, since: quarantine.since }, 'server stays quarantined: this signed release drifted in an earlier run; a new release with a higher serial clears it');
+      writeOrLog(this.audit, { event: 'server.quarantined', server, manifest: this.config.servers.get(server)?.name, reason: 'drift', trigger: 'persisted', since: quarantine.since, diffDigest: quarantine.diffDigest }, this.logger);
     }
     for (const [server, rejection] of this.config.rejected) {
       this.logger.warn({ server, reason: rejection.reason, file: rejection.file }, `manifest refused: ${rejection.message}`);
@@ -159,5 +182,6 @@ export class Broker {
     await Promise.all([...this.backends.values()].map((backend) => backend.close()));
     writeOrLog(this.audit, { event: 'broker.stop' }, this.logger);
     this.audit.close();
+    this.#state.close();
   }
 }

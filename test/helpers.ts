@@ -52,9 +52,25 @@ export function writeManifest(file: string, source: Record<string, unknown> | st
   return file;
 }
 
-/** Writes a config; the test publisher is trusted unless the data says who is. */
+/**
+ * Writes a config; the test publisher is trusted unless the data says who is. A server
+ * entry without `name` gets the name of the signed manifest it points at when that file
+ * already exists, else `test.<server key>` (stdioManifest's naming).
+ */
 export function writeConfig(file: string, data: Record<string, unknown>): string {
-  return writeYaml(file, 'trust' in data ? data : { ...data, trust: TEST_TRUST });
+  const servers = (data['servers'] ?? {}) as Record<string, Record<string, unknown>>;
+  const manifestsDir = resolve(dirname(file), String(data['manifestsDir'] ?? 'manifests'));
+  const named = Object.fromEntries(Object.entries(servers).map(([key, entry]) => [key, 'name' in entry ? entry : { ...entry, name: signedName(join(manifestsDir, String(entry['manifest']))) ?? `test.${key}` }]));
+  return writeYaml(file, { ...data, servers: named, ...('trust' in data ? {} : { trust: TEST_TRUST }) });
+}
+
+function signedName(file: string): string | undefined {
+  try {
+    const envelope = JSON.parse(readFileSync(file, 'utf8')) as { payload: string };
+    return (JSON.parse(Buffer.from(envelope.payload, 'base64').toString('utf8')) as { name: string }).name;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A stdio manifest for a Node script, with the command pinned to this Node binary. */

@@ -5,7 +5,7 @@ import { WardenError } from '../errors.ts';
 
 /** One audit record. Argument values never appear; argsSha256 identifies them. */
 export interface AuditRecord {
-  readonly event: 'tools/list' | 'tools/call' | 'server.state' | 'server.quarantined' | 'server.quarantine-lifted' | 'manifest.rejected' | 'manifest.accepted' | 'auth.failure' | 'broker.start' | 'broker.stop';
+  readonly event: 'tools/list' | 'tools/call' | 'server.state' | 'server.quarantined' | 'manifest.rejected' | 'manifest.accepted' | 'auth.failure' | 'broker.start' | 'broker.stop';
   readonly correlationId?: string;
   readonly agent?: string;
   readonly tool?: string;

@@ -34,7 +34,8 @@ export interface Quarantine {
   readonly diffDigest?: string;
 }
 
-export type PinTrigger = 'connect' | 'list_changed' | 'interval';
+/** persisted: raised by an earlier run against this same signed release. */
+export type PinTrigger = 'connect' | 'list_changed' | 'interval' | 'persisted';
 
 export interface BackendOptions {
   readonly server: string;
@@ -49,11 +50,16 @@ export interface BackendOptions {
   readonly breaker?: { readonly timeouts: number; readonly cooldownMs: number };
   /** How often the live tools are compared with the manifest, besides connect and list_changed. */
   readonly recheckMs?: number;
-  /** Called when the server's tools appear or disappear for agents (quarantine, lift). */
+  /** Called when the server's tools disappear for agents (quarantine). */
   readonly onToolsChanged?: () => void;
+  /** A quarantine an earlier run raised against this same release: it still stands. */
+  readonly persistedQuarantine?: { readonly reason: string; readonly diffDigest: string; readonly since: string };
+  /** Called once when the server is quarantined for drift, so the quarantine can outlive the process. */
+  readonly onQuarantine?: (quarantine: Quarantine) => void;
 }
 
 const DEFAULT_RECHECK_MS = 300_000;
+const MAX_AUDITED_DRIFTS = 100;
 
 const DEFAULT_BACKOFF = { initialMs: 250, maxMs: 30_000 } as const;
 const DEFAULT_BREAKER = { timeouts: 3, cooldownMs: 30_000 } as const;
@@ -67,7 +73,7 @@ const MAX_STDERR_LINE = 2000;
 /**
  * One downstream MCP server, over stdio or Streamable HTTP. Connects, pins the live tools
  * and instructions to the signed manifest (on connect, on every tools/list_changed and
- * periodically; any difference quarantines the server), restarts with exponential backoff
+ * periodically; any difference quarantines the server until a new signed release), restarts with exponential backoff
  * when the connection drops, and answers calls while connected and not quarantined. It
  * never throws anything but WardenError to callers.
  */
@@ -82,6 +88,11 @@ export class McpBackend {
   #quarantine: Quarantine | undefined;
   #recheckTimer: NodeJS.Timeout | undefined;
   #recheckInFlight = false;
+  /** A list_changed arrived while a recheck was running: run one more after it. */
+  #recheckAgain = false;
+  #pinChecks = 0;
+  /** Drifts already audited during this quarantine, by diff digest: a flapping server is recorded once per shape. */
+  readonly #auditedDrifts = new Set<string>();
   /** Every credential value this server has been given; kept after rotation, for redaction. */
   readonly #credentialValues = new Set<string>();
   readonly #options: BackendOptions;
@@ -97,6 +108,8 @@ export class McpBackend {
     this.#options = options;
     this.#backoff = options.backoff ?? DEFAULT_BACKOFF;
     this.#breaker = options.breaker ?? DEFAULT_BREAKER;
+    const persisted = options.persistedQuarantine;
+    if (persisted) this.#quarantine = { reason: 'drift', since: persisted.since, trigger: 'persisted', diffDigest: persisted.diffDigest };
   }
 
   get state(): BackendState {
@@ -106,6 +119,11 @@ export class McpBackend {
   /** The protocol era of the current connection, when connected. */
   get era(): 'legacy' | 'modern' | undefined {
     return this.#client?.getProtocolEra();
+  }
+
+  /** How many times the live server has been compared with its manifest (connects and rechecks). */
+  get pinChecks(): number {
+    return this.#pinChecks;
   }
 
   /** Set while the live server does not match its signed manifest (or the manifest expired). */
@@ -264,7 +282,12 @@ export class McpBackend {
    */
   async #recheck(trigger: PinTrigger): Promise<void> {
     const client = this.#client;
-    if (this.#state !== 'ready' || !client || this.#recheckInFlight) return;
+    if (this.#state !== 'ready' || !client) return;
+    if (this.#recheckInFlight) {
+      // The running recheck may have read the list before this change: look again after it.
+      this.#recheckAgain = true;
+      return;
+    }
     this.#recheckInFlight = true;
     try {
       const tools = await listAllTools(client, this.#options.connectTimeoutMs);
@@ -278,11 +301,21 @@ export class McpBackend {
     } finally {
       this.#recheckInFlight = false;
     }
+    if (this.#recheckAgain) {
+      this.#recheckAgain = false;
+      await this.#recheck(trigger);
+    }
   }
 
-  /** Quarantines the server when the live side differs from the signed manifest, lifts it when it matches again. */
+  /**
+   * Quarantines the server when the live side differs from the signed manifest, or the
+   * manifest has expired. A quarantine is not lifted when the server matches again: a
+   * server that changed once is not trusted to stay put. Only a new signed release (a
+   * higher serial that matches) clears it, when the broker loads it.
+   */
   #judge(live: LiveServer, trigger: PinTrigger): void {
     const { manifest, logger } = this.#options;
+    this.#pinChecks++;
     const wasQuarantined = this.#quarantine !== undefined;
     if (Date.parse(manifest.expiresAt) <= Date.now()) {
       if (this.#quarantine?.reason === 'expired') return;
@@ -292,20 +325,21 @@ export class McpBackend {
     } else {
       const report = comparePins(manifest, live);
       if (report.matches) {
-        if (!wasQuarantined) return;
-        this.#quarantine = undefined;
-        logger.info({ server: this.server, trigger }, 'quarantine lifted: the live server matches its signed manifest again');
-        this.#audit({ event: 'server.quarantine-lifted', server: this.server, manifest: manifest.name, serial: manifest.serial, trigger, liveDigest: report.liveDigest });
-      } else {
-        const digest = diffDigest(report);
-        if (this.#quarantine?.diffDigest === digest) return;
-        this.#quarantine = { reason: 'drift', since: new Date().toISOString(), trigger, report, diffDigest: digest };
-        const { added, removed, changed, instructionsChanged, liveDigest } = report;
-        logger.warn({ server: this.server, trigger, added, removed, changed, instructionsChanged }, 'server quarantined: live tools differ from the signed manifest');
-        this.#audit({ event: 'server.quarantined', server: this.server, manifest: manifest.name, serial: manifest.serial, reason: 'drift', trigger, diffDigest: digest, liveDigest, added, removed, changed, instructionsChanged });
+        if (wasQuarantined) logger.info({ server: this.server, trigger }, 'the live server matches its signed manifest again; it stays quarantined until a new signed release is loaded');
+        return;
       }
+      const digest = diffDigest(report);
+      // Bounded: past MAX_AUDITED_DRIFTS shapes, a server that keeps changing is not audited further.
+      if (this.#quarantine?.diffDigest === digest || this.#auditedDrifts.has(digest) || this.#auditedDrifts.size >= MAX_AUDITED_DRIFTS) return;
+      this.#auditedDrifts.add(digest);
+      const quarantine: Quarantine = { reason: 'drift', since: this.#quarantine?.since ?? new Date().toISOString(), trigger, report, diffDigest: digest };
+      this.#quarantine = quarantine;
+      const { added, removed, changed, instructionsChanged, liveDigest } = report;
+      logger.warn({ server: this.server, trigger, added, removed, changed, instructionsChanged }, 'server quarantined: live tools differ from the signed manifest');
+      this.#audit({ event: 'server.quarantined', server: this.server, manifest: manifest.name, serial: manifest.serial, digest: manifest.digest, reason: 'drift', trigger, diffDigest: digest, liveDigest, added, removed, changed, instructionsChanged });
+      if (!wasQuarantined) this.#options.onQuarantine?.(quarantine);
     }
-    if (wasQuarantined !== (this.#quarantine !== undefined)) this.#options.onToolsChanged?.();
+    if (!wasQuarantined) this.#options.onToolsChanged?.();
   }
 
   /** A server's own output (stderr, error texts) may repeat its credentials: never log them. */

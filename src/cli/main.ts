@@ -41,7 +41,7 @@ Exit codes:
   8  the audit trail cannot be opened or written
   9  the state store (manifest history) cannot be opened or written
   10 a signing key cannot be read, is malformed, or already exists
-  20-40  manifest verify: the manifest is refused; the code names the reason
+  20-41  manifest verify: the manifest is refused; the code names the reason
          (see mcp-warden manifest --help)
 `;
 

@@ -39,7 +39,7 @@ const validateConfig = new Ajv2020({ allErrors: true, strict: true }).compile(co
 
 interface RawConfig {
   manifestsDir?: string;
-  servers: Record<string, { manifest: string; enabled?: boolean; identity?: { audience?: string; lifetimeSeconds?: number } }>;
+  servers: Record<string, { manifest: string; name: string; enabled?: boolean; identity?: { audience?: string; lifetimeSeconds?: number } }>;
   identity?: { keyFile?: string; issuer?: string };
   agents: Record<string, { tokenSha256?: string; allow: RawGrant[] }>;
   audit?: { file?: string };
@@ -196,12 +196,19 @@ function loadServers(
     const file = resolve(manifestsDir, entry.manifest);
     try {
       const manifest = loadSignedManifest(file, trust, { now });
+      // The config says which release belongs in this slot: its credentials and grants
+      // must not go to another manifest, however validly signed by its own publisher.
+      if (manifest.name !== entry.name) {
+        throw new ManifestRejection('unexpected-name', `the manifest is "${manifest.name}"; servers.${name}.name expects "${entry.name}"`, { name: manifest.name });
+      }
       const admission = history.admit(manifest.name, manifest.serial, manifest.digest);
       if (admission !== 'accepted') throw historyRejection(admission, manifest, history);
       servers.set(name, manifest);
     } catch (error) {
-      if (!(error instanceof ManifestRejection)) throw error;
-      rejected.set(name, { file, reason: error.reason, message: error.message });
+      // The state store failing stops everything; anything else refuses this server only.
+      if (error instanceof WardenError) throw error;
+      const rejection = error instanceof ManifestRejection ? error : new ManifestRejection('invalid-manifest', `unexpected failure while checking it: ${error instanceof Error ? error.message : String(error)}`);
+      rejected.set(name, { file, reason: rejection.reason, message: rejection.message });
     }
   }
   // Two servers of this config may load releases of the same name. Judged here too, not

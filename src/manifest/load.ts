@@ -64,8 +64,11 @@ export function loadSignedManifest(file: string, trust: TrustPolicy, options: Lo
 function readCapped(file: string): Buffer {
   let fd: number | undefined;
   try {
-    fd = openSync(file, 'r');
-    const size = fstatSync(fd).size;
+    // Non-blocking, then only a regular file: a FIFO or device must not hang the broker.
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new ManifestRejection('unreadable', 'not a regular file');
+    const size = stat.size;
     if (size > MAX_SIGNED_MANIFEST_BYTES) throw new ManifestRejection('too-large', `the file is ${size} bytes; the limit is ${MAX_SIGNED_MANIFEST_BYTES}`);
     // Read at most one byte past the limit: a file that grows meanwhile is still capped.
     const buffer = Buffer.alloc(Math.min(size, MAX_SIGNED_MANIFEST_BYTES) + 1);
@@ -104,6 +107,12 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
   if (!validateManifest(data)) {
     const problems = describeSchemaErrors(validateManifest.errors);
     throw new ManifestRejection('invalid-manifest', `invalid manifest:\n  ${problems.join('\n  ')}`, { problems });
+  }
+  for (const field of ['issuedAt', 'expiresAt'] as const) {
+    // ajv's date-time accepts a leap second (23:59:60), which Date.parse does not.
+    if (Number.isNaN(Date.parse(String((data as Record<string, unknown>)[field])))) {
+      throw new ManifestRejection('invalid-manifest', `at /${field}: "${String((data as Record<string, unknown>)[field])}" is not a time this broker can compare; write it without a leap second`);
+    }
   }
   const hidden = findInvisibleText(data, '');
   if (hidden) throw new ManifestRejection('invisible-characters', `at ${hidden.path}: ${hidden.character} is an invisible or control character; names, titles and descriptions must be plain visible text`, hidden);
@@ -182,25 +191,23 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
  * descriptions, instructions, and every key and string inside the schemas (property
  * names and their descriptions included). None may hide characters.
  */
-function findInvisibleText(value: unknown, path: string): { path: string; character: string } | undefined {
-  if (typeof value === 'string') {
-    const character = findInvisible(value.replaceAll('\n', ' ').replaceAll('\t', ' '));
-    return character ? { path, character } : undefined;
-  }
-  if (Array.isArray(value)) {
-    for (const [index, item] of value.entries()) {
-      const found = findInvisibleText(item, `${path}/${index}`);
-      if (found) return found;
-    }
-    return undefined;
-  }
-  if (typeof value === 'object' && value !== null) {
-    for (const [key, item] of Object.entries(value)) {
-      const here = `${path}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`;
-      const inKey = findInvisible(key);
-      if (inKey) return { path: here, character: inKey };
-      const found = findInvisibleText(item, here);
-      if (found) return found;
+function findInvisibleText(root: unknown, rootPath: string): { path: string; character: string } | undefined {
+  // Iterative: a deeply nested schema cannot exhaust the stack.
+  const stack: { value: unknown; path: string }[] = [{ value: root, path: rootPath }];
+  while (stack.length > 0) {
+    const { value, path } = stack.pop()!;
+    if (typeof value === 'string') {
+      const character = findInvisible(value.replaceAll('\n', ' ').replaceAll('\t', ' '));
+      if (character) return { path, character };
+    } else if (Array.isArray(value)) {
+      value.forEach((item, index) => stack.push({ value: item, path: `${path}/${index}` }));
+    } else if (typeof value === 'object' && value !== null) {
+      for (const [key, item] of Object.entries(value)) {
+        const here = `${path}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`;
+        const inKey = findInvisible(key);
+        if (inKey) return { path: here, character: inKey };
+        stack.push({ value: item, path: here });
+      }
     }
   }
   return undefined;

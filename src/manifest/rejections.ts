@@ -1,3 +1,5 @@
+import { INVISIBLE } from '../guard/invisible.ts';
+
 /**
  * Why a manifest was not loaded. Each reason has its own exit code for
  * `mcp-warden manifest verify`, so scripts can act on it; docs/manifests.md lists them.
@@ -23,8 +25,9 @@ export const REJECTIONS = {
   'manifest-revoked': { exit: 36, summary: 'the manifest\'s digest is revoked (trust.revoked.manifests)' },
   'expired': { exit: 37, summary: 'the manifest\'s expiresAt has passed' },
   'not-yet-valid': { exit: 38, summary: 'the manifest\'s issuedAt is in the future' },
-  'rollback': { exit: 39, summary: 'a manifest with a higher serial has already been accepted for this name' },
-  'equivocation': { exit: 40, summary: 'a different manifest with the same serial has already been accepted for this name' },
+  'unexpected-name': { exit: 39, summary: 'the manifest\'s name is not the one the config expects for this server (servers.<key>.name)' },
+  'rollback': { exit: 40, summary: 'a manifest with a higher serial has already been accepted for this name' },
+  'equivocation': { exit: 41, summary: 'a different manifest with the same serial has already been accepted for this name' },
 } as const;
 
 export type RejectionReason = keyof typeof REJECTIONS;
@@ -34,7 +37,8 @@ export class ManifestRejection extends Error {
   readonly reason: RejectionReason;
   readonly detail: Readonly<Record<string, unknown>>;
   constructor(reason: RejectionReason, message: string, detail: Record<string, unknown> = {}) {
-    super(message);
+    // Messages may quote hostile input (a key, a payloadType): no escapes, bounded length.
+    super(message.replace(INVISIBLE, '?').slice(0, 2000));
     this.name = 'ManifestRejection';
     this.reason = reason;
     this.detail = detail;

@@ -49,7 +49,13 @@ export function addSignature(envelope: Envelope, file: string, key: SigningKey, 
   } catch (error) {
     throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: the payload is not JSON: ${(error as Error).message}`, { file });
   }
-  if (canonicalize(document) !== payload.toString('utf8')) throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: the payload is not canonical JSON; it was not written by manifest sign`, { file });
+  let canonical: string | undefined;
+  try {
+    canonical = canonicalize(document);
+  } catch {
+    canonical = undefined;
+  }
+  if (canonical !== payload.toString('utf8')) throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: the payload is not canonical JSON; it was not written by manifest sign`, { file });
   if (envelope.signatures.some((existing) => existing.keyid === key.keyId)) {
     throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: already signed by key ${key.keyId}; a threshold counts distinct keys`, { file });
   }

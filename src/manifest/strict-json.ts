@@ -24,15 +24,25 @@ export function parseStrictJson(text: string): unknown {
     throw new StrictJsonError('syntax', `not valid JSON: ${error instanceof Error ? error.message : String(error)}`);
   }
   const duplicate = findDuplicateKey(tree, '');
+  if (duplicate === 'too-deep') throw new StrictJsonError('syntax', `nested deeper than ${MAX_DEPTH} levels`);
   if (duplicate !== undefined) throw new StrictJsonError('duplicate-key', `duplicate key at ${duplicate}`);
-  return JSON.parse(text) as unknown;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    // momoa is more lenient in places (a raw control character inside a string).
+    throw new StrictJsonError('syntax', `not valid JSON: ${error instanceof Error ? error.message : String(error)}`);
+  }
 }
 
-/** The JSON pointer of the first repeated key, depth first; iterative, so depth is no risk. */
+/** No manifest needs more; deeper documents only serve to exhaust recursive code downstream. */
+export const MAX_DEPTH = 64;
+
+/** The JSON pointer of the first repeated key, or 'too-deep'; depth first and iterative. */
 function findDuplicateKey(root: AnyNode, rootPath: string): string | undefined {
-  const stack: { node: AnyNode; path: string }[] = [{ node: root, path: rootPath }];
+  const stack: { node: AnyNode; path: string; depth: number }[] = [{ node: root, path: rootPath, depth: 0 }];
   while (stack.length > 0) {
-    const { node, path } = stack.pop()!;
+    const { node, path, depth } = stack.pop()!;
+    if (depth > MAX_DEPTH) return 'too-deep';
     if (node.type === 'Object') {
       const seen = new Set<string>();
       for (const member of node.members) {
@@ -40,10 +50,10 @@ function findDuplicateKey(root: AnyNode, rootPath: string): string | undefined {
         const here = `${path}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`;
         if (seen.has(key)) return here;
         seen.add(key);
-        stack.push({ node: member.value, path: here });
+        stack.push({ node: member.value, path: here, depth: depth + 1 });
       }
     } else if (node.type === 'Array') {
-      node.elements.forEach((element, index) => stack.push({ node: element.value, path: `${path}/${index}` }));
+      node.elements.forEach((element, index) => stack.push({ node: element.value, path: `${path}/${index}`, depth: depth + 1 }));
     }
   }
   return undefined;

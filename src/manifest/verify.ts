@@ -44,9 +44,10 @@ export function verifyEnvelope(bytes: Buffer, trust: TrustPolicy, now: number): 
   const message = preAuthEncoding(envelope.payloadType, payload);
   const verifiedBy = new Map<string, TrustedKey>();
   let hintedButFailed = false;
+  const budget = { left: MAX_VERIFICATIONS };
   for (const signature of envelope.signatures) {
     const sig = decodeBase64Strict(signature.sig);
-    const key = sig && findSigner(message, sig, signature.keyid, trust);
+    const key = sig && findSigner(message, sig, signature.keyid, trust, budget);
     if (key) verifiedBy.set(key.id, key);
     else if (trust.keys.has(signature.keyid)) hintedButFailed = true;
   }
@@ -75,12 +76,21 @@ export function verifyEnvelope(bytes: Buffer, trust: TrustPolicy, now: number): 
   }
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(payload);
+    // ignoreBOM keeps a leading BOM in the text, where it fails the checks below, rather
+    // than dropping it and letting one release have two digests.
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(payload);
   } catch {
     throw new ManifestRejection('malformed-payload', 'the payload is not valid UTF-8');
   }
   const document = parseOrReject(text, 'payload');
-  if (canonicalize(document) !== text) {
+  let canonical: string | undefined;
+  try {
+    canonical = canonicalize(document);
+  } catch (error) {
+    // A lone surrogate, a number beyond double range: JSON can carry them, RFC 8785 cannot.
+    throw new ManifestRejection('malformed-payload', `the payload cannot be put in canonical form: ${(error as Error).message}`);
+  }
+  if (canonical !== text) {
     throw new ManifestRejection('not-canonical', 'the payload is not the RFC 8785 canonical JSON of its own content; sign it with mcp-warden manifest sign');
   }
   return { document, digest: createHash('sha256').update(payload).digest('hex'), signers, publishers };
@@ -103,13 +113,20 @@ export function checkManifestPolicy(
   if (trust.revokedManifests.has(verified.digest)) {
     throw new ManifestRejection('manifest-revoked', `manifest ${verified.digest} is revoked (trust.revoked.manifests)`, { digest: verified.digest });
   }
-  if (Date.parse(manifest.expiresAt) <= now) {
+  // Compared so that a date that does not parse (NaN) refuses rather than passes.
+  if (!(Date.parse(manifest.expiresAt) > now)) {
     throw new ManifestRejection('expired', `expired at ${manifest.expiresAt}; the publisher must sign a new release`, { expiresAt: manifest.expiresAt });
   }
-  if (Date.parse(manifest.issuedAt) > now + CLOCK_SKEW_MS) {
+  if (!(Date.parse(manifest.issuedAt) <= now + CLOCK_SKEW_MS)) {
     throw new ManifestRejection('not-yet-valid', `issued at ${manifest.issuedAt}, which is in the future`, { issuedAt: manifest.issuedAt });
   }
 }
+
+/**
+ * Signature verifications one envelope may cost: each hashes the whole payload, so 16
+ * junk signatures against many trusted keys would otherwise make one file take seconds.
+ */
+const MAX_VERIFICATIONS = 64;
 
 /** Tolerated difference between the signer's clock and the broker's. */
 const CLOCK_SKEW_MS = 5 * 60_000;
@@ -119,11 +136,13 @@ const CLOCK_SKEW_MS = 5 * 60_000;
  * it is wrong, every other trusted key is tried, so the signer is always the key that
  * verifies and a hint naming someone else's key gains nothing.
  */
-function findSigner(message: Buffer, sig: Buffer, hint: string, trust: TrustPolicy): TrustedKey | undefined {
+function findSigner(message: Buffer, sig: Buffer, hint: string, trust: TrustPolicy, budget: { left: number }): TrustedKey | undefined {
   const hinted = trust.keys.get(hint);
-  if (hinted && verifySignature(message, sig, hinted.publicKey)) return hinted;
-  for (const key of trust.keys.values()) {
-    if (key !== hinted && verifySignature(message, sig, key.publicKey)) return key;
+  const tries = hinted ? [hinted, ...[...trust.keys.values()].filter((key) => key !== hinted)] : [...trust.keys.values()];
+  for (const key of tries) {
+    if (budget.left <= 0) return undefined;
+    budget.left--;
+    if (verifySignature(message, sig, key.publicKey)) return key;
   }
   return undefined;
 }
@@ -165,9 +184,11 @@ function parseOrReject(text: string, what: 'envelope' | 'payload', unsigned?: ()
   }
 }
 
+/** Only to give a better reason; small files only, and without YAML's quadratic key check. */
 function looksLikeUnsignedManifest(text: string): boolean {
+  if (text.length > 256 * 1024) return false;
   try {
-    return isManifestShaped(parseYaml(text, { maxAliasCount: 100 }));
+    return isManifestShaped(parseYaml(text, { maxAliasCount: 100, uniqueKeys: false }));
   } catch {
     return false;
   }

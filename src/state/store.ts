@@ -19,7 +19,23 @@ export interface ManifestHistory {
   admit(name: string, serial: number, digest: string): Admission;
 }
 
-export interface StateStore extends ManifestHistory {
+/** A quarantine that outlives the process: the release it was raised against, and why. */
+export interface QuarantineRecord {
+  readonly reason: string;
+  readonly diffDigest: string;
+  readonly since: string;
+}
+
+/**
+ * Servers quarantined for drift, by manifest name and digest. Keyed by the digest: only a
+ * different signed release (a higher serial, since a lower one is a rollback) clears it.
+ */
+export interface QuarantineLedger {
+  quarantined(name: string, digest: string): QuarantineRecord | undefined;
+  recordQuarantine(name: string, digest: string, record: QuarantineRecord): void;
+}
+
+export interface StateStore extends ManifestHistory, QuarantineLedger {
   readonly file: string;
   readonly writable: boolean;
   close(): void;
@@ -31,6 +47,14 @@ CREATE TABLE IF NOT EXISTS manifest_history (
   serial INTEGER NOT NULL,
   digest TEXT NOT NULL,
   accepted_at TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS quarantine (
+  name TEXT NOT NULL,
+  digest TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  diff_digest TEXT NOT NULL,
+  since TEXT NOT NULL,
+  PRIMARY KEY (name, digest)
 ) STRICT;
 `;
 
@@ -58,6 +82,13 @@ export function openStateStore(dir: string, mode: 'read-write' | 'read-only'): S
   const select = prepare(db, file, 'SELECT serial, digest FROM manifest_history WHERE name = ?');
   const upsert = mode === 'read-write'
     ? prepare(db, file, 'INSERT INTO manifest_history (name, serial, digest, accepted_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET serial = excluded.serial, digest = excluded.digest, accepted_at = excluded.accepted_at')
+    : undefined;
+
+  // An older file may predate the quarantine table; read-only mode cannot create it.
+  const hasQuarantine = tableExists(db, 'quarantine');
+  const selectQuarantine = hasQuarantine ? prepare(db, file, 'SELECT reason, diff_digest, since FROM quarantine WHERE name = ? AND digest = ?') : undefined;
+  const insertQuarantine = mode === 'read-write'
+    ? prepare(db, file, 'INSERT INTO quarantine (name, digest, reason, diff_digest, since) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, digest) DO NOTHING')
     : undefined;
 
   const latest = (name: string) => {
@@ -90,10 +121,34 @@ export function openStateStore(dir: string, mode: 'read-write' | 'read-only'): S
         throw error instanceof WardenError ? error : unavailable(file, error);
       }
     },
+    quarantined(name, digest) {
+      try {
+        const row = selectQuarantine?.get(name, digest) as { reason: string; diff_digest: string; since: string } | undefined;
+        return row ? { reason: String(row.reason), diffDigest: String(row.diff_digest), since: String(row.since) } : undefined;
+      } catch (error) {
+        throw unavailable(file, error);
+      }
+    },
+    recordQuarantine(name, digest, record) {
+      if (!insertQuarantine) throw new WardenError('WARDEN_STATE_UNAVAILABLE', `the state store ${file} is open read-only`, { file });
+      try {
+        insertQuarantine.run(name, digest, record.reason, record.diffDigest, record.since);
+      } catch (error) {
+        throw unavailable(file, error);
+      }
+    },
     close() {
-      db.close();
+      if (db.isOpen) db.close();
     },
   };
+}
+
+function tableExists(db: DatabaseSync, table: string): boolean {
+  try {
+    return db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(table) !== undefined;
+  } catch {
+    return false;
+  }
 }
 
 /** Same serial and digest is the same release seen again: accepted, nothing changes. */
@@ -104,7 +159,17 @@ function judge(current: { serial: number; digest: string } | undefined, serial: 
 }
 
 function emptyHistory(file: string): StateStore {
-  return { file, writable: false, latest: () => undefined, admit: () => 'accepted', close: () => undefined };
+  return {
+    file,
+    writable: false,
+    latest: () => undefined,
+    admit: () => 'accepted',
+    quarantined: () => undefined,
+    recordQuarantine: () => {
+      throw new WardenError('WARDEN_STATE_UNAVAILABLE', `the state store ${file} is open read-only`, { file });
+    },
+    close: () => undefined,
+  };
 }
 
 function prepare(db: DatabaseSync, file: string, sql: string) {

@@ -73,7 +73,7 @@ describe('mcp-warden CLI', () => {
     assert.match(config.stderr, /WARDEN_CONFIG_INVALID/);
     assert.match(config.stderr, /bad\.yaml/);
     assert.match(config.stderr, /at \/agents\/a\/allow: must be array/);
-    const badManifest = writeYaml(join(dir, 'm.yaml'), { version: 1, servers: { s: { manifest: 'nope.yaml' } }, agents: {} });
+    const badManifest = writeYaml(join(dir, 'm.yaml'), { version: 1, servers: { s: { manifest: 'nope.yaml', name: 'test.s' } }, agents: {} });
     const missing = run(['config', 'check', badManifest]);
     assert.equal(missing.code, 4, missing.stderr);
     assert.match(missing.stdout, new RegExp(`^refused \\[unreadable\\]: server s: ${join(dir, 'manifests/nope.yaml')}: `, 'm'));
@@ -100,7 +100,7 @@ describe('mcp-warden CLI', () => {
   it('serve reports a refused manifest on stderr and serves without that server', async () => {
     // The init workspace keeps each unsigned source next to its signed file: point a server at one.
     const data = parse(readFileSync(join(dir, 'ws/warden.yaml'), 'utf8')) as { servers: Record<string, unknown>; agents: { demo: { allow: { tools: string[] }[] } } };
-    data.servers['raw'] = { manifest: 'notes.manifest.yaml' };
+    data.servers['raw'] = { manifest: 'notes.manifest.yaml', name: 'example.notes' };
     data.agents.demo.allow.push({ tools: ['raw__*'] });
     const file = writeYaml(join(dir, 'ws/with-unsigned.yaml'), stringify(data));
     const check = run(['config', 'check', file]);

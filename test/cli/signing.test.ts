@@ -147,7 +147,7 @@ describe('config check with a refused manifest', () => {
     run(['manifest', 'sign', '--key', join(dir, 'acme.key'), file]);
     const data = parse(readFileSync(TRUSTED, 'utf8')) as Record<string, unknown>;
     const cfg = join(dir, 'cc.yaml');
-    writeFileSync(cfg, stringify({ ...data, servers: { good: { manifest: 'cc-notes.signed.json' }, bad: { manifest: 'cc-notes.yaml' } }, agents: { a: { allow: [{ tools: ['*'] }] } } }));
+    writeFileSync(cfg, stringify({ ...data, servers: { good: { manifest: 'cc-notes.signed.json', name: 'acme.notes' }, bad: { manifest: 'cc-notes.yaml', name: 'acme.notes' } }, agents: { a: { allow: [{ tools: ['*'] }] } } }));
     const result = run(['config', 'check', cfg]);
     assert.equal(result.code, 4, result.stdout + result.stderr);
     assert.match(result.stdout, /accepted: server good: acme.notes serial 1/);

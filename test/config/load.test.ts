@@ -226,4 +226,26 @@ describe('loadConfig', () => {
     data['servers'] = { 'long-server': { manifest: 'long.json' } };
     expectCode(() => loadConfig(configFile(data)), 'WARDEN_CONFIG_INVALID', /longer than 64/);
   });
+
+  it('binds each server slot to a manifest name: another publisher\'s valid manifest never gets its credentials or grants', () => {
+    // "intruder" is trusted, but only for intruder.*; it signs its own manifest, validly,
+    // and the file is put where the crm server's manifest belongs.
+    writeManifest(join(dir, 'manifests/intruder.json'), { ...stdioManifest('intruder', NOTES_SERVER, NOTES_TOOLS), name: 'test.intruder' });
+    const file = writeConfig(join(dir, 'slot.yaml'), {
+      version: 1,
+      servers: { crm: { manifest: 'intruder.json', name: 'test.crm' } },
+      credentials: {},
+      agents: { alice: { allow: [{ tools: ['crm__*'] }] } },
+    });
+    const config = loadConfig(file);
+    assert.equal(config.servers.has('crm'), false);
+    assert.equal(config.rejected.get('crm')?.reason, 'unexpected-name');
+    assert.match(config.rejected.get('crm')?.message ?? '', /"test.intruder"; servers.crm.name expects "test.crm"/);
+    assert.equal(config.catalog.size, 0);
+  });
+
+  it('a server entry without a name is a config error', () => {
+    const file = writeYaml(join(dir, 'noname.yaml'), { version: 1, servers: { notes: { manifest: 'notes.json' } }, agents: {} });
+    expectCode(() => loadConfig(file), 'WARDEN_CONFIG_INVALID', /servers\/notes: is missing required property "name"/);
+  });
 });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -248,6 +249,40 @@ describe('signed manifests: malformed and hostile files', () => {
   ] as const) {
     test(`${label}: refused as not an envelope`, () => refused(text, 'not-an-envelope'));
   }
+  test('a raw control character inside a JSON string (momoa is lenient there, JSON.parse is not)', () => {
+    refused(`{"payloadType":"a\tb","payload":"AAAA","signatures":[]}`, 'not-an-envelope');
+  });
+  test('a FIFO in place of the manifest is refused, not waited on', () => {
+    const fifo = join(dir, 'fifo.json');
+    execFileSync('mkfifo', [fifo]);
+    assert.throws(() => loadSignedManifest(fifo, compileTrust(TRUST, 'w'), { now: NOW }), (error: unknown) => error instanceof ManifestRejection && error.reason === 'unreadable');
+  });
+  test('a signed payload that RFC 8785 cannot represent: a lone surrogate, a number beyond double range', () => {
+    refused(envelope(undefined, { payloadText: '{"description":"\\ud800","name":"acme.x"}' }), 'malformed-payload');
+    refused(envelope(undefined, { payloadText: canonicalize(manifest())!.replace('"serial":1', '"serial":1e400') }), 'malformed-payload');
+  });
+  test('a signed payload nested deeper than any manifest needs', () => {
+    refused(envelope(undefined, { payloadText: `${'['.repeat(2500)}${']'.repeat(2500)}` }), 'malformed-payload');
+  });
+  test('a byte-order mark before the canonical payload (one release, two digests) is refused', () => {
+    const good = JSON.parse(envelope(manifest()));
+    const payload = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(good.payload, 'base64')]);
+    const sig = signMessage(preAuthEncoding(PAYLOAD_TYPE, payload), ACME.seed).toString('base64');
+    refused(JSON.stringify({ ...good, payload: payload.toString('base64'), signatures: [{ keyid: ACME.id, sig }] }), 'malformed-payload');
+  });
+  test('a leap-second expiry, which would never compare as past, is refused', () => {
+    refused(envelope(manifest({ expiresAt: '2016-12-31T23:59:60Z' })), 'invalid-manifest');
+  });
+  test('sixteen junk signatures against many trusted keys: refused, within a bounded number of verifications', () => {
+    const many: RawTrust = { publishers: Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`p${i}`, { keys: [key(`many-${i}`).publicKey], namespaces: [`p${i}.*`] }])) };
+    const junk = Array.from({ length: 16 }, (_, i) => ({ ...STRANGER, hint: key(`many-${i}`).id }));
+    refused(envelope(manifest(), { signers: junk }), 'bad-signature', many);
+  });
+  test('terminal escapes quoted from a hostile file do not reach the message', () => {
+    const text = `{"payloadType":"x","\u001b[2Jk":1,"\u001b[2Jk":2}`;
+    assert.throws(() => load(text), (error: unknown) => error instanceof ManifestRejection && error.reason === 'duplicate-key' && !error.message.includes('\u001b'));
+  });
+
   test('every reason has a distinct exit code and is documented', async () => {
     const { readFileSync } = await import('node:fs');
     const docs = readFileSync(join(ROOT, 'docs/manifests.md'), 'utf8');
