@@ -142,7 +142,7 @@ function writeConfig(name: string, identityTokens: boolean): { config: string; a
     stringify({
       version: 1,
       manifestsDir: workdir,
-      servers: { notes: { manifest: 'notes.signed.json', ...(identityTokens ? { identity: { audience: 'notes', lifetimeSeconds: 60 } } : {}) } },
+      servers: { notes: { manifest: 'notes.signed.json', name: 'example.notes', ...(identityTokens ? { identity: { audience: 'notes', lifetimeSeconds: 60 } } : {}) } },
       trust: { publishers: { bench: { keys: [publisher.publicKey], namespaces: ['example.*'] } } },
       state: { dir: join(workdir, `${name}-state`) },
       ...(identityTokens ? { identity: { keyFile: join(workdir, 'broker-identity.key') } } : {}),

@@ -98,7 +98,7 @@ try {
   const key = readSigningKey(publisher.keyFile);
   const source = parse(readFileSync(join(ROOT, 'manifests/notes.manifest.yaml'), 'utf8')) as Record<string, unknown>;
   delete source['credentials'];
-  const servers: Record<string, { manifest: string }> = {};
+  const servers: Record<string, { manifest: string; name: string }> = {};
   const now = Date.now();
   for (let i = 0; i < COUNT; i++) {
     const name = `n${String(i).padStart(4, '0')}`;
@@ -106,7 +106,7 @@ try {
     // server must match them, or the measurement would include 200 quarantines).
     const manifest = { ...source, name: `example.${name}`, transport: { type: 'http', url, era: 'legacy' } };
     writeFileSync(join(workdir, `${name}.signed.json`), formatEnvelope(signManifestSource(manifest, name, key, { now, validDays: 1 }).envelope));
-    servers[name] = { manifest: `${name}.signed.json` };
+    servers[name] = { manifest: `${name}.signed.json`, name: `example.${name}` };
   }
   const base = { version: 1, manifestsDir: workdir, agents: { bench: { allow: [{ tools: ['*'] }] } }, trust: { publishers: { bench: { keys: [publisher.publicKey], namespaces: ['example.*'] } } }, log: { level: 'warn' } };
   const configs = {
