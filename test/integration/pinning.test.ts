@@ -2,7 +2,10 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import type { Broker } from '../../src/broker.ts';
+import { sha256Hex } from '../../src/config/load.ts';
+import { startHttpFront } from '../../src/front/http.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import type { AuditRecord } from '../../src/audit/trail.ts';
 import { SIGNED_INSTRUCTIONS, SIGNED_TOOLS, VARIANTS } from '../fixtures/shifty-tools.ts';
@@ -37,7 +40,7 @@ interface Setup {
   control: string;
 }
 
-function workspace(options: { recheckSeconds?: number; instructions?: string } = {}): Setup {
+function workspace(options: { recheckSeconds?: number; instructions?: string; tokenSha256?: string } = {}): Setup {
   const { dir, cleanup } = tempDir('warden-pin-');
   cleanups.push(cleanup);
   const control = join(dir, 'control.json');
@@ -48,7 +51,7 @@ function workspace(options: { recheckSeconds?: number; instructions?: string } =
     version: 1,
     manifestsDir: '.',
     servers: { shifty: { manifest: 'shifty.json' } },
-    agents: { a: { allow: [{ tools: ['shifty__*'], access: ['read', 'write'] }] } },
+    agents: { a: { ...(options.tokenSha256 ? { tokenSha256: options.tokenSha256 } : {}), allow: [{ tools: ['shifty__*'], access: ['read', 'write'] }] } },
     pinning: { recheckSeconds: options.recheckSeconds ?? 3600 },
   });
   return { dir, config, control };
@@ -195,6 +198,22 @@ describe('live pinning: the live server must match its signed manifest', () => {
     assert.equal(third.config.servers.get('shifty')?.serial, 2);
     assert.equal(third.backends.get('shifty')?.quarantine, undefined);
     assert.deepEqual(names(third), ['shifty__lookup', 'shifty__update']);
+  });
+
+  test('an agent on Streamable HTTP (2026-07-28 change stream) is told too', async () => {
+    const setup = workspace({ tokenSha256: sha256Hex('pin-token') });
+    const broker = await brokerFor(setup);
+    const front = await startHttpFront(broker, { host: '127.0.0.1', port: 0 });
+    cleanups.push(() => front.close());
+    let notified = 0;
+    const client = new Client({ name: 'http-agent', version: '1.0.0' }, { versionNegotiation: { mode: 'auto' }, listChanged: { tools: { autoRefresh: false, debounceMs: 0, onChanged: () => void notified++ } } });
+    await client.connect(new StreamableHTTPClientTransport(new URL(front.url), { requestInit: { headers: { Authorization: 'Bearer pin-token' } } }));
+    cleanups.push(() => client.close());
+    assert.equal(client.getProtocolEra(), 'modern');
+    assert.equal((await client.listTools()).tools.length, 2);
+    drift(setup, 'tool-removed');
+    assert.ok(await waitFor(() => notified > 0), 'the HTTP agent was not notified');
+    assert.deepEqual((await client.listTools({}, { cacheMode: 'bypass' })).tools, []);
   });
 
   test('an agent connected over stdio is sent tools/list_changed and then lists nothing', async () => {
