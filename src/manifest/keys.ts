@@ -1,4 +1,5 @@
-import { closeSync, existsSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { WardenError } from '../errors.ts';
 import { generateKeyPair, keyId, publicKeyOf, SEED_BYTES } from './ed25519.ts';
 import { decodeBase64Strict } from './envelope.ts';
@@ -15,6 +16,7 @@ export function writeKeyPair(prefix: string): { keyFile: string; pubFile: string
     if (existsSync(file)) throw new WardenError('WARDEN_SIGNING_KEY', `${file} already exists; keygen never replaces a key. Choose another --out`, { file });
   }
   const { seed, publicKey } = generateKeyPair();
+  mkdirSync(dirname(resolve(keyFile)), { recursive: true, mode: 0o700 });
   writeNew(keyFile, `${seed.toString('base64')}\n`, 0o600);
   writeNew(pubFile, `${publicKey.toString('base64')}\n`, 0o644);
   return { keyFile, pubFile, publicKey: publicKey.toString('base64'), keyId: keyId(publicKey) };

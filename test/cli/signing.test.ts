@@ -51,6 +51,13 @@ describe('keygen', () => {
     assert.match(again.stderr, /WARDEN_SIGNING_KEY: .*already exists/);
     assert.equal(run(['keygen']).code, 2);
   });
+
+  test('creates the folder of --out, readable by its owner only', () => {
+    const result = run(['keygen', '--out', join(dir, 'nested', 'keys', 'k2')]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(statSync(join(dir, 'nested', 'keys')).mode & 0o777, 0o700);
+    assert.ok(existsSync(join(dir, 'nested', 'keys', 'k2.pub')));
+  });
 });
 
 describe('manifest sign', () => {
