@@ -83,8 +83,8 @@ export class Broker {
   readonly #toolsListeners = new Set<() => void>();
 
   /**
-   * Registers a listener for changes to what agents may see (a server quarantined or
-   * released). Fronts turn it into notifications/tools/list_changed. Returns the unsubscribe.
+   * Registers a listener for changes to what agents may see (a server quarantined).
+   * Fronts turn it into notifications/tools/list_changed. Returns the unsubscribe.
    */
   onToolsChanged(listener: () => void): () => void {
     this.#toolsListeners.add(listener);

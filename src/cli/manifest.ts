@@ -1,17 +1,16 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import { loadConfig } from '../config/load.ts';
+import { historyRejection, loadConfig } from '../config/load.ts';
 import { readDocument } from '../config/read-document.ts';
 import { WardenError } from '../errors.ts';
-import envelopeSchema from '../manifest/envelope.schema.json' with { type: 'json' };
 import { formatEnvelope, type Envelope } from '../manifest/envelope.ts';
 import { readSigningKey } from '../manifest/keys.ts';
 import { loadSignedManifest } from '../manifest/load.ts';
 import { ManifestRejection, REJECTIONS } from '../manifest/rejections.ts';
 import { addSignature, signManifestSource } from '../manifest/sign.ts';
 import { parseStrictJson } from '../manifest/strict-json.ts';
+import { validateEnvelope } from '../manifest/verify.ts';
 import type { Manifest } from '../manifest/types.ts';
 import { openStateStore } from '../state/store.ts';
 
@@ -30,8 +29,6 @@ verify   Says whether the broker configured by CONFIG would accept FILE, and if 
          changing it. Exit 0 when accepted; otherwise the code of the reason:
 ${Object.entries(REJECTIONS).map(([reason, { exit, summary }]) => `           ${String(exit).padEnd(3)} ${reason.padEnd(22)} ${summary}`).join('\n')}
 `;
-
-const validateEnvelope = new Ajv2020({ strict: true }).compile(envelopeSchema);
 
 export async function runManifest(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -128,10 +125,8 @@ function verify(file: string, configFile: string): number {
     manifest = loadSignedManifest(file, config.trust);
     const store = openStateStore(config.state.dir, 'read-only');
     try {
-      const latest = store.latest(manifest.name);
       const admission = store.admit(manifest.name, manifest.serial, manifest.digest);
-      if (admission === 'rollback') throw new ManifestRejection('rollback', `serial ${manifest.serial} is below serial ${latest?.serial}, already accepted for "${manifest.name}"`);
-      if (admission === 'equivocation') throw new ManifestRejection('equivocation', `serial ${manifest.serial} of "${manifest.name}" was already accepted with different content`);
+      if (admission !== 'accepted') throw historyRejection(admission, manifest, store);
     } finally {
       store.close();
     }

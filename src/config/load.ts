@@ -228,7 +228,8 @@ function loadServers(
   return { servers, rejected };
 }
 
-function historyRejection(admission: 'rollback' | 'equivocation', manifest: Manifest, history: ManifestHistory): ManifestRejection {
+/** Why the manifest history refuses a release; shared with manifest verify. */
+export function historyRejection(admission: 'rollback' | 'equivocation', manifest: Manifest, history: ManifestHistory): ManifestRejection {
   const latest = history.latest(manifest.name);
   if (admission === 'rollback') {
     return new ManifestRejection('rollback', `serial ${manifest.serial} of "${manifest.name}" is below serial ${latest?.serial}, already accepted; the publisher must sign a release with a higher serial`);

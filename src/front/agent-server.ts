@@ -15,7 +15,7 @@ const INSTRUCTIONS =
 export function createAgentServer(broker: Broker, agentName: string, options: { notifyToolsChanged: boolean }): Server {
   const server = new Server({ ...BROKER_INFO }, { capabilities: { tools: { listChanged: true } }, instructions: INSTRUCTIONS });
   if (options.notifyToolsChanged) {
-    // A quarantined or released server changes this agent's list: tell the agent to list again.
+    // A quarantined server changes this agent's list: tell the agent to list again.
     const unsubscribe = broker.onToolsChanged(() => void server.sendToolListChanged().catch(() => undefined));
     server.onclose = unsubscribe;
   }

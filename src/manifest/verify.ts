@@ -9,7 +9,8 @@ import { ManifestRejection } from './rejections.ts';
 import { parseStrictJson, StrictJsonError } from './strict-json.ts';
 import { publisherCovers, type Publisher, type TrustedKey, type TrustPolicy } from './trust.ts';
 
-const validateEnvelope = new Ajv2020({ allErrors: false, strict: true }).compile(envelopeSchema);
+/** The envelope's shape (envelope.schema.json); shared with manifest sign. */
+export const validateEnvelope = new Ajv2020({ allErrors: false, strict: true }).compile(envelopeSchema);
 
 /** Who signed, as established by verification (never by the keyid hint). */
 export interface Signer {
