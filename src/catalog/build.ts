@@ -14,7 +14,7 @@ export interface ExposedDefinition {
   readonly description: string;
   readonly inputSchema: Readonly<Record<string, unknown>>;
   readonly outputSchema?: Readonly<Record<string, unknown>>;
-  readonly annotations: Readonly<ToolAnnotations> & { readonly readOnlyHint: boolean };
+  readonly annotations: Readonly<ToolAnnotations> & { readonly readOnlyHint: boolean; readonly destructiveHint: boolean; readonly idempotentHint: boolean };
 }
 
 export interface CatalogTool {
@@ -89,9 +89,13 @@ function toDefinition(name: string, tool: ManifestTool): ExposedDefinition {
     // With a scope constraint the agent sees a subset of the declared output, which the
     // declared schema may no longer describe, so the schema is not shown.
     ...(tool.outputSchema === undefined || tool.outputFields !== undefined ? {} : { outputSchema: tool.outputSchema }),
-    // Annotations come from the signed manifest, never from the live server, and
-    // readOnlyHint from the access class the policy enforces. A write tool without a
-    // signed destructiveHint keeps the protocol's cautious default.
-    annotations: Object.freeze({ ...tool.annotations, readOnlyHint: tool.access === 'read' }),
+    // Annotations come from the signed manifest, never from the live server, and the hints
+    // from the access class the policy enforces: what the agent is told is what is enforced.
+    annotations: Object.freeze({
+      ...tool.annotations,
+      readOnlyHint: tool.access === 'read',
+      destructiveHint: tool.access === 'destructive',
+      idempotentHint: tool.access === 'read' || tool.idempotent === true,
+    }),
   });
 }

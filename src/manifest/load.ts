@@ -219,7 +219,10 @@ function annotationConflict(tool: ManifestTool): string | undefined {
   if (!hints) return undefined;
   if (tool.access === 'read' && hints.readOnlyHint === false) return 'a read tool cannot say readOnlyHint: false';
   if (tool.access === 'read' && hints.destructiveHint === true) return 'a read tool cannot say destructiveHint: true';
-  if (tool.access === 'write' && hints.readOnlyHint === true) return 'a write tool cannot say readOnlyHint: true';
+  if (tool.access !== 'read' && hints.readOnlyHint === true) return `a ${tool.access} tool cannot say readOnlyHint: true`;
+  if (tool.access === 'write' && hints.destructiveHint === true) return 'a write tool cannot say destructiveHint: true; declare it access: destructive';
+  if (tool.access === 'destructive' && hints.destructiveHint === false) return 'a destructive tool cannot say destructiveHint: false';
+  if (tool.idempotent === true && hints.idempotentHint === false) return 'an idempotent tool cannot say idempotentHint: false';
   return undefined;
 }
 

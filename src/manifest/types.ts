@@ -6,7 +6,10 @@ export interface ManifestTool {
   readonly name: string;
   readonly title?: string;
   readonly description: string;
-  readonly access: 'read' | 'write';
+  /** read: no side effects; write: changes something; destructive: loses something for good. */
+  readonly access: 'read' | 'write' | 'destructive';
+  /** A write the owner signs as safe to repeat: the broker does not deduplicate its calls. */
+  readonly idempotent?: boolean;
   readonly inputSchema: Readonly<Record<string, unknown>>;
   readonly outputSchema?: Readonly<Record<string, unknown>>;
   /** Scope constraint: the only output fields an agent may see, as JSON pointers. */
@@ -15,7 +18,7 @@ export interface ManifestTool {
   readonly timeoutMs?: number;
   /** Cap on the result text, bytes; can only tighten the config's limit. */
   readonly maxResultBytes?: number;
-  /** The annotations the live server must send (pinned); agents see them with readOnlyHint from access. */
+  /** The annotations the live server must send (pinned); agents see the hints derived from access and idempotent. */
   readonly annotations?: Readonly<ToolAnnotations>;
 }
 

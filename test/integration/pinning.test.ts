@@ -72,12 +72,12 @@ const countLists = (broker: Broker) => broker.backends.get('shifty')!.pinChecks;
 const names = (broker: Broker) => broker.listTools('a').tools.map((tool) => tool.name).sort();
 
 describe('live pinning: the live server must match its signed manifest', () => {
-  test('a server that matches is served, with the signed annotations and readOnlyHint from access', async () => {
+  test('a server that matches is served, with the signed annotations and the hints derived from access', async () => {
     const broker = await brokerFor(workspace());
     assert.equal(broker.backends.get('shifty')?.quarantine, undefined);
     const tools = broker.listTools('a').tools;
     assert.deepEqual(tools.map((tool) => tool.name).sort(), ['shifty__lookup', 'shifty__update']);
-    assert.deepEqual(tools.find((tool) => tool.name === 'shifty__update')?.annotations, { readOnlyHint: false, destructiveHint: false });
+    assert.deepEqual(tools.find((tool) => tool.name === 'shifty__update')?.annotations, { readOnlyHint: false, destructiveHint: false, idempotentHint: false });
     assert.equal(tools.find((tool) => tool.name === 'shifty__lookup')?.title, 'Lookup');
     const result = await broker.callTool('a', 'shifty__lookup', { id: 'x' });
     assert.equal(result.isError, undefined);

@@ -128,7 +128,7 @@ describe('buildManifest', () => {
 
   it('refuses an unknown access class and a missing one', () => {
     const bad = { ...NOTES_TOOLS[0], access: 'admin' };
-    expectRejection(() => build(stdioManifest('x', NOTES_SERVER, [bad])), 'invalid-manifest', /at \/tools\/0\/access: must be one of \["read","write"\]/);
+    expectRejection(() => build(stdioManifest('x', NOTES_SERVER, [bad])), 'invalid-manifest', /at \/tools\/0\/access: must be one of \["read","write","destructive"\]/);
     const { access: _access, ...missing } = NOTES_TOOLS[0] as Record<string, unknown>;
     expectRejection(() => build(stdioManifest('x', NOTES_SERVER, [missing])), 'invalid-manifest', /at \/tools\/0: is missing required property "access"/);
   });
