@@ -148,6 +148,8 @@ function writeConfig(name: string, identityTokens: boolean): { config: string; a
       ...(identityTokens ? { identity: { keyFile: join(workdir, 'broker-identity.key') } } : {}),
       credentials: { notes: { NOTES_API_TOKEN: { env: 'BENCH_NOTES_API_TOKEN' } } },
       agents: { bench: { allow: [{ tools: ['notes__echo'] }] } },
+      // The limiter runs on every call, as in production, but with limits this run never reaches.
+      rateLimits: { concurrent: 10_000, perAgent: { perMinute: 1_000_000, concurrent: 10_000 }, perTool: { perMinute: 1_000_000, concurrent: 10_000 } },
       audit: { file: audit },
       log: { level: 'warn' },
     }),

@@ -4,91 +4,159 @@ import { memoryAuditTrail, openAuditTrail, writeOrLog, type AuditTrail } from '.
 import { McpBackend } from './backends/mcp.ts';
 import type { ExposedDefinition } from './catalog/build.ts';
 import type { WardenConfig } from './config/types.ts';
+import { WardenError, type WardenErrorCode } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
+import { memoryLimitStore, type LimitStore } from './guard/rate-limits.ts';
 import { buildCallPipeline, type CallPipeline } from './pipeline/pipeline.ts';
-import type { Progress } from './pipeline/types.ts';
+import type { AskUser, CallOutcome, PipelineDeps, Progress, Refusal, UserInput } from './pipeline/types.ts';
+import { ApprovalWaiter } from './policy/approval-waiter.ts';
 import { findGrant } from './policy/grants.ts';
 import { secretForms } from './guard/sanitize-output.ts';
 import { loadBrokerIdentity, type BrokerIdentity } from './identity/broker-identity.ts';
 import { openStateStore, type StateStore } from './state/store.ts';
+import type { KillSwitchState } from './state/switches.ts';
 
 export interface BrokerOptions {
   readonly logger?: Logger;
   /** Defaults to the audit file the config names. */
   readonly audit?: AuditTrail | 'memory';
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+  /** How often the state store is checked for approvals decided and kill-switch changes, ms. */
+  readonly statePollMs?: number;
+  /** Rate-limit state; a shared store can replace the embedded one. */
+  readonly limits?: LimitStore;
+}
+
+/** What a tools/call may carry besides the tool and its arguments. */
+export interface CallOptions {
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (progress: Progress) => void;
+  /** The client's idempotency key from the request's _meta, unchecked. */
+  readonly idempotencyKey?: unknown;
+  readonly userInput?: UserInput;
 }
 
 /** Prefix of the `_meta` key that carries a refusal's code to the agent's host. */
 export const REFUSAL_META_KEY = 'mcp-warden/refusal';
+/** The kill switch and approvals are seen within this long of being changed. */
+export const STATE_POLL_MS = 250;
+/** Expired idempotency records and approvals are cleared this often. */
+const PRUNE_MS = 60_000;
+
+/** One agent-visible tool: its server and its definition. */
+interface VisibleTool {
+  readonly server: string;
+  readonly access: 'read' | 'write' | 'destructive';
+  readonly definition: ExposedDefinition;
+}
 
 /**
  * The broker: the config, one backend per downstream server, and the call pipeline. The
  * fronts (stdio, HTTP) authenticate an agent and then only ever call listTools/callTool.
+ * The config can be replaced while it runs (applyConfig): every call is judged by one
+ * config from start to end, and agents whose tool list changed are told.
  */
 export class Broker {
-  readonly config: WardenConfig;
   readonly logger: Logger;
   readonly audit: AuditTrail;
-  readonly backends: ReadonlyMap<string, McpBackend>;
-  readonly #pipeline: CallPipeline;
-  /** The state store: quarantines are recorded here and outlive the process. */
+  /** Identifies this process in idempotency records. */
+  readonly instanceId = randomUUID();
+  #config: WardenConfig;
+  #backends: Map<string, McpBackend>;
+  #pipeline: CallPipeline;
+  /** Per agent, the definitions its grants make visible; recomputed when the config changes. */
+  #visible = new Map<string, readonly VisibleTool[]>();
+  /** Per agent, the names it was last shown (or would be): a change means list_changed. */
+  readonly #listed = new Map<string, string>();
+  /** Approvals, idempotency records, the kill switch and the manifest history live here. */
   readonly #state: StateStore;
-  /** Per agent, the definitions its grants make visible; computed once, since config is frozen. */
-  readonly #visible = new Map<string, readonly { readonly server: string; readonly definition: ExposedDefinition }[]>();
+  readonly #limits: LimitStore;
+  readonly #approvals: ApprovalWaiter;
+  readonly #writesInFlight: PipelineDeps['writesInFlight'] = new Map();
+  readonly #backoff: BrokerOptions['backoff'];
+  #killSwitch: KillSwitchState;
+  #dataVersion = -1;
+  #poll: NodeJS.Timeout | undefined;
+  #lastPrune = 0;
+  readonly #toolsListeners = new Set<(agents: ReadonlySet<string>) => void>();
 
   constructor(config: WardenConfig, options: BrokerOptions = {}) {
-    this.config = config;
+    this.#config = config;
     this.logger = options.logger ?? createLogger(config.log.level);
     this.audit = options.audit === 'memory' ? memoryAuditTrail() : (options.audit ?? openAuditTrail(config.audit.file));
     this.#state = openStateStore(config.state.dir, 'read-write');
-    const backends = new Map<string, McpBackend>();
-    for (const [server, manifest] of config.servers) {
-      const persistedQuarantine = this.#state.quarantined(manifest.name, manifest.digest);
-      backends.set(
-        server,
-        new McpBackend({
-          server,
-          manifest,
-          connectTimeoutMs: config.limits.connectTimeoutMs,
-          logger: this.logger,
-          audit: this.audit,
-          ...(config.credentials.has(server) ? { credentialSources: config.credentials.get(server)! } : {}),
-          breaker: config.limits.breaker,
-          recheckMs: config.pinning.recheckMs,
-          onToolsChanged: () => this.#toolsChanged(),
-          onQuarantine: (quarantine) => this.#recordQuarantine(server, manifest.name, manifest.digest, quarantine),
-          ...(persistedQuarantine ? { persistedQuarantine } : {}),
-          ...(options.backoff ? { backoff: options.backoff } : {}),
-        }),
-      );
-    }
-    this.backends = backends;
-    this.#pipeline = buildCallPipeline({
-      config,
-      backends,
+    this.#killSwitch = this.#state.killSwitch.read().state;
+    this.#limits = options.limits ?? memoryLimitStore();
+    this.#approvals = new ApprovalWaiter(this.#state.approvals);
+    this.#backoff = options.backoff;
+    this.#backends = new Map();
+    for (const server of config.servers.keys()) this.#backends.set(server, this.#createBackend(config, server));
+    this.#pipeline = this.#buildPipeline();
+    this.#visible = visibleTools(config);
+    this.#listedChanges();
+    const pollMs = options.statePollMs ?? STATE_POLL_MS;
+    this.#poll = setInterval(() => this.#pollState(), pollMs);
+    this.#poll.unref();
+  }
+
+  get config(): WardenConfig {
+    return this.#config;
+  }
+
+  get backends(): ReadonlyMap<string, McpBackend> {
+    return this.#backends;
+  }
+
+  /** The kill switch as this broker enforces it now. */
+  get killSwitch(): KillSwitchState {
+    return this.#killSwitch;
+  }
+
+  /**
+   * Registers a listener for changes to what agents may see (a server quarantined, the
+   * kill switch, a new config); it gets the agents whose list changed. Fronts turn it
+   * into notifications/tools/list_changed. Returns the unsubscribe.
+   */
+  onToolsChanged(listener: (agents: ReadonlySet<string>) => void): () => void {
+    this.#toolsListeners.add(listener);
+    return () => this.#toolsListeners.delete(listener);
+  }
+
+  #createBackend(config: WardenConfig, server: string): McpBackend {
+    const manifest = config.servers.get(server);
+    if (!manifest) throw new WardenError('WARDEN_INTERNAL', `no manifest for server ${server}`);
+    const persistedQuarantine = this.#state.quarantined(manifest.name, manifest.digest);
+    return new McpBackend({
+      server,
+      manifest,
+      connectTimeoutMs: config.limits.connectTimeoutMs,
+      logger: this.logger,
+      audit: this.audit,
+      ...(config.credentials.has(server) ? { credentialSources: config.credentials.get(server)! } : {}),
+      breaker: config.limits.breaker,
+      recheckMs: config.pinning.recheckMs,
+      onToolsChanged: () => this.#listedChanges(),
+      onQuarantine: (quarantine) => this.#recordQuarantine(server, manifest.name, manifest.digest, quarantine),
+      ...(persistedQuarantine ? { persistedQuarantine } : {}),
+      ...(this.#backoff ? { backoff: this.#backoff } : {}),
+    });
+  }
+
+  #buildPipeline(): CallPipeline {
+    return buildCallPipeline({
+      config: this.#config,
+      backends: this.#backends,
       audit: this.audit,
       logger: this.logger,
       secretForms: () => this.#currentSecretForms(),
       identity: () => this.#identity,
+      state: this.#state,
+      killSwitch: () => this.#killSwitch,
+      limits: this.#limits,
+      approvals: this.#approvals,
+      writesInFlight: this.#writesInFlight,
+      instanceId: this.instanceId,
     });
-    for (const [name, agent] of config.agents) {
-      const visible = [...config.catalog.values()]
-        .filter((tool) => findGrant(agent.grants, tool.exposedName, tool.tool.access) !== undefined)
-        .map((tool) => ({ server: tool.server, definition: tool.definition }));
-      this.#visible.set(name, Object.freeze(visible));
-    }
-  }
-
-  readonly #toolsListeners = new Set<() => void>();
-
-  /**
-   * Registers a listener for changes to what agents may see (a server quarantined).
-   * Fronts turn it into notifications/tools/list_changed. Returns the unsubscribe.
-   */
-  onToolsChanged(listener: () => void): () => void {
-    this.#toolsListeners.add(listener);
-    return () => this.#toolsListeners.delete(listener);
   }
 
   #recordQuarantine(server: string, name: string, digest: string, quarantine: { reason: string; diffDigest?: string; since: string }): void {
@@ -101,14 +169,74 @@ export class Broker {
     }
   }
 
-  #toolsChanged(): void {
+  /** What each agent may see now: its grants, less quarantined servers, less what the kill switch withholds. */
+  #currentTools(agentName: string): readonly VisibleTool[] {
+    if (this.#killSwitch === 'on') return [];
+    return (this.#visible.get(agentName) ?? []).filter(
+      (tool) => this.#backends.get(tool.server)?.quarantine === undefined && (this.#killSwitch === 'off' || tool.access === 'read'),
+    );
+  }
+
+  /** Tells the listeners which agents' lists differ from what they were last time. */
+  #listedChanges(): void {
+    const changed = new Set<string>();
+    for (const agent of new Set([...this.#config.agents.keys(), ...this.#listed.keys()])) {
+      const names = this.#config.agents.has(agent) ? this.#currentTools(agent).map((tool) => tool.definition.name).join('\n') : '';
+      if (this.#listed.get(agent) !== names) {
+        if (this.#listed.has(agent) || names !== '') changed.add(agent);
+        this.#listed.set(agent, names);
+      }
+    }
+    if (changed.size === 0) return;
     for (const listener of this.#toolsListeners) {
       try {
-        listener();
+        listener(changed);
       } catch (error) {
         this.logger.warn({ err: (error as Error).message }, 'a tools-changed listener failed');
       }
     }
+  }
+
+  /**
+   * Notices what other processes wrote to the state store (a decided approval, the kill
+   * switch) without reading it every time: data_version only moves when they commit.
+   * A store that cannot be read turns the kill switch on: the broker fails closed.
+   */
+  #pollState(): void {
+    const now = Date.now();
+    try {
+      if (now - this.#lastPrune >= PRUNE_MS) {
+        this.#lastPrune = now;
+        this.#state.idempotency.prune(now);
+        this.#state.approvals.expire(now);
+      }
+      const version = this.#state.dataVersion();
+      if (version === this.#dataVersion) return;
+      this.#dataVersion = version;
+      this.#setKillSwitch(this.#state.killSwitch.read());
+      this.#approvals.check(now);
+    } catch (error) {
+      this.#dataVersion = -1;
+      if (this.#killSwitch !== 'on') {
+        this.logger.error({ err: (error as Error).message }, 'cannot read the state store; refusing every call until it can be read');
+        this.#setKillSwitch({ state: 'on', changedBy: 'mcp-warden (state store unreadable)', changedAt: now });
+      }
+    }
+  }
+
+  #setKillSwitch(record: { state: KillSwitchState; changedBy: string; changedAt: number }): void {
+    if (record.state === this.#killSwitch) return;
+    const from = this.#killSwitch;
+    this.#killSwitch = record.state;
+    this.logger.warn({ from, to: record.state, by: record.changedBy }, 'kill switch changed');
+    writeOrLog(this.audit, { event: 'killswitch.changed', from, to: record.state, by: record.changedBy, at: new Date(record.changedAt).toISOString() }, this.logger);
+    this.#listedChanges();
+  }
+
+  /** Reads the state store now rather than at the next poll (tests, and right after start). */
+  refreshState(): void {
+    this.#dataVersion = -1;
+    this.#pollState();
   }
 
   #identity: BrokerIdentity | undefined;
@@ -118,9 +246,9 @@ export class Broker {
   /** Recomputed only when a backend has been given a new credential value (they are never removed). */
   #currentSecretForms(): readonly string[] {
     let count = 0;
-    for (const backend of this.backends.values()) count += backend.credentialValues.size;
+    for (const backend of this.#backends.values()) count += backend.credentialValues.size;
     if (count !== this.#secretFormsKey) {
-      const values = [...this.backends.values()].flatMap((backend) => [...backend.credentialValues]);
+      const values = [...this.#backends.values()].flatMap((backend) => [...backend.credentialValues]);
       this.#secretForms = secretForms(values);
       this.#secretFormsKey = count;
     }
@@ -129,37 +257,103 @@ export class Broker {
 
   /** Connects every downstream server; resolves when each has had its first attempt. */
   async start(): Promise<void> {
+    await this.#loadIdentity(this.#config);
+    const config = this.#config;
+    writeOrLog(this.audit, { event: 'broker.start', config: config.file, configSha256: config.sha256, servers: [...this.#backends.keys()], rejected: [...config.rejected.keys()], killSwitch: this.#killSwitch }, this.logger);
+    if (this.#killSwitch !== 'off') this.logger.warn({ killSwitch: this.#killSwitch }, `the kill switch is ${this.#killSwitch} (mcp-warden killswitch off turns it off)`);
+    this.#auditManifests(config, new Set(this.#backends.keys()));
+    await Promise.all([...this.#backends.values()].map((backend) => backend.start()));
+  }
+
+  async #loadIdentity(config: WardenConfig): Promise<void> {
     // Only loaded (and created on first use) when a server asks for identity tokens.
-    if (this.config.identityTokens.size > 0) this.#identity = await loadBrokerIdentity(this.config.identity.keyFile, this.config.identity.issuer);
-    writeOrLog(this.audit, { event: 'broker.start', config: this.config.file, servers: [...this.backends.keys()], rejected: [...this.config.rejected.keys()] }, this.logger);
-    for (const [server, manifest] of this.config.servers) {
-      writeOrLog(this.audit, { event: 'manifest.accepted', server, manifest: manifest.name, serial: manifest.serial, digest: manifest.digest, signers: manifest.signers, expiresAt: manifest.expiresAt }, this.logger);
-    }
-    for (const [server, backend] of this.backends) {
-      const quarantine = backend.quarantine;
+    if (config.identityTokens.size > 0 && !this.#identity) this.#identity = await loadBrokerIdentity(config.identity.keyFile, config.identity.issuer);
+  }
+
+  #auditManifests(config: WardenConfig, fresh: ReadonlySet<string>): void {
+    for (const server of fresh) {
+      const manifest = config.servers.get(server);
+      if (manifest) writeOrLog(this.audit, { event: 'manifest.accepted', server, manifest: manifest.name, serial: manifest.serial, digest: manifest.digest, signers: manifest.signers, expiresAt: manifest.expiresAt }, this.logger);
+      const quarantine = this.#backends.get(server)?.quarantine;
       if (quarantine?.trigger !== 'persisted') continue;
       this.logger.warn({ server, since: quarantine.since }, 'server stays quarantined: this signed release drifted in an earlier run; a new release with a higher serial clears it');
-      writeOrLog(this.audit, { event: 'server.quarantined', server, manifest: this.config.servers.get(server)?.name, reason: 'drift', trigger: 'persisted', since: quarantine.since, diffDigest: quarantine.diffDigest }, this.logger);
+      writeOrLog(this.audit, { event: 'server.quarantined', server, manifest: manifest?.name, reason: 'drift', trigger: 'persisted', since: quarantine.since, diffDigest: quarantine.diffDigest }, this.logger);
     }
-    for (const [server, rejection] of this.config.rejected) {
+    for (const [server, rejection] of config.rejected) {
       this.logger.warn({ server, reason: rejection.reason, file: rejection.file }, `manifest refused: ${rejection.message}`);
       writeOrLog(this.audit, { event: 'manifest.rejected', server, file: rejection.file, reason: rejection.reason, message: rejection.message }, this.logger);
     }
-    await Promise.all([...this.backends.values()].map((backend) => backend.start()));
+  }
+
+  /**
+   * Swaps in a new config, already loaded and checked in full. Settings the running
+   * process cannot change (state folder, audit file, HTTP listener, identity key, log
+   * level) must be unchanged, or nothing changes: WARDEN_RELOAD_REFUSED. Servers whose
+   * release, credentials and limits are unchanged keep running; the others are started
+   * anew, and removed ones are stopped. The swap itself is synchronous: each call is
+   * judged by the old config or the new one, never a mix.
+   */
+  async applyConfig(next: WardenConfig): Promise<{ readonly started: readonly string[]; readonly stopped: readonly string[] }> {
+    const previous = this.#config;
+    const fixed = restartOnlyChange(previous, next);
+    if (fixed) throw new WardenError('WARDEN_RELOAD_REFUSED', `${next.file}: ${fixed} changed; that needs a restart, so the running broker keeps the previous config`, { file: next.file });
+    await this.#loadIdentity(next);
+    const backends = new Map<string, McpBackend>();
+    const started: string[] = [];
+    for (const server of next.servers.keys()) {
+      const current = this.#backends.get(server);
+      if (current && backendKey(previous, server) === backendKey(next, server)) {
+        backends.set(server, current);
+      } else {
+        backends.set(server, this.#createBackend(next, server));
+        started.push(server);
+      }
+    }
+    const retired = [...this.#backends].filter(([server, backend]) => backends.get(server) !== backend);
+
+    this.#config = next;
+    this.#backends = backends;
+    this.#pipeline = this.#buildPipeline();
+    this.#visible = visibleTools(next);
+
+    const stopped = retired.map(([server]) => server);
+    writeOrLog(this.audit, { event: 'config.reloaded', config: next.file, fromSha256: previous.sha256, toSha256: next.sha256, started, stopped }, this.logger);
+    this.logger.info({ fromSha256: previous.sha256, toSha256: next.sha256, started, stopped }, 'config reloaded');
+    this.#auditManifests(next, new Set(started));
+    this.#listedChanges();
+    await Promise.all([
+      ...started.map((server) => backends.get(server)!.start()),
+      ...retired.map(([, backend]) => backend.close()),
+    ]);
+    // A server started anew may have connected (or been quarantined) meanwhile.
+    this.#listedChanges();
+    return { started, stopped };
   }
 
   /** What tools/list answers this agent: only granted tools of servers not quarantined, with manifest definitions. */
   listTools(agentName: string): ListToolsResult {
-    const tools = (this.#visible.get(agentName) ?? []).filter((tool) => this.backends.get(tool.server)?.quarantine === undefined);
-    this.audit.write({ event: 'tools/list', correlationId: randomUUID(), agent: agentName, decision: 'allow', outcome: 'ok', count: tools.length });
+    const tools = this.#currentTools(agentName);
+    this.audit.write({ event: 'tools/list', correlationId: randomUUID(), agent: agentName, decision: 'allow', outcome: 'ok', count: tools.length, ...(this.#killSwitch === 'off' ? {} : { killSwitch: this.#killSwitch }) });
     // The manifest schema guarantees inputSchema.type === 'object', which the SDK's type wants.
     return { tools: tools.map((tool) => tool.definition) as unknown as ListToolsResult['tools'] };
   }
 
-  /** Runs one tools/call through the pipeline. Never throws: refusals become tool errors. */
-  async callTool(agentName: string, toolName: string, args: Record<string, unknown>, signal?: AbortSignal, onProgress?: (progress: Progress) => void): Promise<CallToolResult> {
+  /** Runs one tools/call for a caller that cannot ask a user: never a question, never throws. */
+  async callTool(agentName: string, toolName: string, args: Record<string, unknown>, options: Omit<CallOptions, 'userInput'> = {}): Promise<CallToolResult> {
+    const answer = await this.call(agentName, toolName, args, options);
+    // Without userInput nothing can ask (the approval stage falls back or refuses).
+    if (answer.kind === 'ask-user') return this.#refusal('WARDEN_INTERNAL', 'The call was refused because it needs a user the broker cannot ask.', randomUUID());
+    return answer.result;
+  }
+
+  /**
+   * Runs one tools/call through the pipeline. Never throws: refusals become tool errors.
+   * An in-band approval comes back as a question for the host's user, which only the
+   * front can ask.
+   */
+  async call(agentName: string, toolName: string, args: Record<string, unknown>, options: CallOptions = {}): Promise<{ readonly kind: 'result'; readonly result: CallToolResult } | AskUser> {
     const correlationId = randomUUID();
-    const outcome = await this.#pipeline({
+    const outcome: CallOutcome = await this.#pipeline({
       correlationId,
       agentName,
       toolName,
@@ -167,21 +361,68 @@ export class Broker {
       startedAt: performance.now(),
       facts: {},
       callSecrets: [],
-      ...(signal ? { signal } : {}),
-      ...(onProgress ? { onProgress } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),
+      ...(options.userInput ? { userInput: options.userInput } : {}),
     });
-    if (outcome.kind === 'result') return outcome.result;
+    if (outcome.kind !== 'refused') return outcome;
+    return { kind: 'result', result: this.#refusal(outcome.code, outcome.message, correlationId, outcome.hints) };
+  }
+
+  #refusal(code: WardenErrorCode, message: string, correlationId: string, hints?: Refusal['hints']): CallToolResult {
     return {
-      content: [{ type: 'text', text: `mcp-warden refused the call [${outcome.code}]: ${outcome.message}` }],
+      content: [{ type: 'text', text: `mcp-warden refused the call [${code}]: ${message}` }],
       isError: true,
-      _meta: { [REFUSAL_META_KEY]: { code: outcome.code, correlationId } },
+      _meta: { [REFUSAL_META_KEY]: { code, correlationId, ...hints } },
     };
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.backends.values()].map((backend) => backend.close()));
+    if (this.#poll) clearInterval(this.#poll);
+    this.#poll = undefined;
+    await Promise.all([...this.#backends.values()].map((backend) => backend.close()));
     writeOrLog(this.audit, { event: 'broker.stop' }, this.logger);
     this.audit.close();
     this.#state.close();
   }
+}
+
+/** Per agent, the tools its grants make visible, in catalog order. */
+function visibleTools(config: WardenConfig): Map<string, readonly VisibleTool[]> {
+  const visible = new Map<string, readonly VisibleTool[]>();
+  for (const [name, agent] of config.agents) {
+    const tools = [...config.catalog.values()]
+      .filter((tool) => findGrant(agent.grants, tool.exposedName, tool.tool.access) !== undefined)
+      .map((tool) => ({ server: tool.server, access: tool.tool.access, definition: tool.definition }));
+    visible.set(name, Object.freeze(tools));
+  }
+  return visible;
+}
+
+/** Everything a running backend was built from: when it differs, the server is started anew. */
+function backendKey(config: WardenConfig, server: string): string {
+  const manifest = config.servers.get(server);
+  return JSON.stringify({
+    digest: manifest?.digest,
+    credentials: [...(config.credentials.get(server) ?? new Map())],
+    connectTimeoutMs: config.limits.connectTimeoutMs,
+    breaker: config.limits.breaker,
+    recheckMs: config.pinning.recheckMs,
+  });
+}
+
+/** The first setting a running broker cannot change, or undefined. */
+function restartOnlyChange(before: WardenConfig, after: WardenConfig): string | undefined {
+  const fixed: readonly [string, (config: WardenConfig) => unknown][] = [
+    ['state.dir', (config) => config.state.dir],
+    ['audit.file', (config) => config.audit.file],
+    ['http', (config) => config.http],
+    ['identity', (config) => config.identity],
+    ['log.level', (config) => config.log.level],
+  ];
+  for (const [name, read] of fixed) {
+    if (JSON.stringify(read(before)) !== JSON.stringify(read(after))) return name;
+  }
+  return undefined;
 }

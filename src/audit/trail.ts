@@ -5,14 +5,28 @@ import { WardenError } from '../errors.ts';
 
 /** One audit record. Argument values never appear; argsSha256 identifies them. */
 export interface AuditRecord {
-  readonly event: 'tools/list' | 'tools/call' | 'server.state' | 'server.quarantined' | 'manifest.rejected' | 'manifest.accepted' | 'auth.failure' | 'broker.start' | 'broker.stop';
+  readonly event:
+    | 'tools/list'
+    | 'tools/call'
+    | 'server.state'
+    | 'server.quarantined'
+    | 'manifest.rejected'
+    | 'manifest.accepted'
+    | 'auth.failure'
+    | 'broker.start'
+    | 'broker.stop'
+    | 'approval.requested'
+    | 'approval.decided'
+    | 'killswitch.changed'
+    | 'config.reloaded'
+    | 'config.refused';
   readonly correlationId?: string;
   readonly agent?: string;
   readonly tool?: string;
   readonly server?: string;
   readonly decision?: 'allow' | 'deny';
   readonly reason?: string | null;
-  readonly outcome?: 'ok' | 'tool_error' | 'refused' | 'failed';
+  readonly outcome?: 'ok' | 'tool_error' | 'refused' | 'failed' | 'input_required';
   readonly durationMs?: number;
   readonly argsSha256?: string | null;
   readonly [key: string]: unknown;

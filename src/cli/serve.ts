@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { Broker } from '../broker.ts';
 import { loadConfig } from '../config/load.ts';
+import { ConfigReloader } from '../config/reload.ts';
 import { listenProblem, parseListen } from '../config/listen.ts';
 import { WardenError } from '../errors.ts';
 import { startHttpFront } from '../front/http.ts';
@@ -19,6 +20,12 @@ const HELP = `Usage: mcp-warden serve --config FILE --stdio --agent NAME
 --config     The config file (warden.yaml). Checked fully before anything starts.
 
 Logs go to standard error; the audit trail goes to the file the config names.
+
+The config is reloaded while the broker runs: when the file changes, and on SIGHUP
+(which also re-reads the manifests, for a newly signed release). A new config is
+checked in full first; an invalid one never takes effect, and the log says why.
+The kill switch and approvals are separate commands (mcp-warden killswitch,
+mcp-warden approvals) that act on a running broker within a second.
 `;
 
 export async function runServe(argv: string[]): Promise<number> {
@@ -66,6 +73,10 @@ export async function runServe(argv: string[]): Promise<number> {
 
   const broker = new Broker(config);
   await broker.start();
+  const reloader = new ConfigReloader(broker, config.file);
+  reloader.watch();
+  const onHangup = () => void reloader.reload('signal');
+  process.on('SIGHUP', onHangup);
   if (!broker.audit.healthy) {
     await broker.close();
     throw new WardenError('WARDEN_AUDIT_UNWRITABLE', `cannot write the audit trail ${config.audit.file}; the broker does not serve without it`, { file: config.audit.file });
@@ -91,6 +102,8 @@ export async function runServe(argv: string[]): Promise<number> {
     if (stopping) return;
     stopping = true;
     broker.logger.info({ reason }, 'shutting down');
+    reloader.close();
+    process.off('SIGHUP', onHangup);
     await stopFront().catch(() => undefined);
     await broker.close();
     exit.resolve(0);

@@ -8,13 +8,14 @@ import { ManifestRejection } from '../manifest/rejections.ts';
 import { compileTrust, type RawTrust, type TrustPolicy } from '../manifest/trust.ts';
 import type { Manifest } from '../manifest/types.ts';
 import { openStateStore, type ManifestHistory } from '../state/store.ts';
-import { compileGrants, type RawGrant } from '../policy/grants.ts';
+import { compileGlob, compileGrants, type RawGrant } from '../policy/grants.ts';
+import type { RateLimit } from '../guard/rate-limits.ts';
 import { deepFreeze } from './freeze.ts';
 import { listenProblem, parseListen } from './listen.ts';
-import { readDocument } from './read-document.ts';
+import { readDocumentWithDigest } from './read-document.ts';
 import { describeSchemaErrors } from './schema-errors.ts';
 import configSchema from './warden-config.schema.json' with { type: 'json' };
-import type { AgentPolicy, CredentialSource, RejectedServer, WardenConfig } from './types.ts';
+import type { AgentPolicy, CredentialSource, RateLimits, RejectedServer, WardenConfig } from './types.ts';
 
 export const DEFAULTS = {
   manifestsDir: 'manifests',
@@ -33,6 +34,12 @@ export const DEFAULTS = {
   logLevel: 'info',
   stateDir: 'state',
   recheckSeconds: 300, // 5 min
+  concurrentCalls: 128, // in flight, all agents together
+  perAgent: { perMinute: 600, burst: 100, concurrent: 32 },
+  perTool: { perMinute: 600, burst: 100, concurrent: 32 },
+  approvalWaitSeconds: 30, // a held call answers before most clients' 60 s request timeout
+  approvalExpireSeconds: 900, // 15 min
+  idempotencyWindowSeconds: 600, // 10 min
 } as const;
 
 const validateConfig = new Ajv2020({ allErrors: true, strict: true }).compile(configSchema);
@@ -41,7 +48,10 @@ interface RawConfig {
   manifestsDir?: string;
   servers: Record<string, { manifest: string; name: string; enabled?: boolean; identity?: { audience?: string; lifetimeSeconds?: number } }>;
   identity?: { keyFile?: string; issuer?: string };
-  agents: Record<string, { tokenSha256?: string; allow: RawGrant[] }>;
+  agents: Record<string, { tokenSha256?: string; allow: RawGrant[]; rateLimit?: RateLimit }>;
+  rateLimits?: { concurrent?: number; perAgent?: RateLimit; perTool?: RateLimit; tools?: ({ tools: string[] } & RateLimit)[] };
+  approvals?: { waitSeconds?: number; expireSeconds?: number };
+  idempotency?: { windowSeconds?: number };
   audit?: { file?: string };
   http?: { listen?: string; allowedHosts?: string[]; allowedOrigins?: string[]; maxBodyBytes?: number };
   credentials?: Record<string, Record<string, { env: string } | { file: string }>>;
@@ -77,7 +87,7 @@ export interface LoadConfigOptions {
 export function loadConfig(file: string, options: LoadConfigOptions = {}): WardenConfig {
   const path = resolve(file);
   const dir = dirname(path);
-  const data = readDocument(path, 'WARDEN_CONFIG_UNREADABLE');
+  const { data, sha256 } = readDocumentWithDigest(path, 'WARDEN_CONFIG_UNREADABLE');
   if (!validateConfig(data)) {
     const problems = describeSchemaErrors(validateConfig.errors);
     throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: invalid config:\n  ${problems.join('\n  ')}`, { file: path, problems });
@@ -126,8 +136,10 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
       name,
       ...(agent.tokenSha256 === undefined ? {} : { tokenSha256: Buffer.from(agent.tokenSha256, 'hex') }),
       grants,
+      rateLimit: mergeLimit(raw.rateLimits?.perAgent ?? DEFAULTS.perAgent, agent.rateLimit),
     });
   }
+  const rateLimits = compileRateLimits(raw, catalog, warnings);
 
   const listenText = raw.http?.listen ?? DEFAULTS.listen;
   const listen = parseListen(listenText);
@@ -146,6 +158,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
 
   return deepFreeze({
     file: path,
+    sha256,
     dir,
     servers,
     rejected,
@@ -172,9 +185,49 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
       connectTimeoutMs: raw.limits?.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
       arguments: { ...DEFAULT_ARGUMENT_LIMITS, ...raw.limits?.arguments },
     },
+    rateLimits,
+    approvals: {
+      waitMs: (raw.approvals?.waitSeconds ?? DEFAULTS.approvalWaitSeconds) * 1000,
+      expireMs: (raw.approvals?.expireSeconds ?? DEFAULTS.approvalExpireSeconds) * 1000,
+    },
+    idempotency: { windowMs: (raw.idempotency?.windowSeconds ?? DEFAULTS.idempotencyWindowSeconds) * 1000 },
     log: { level: raw.log?.level ?? DEFAULTS.logLevel },
     warnings,
   });
+}
+
+/**
+ * An override replaces the fields it sets and keeps the others, so tightening one limit
+ * never drops another. A new perMinute without a burst brings its own default burst.
+ */
+export function mergeLimit(base: RateLimit, override: RateLimit | undefined): RateLimit {
+  if (!override) return base;
+  const perMinute = override.perMinute ?? base.perMinute;
+  const burst = override.burst ?? (override.perMinute === undefined ? base.burst : undefined);
+  const concurrent = override.concurrent ?? base.concurrent;
+  return {
+    ...(perMinute === undefined ? {} : { perMinute }),
+    ...(burst === undefined ? {} : { burst }),
+    ...(concurrent === undefined ? {} : { concurrent }),
+  };
+}
+
+/** Rate limits with their defaults; a per-tool pattern that matches nothing is a warning, as for grants. */
+function compileRateLimits(raw: RawConfig, catalog: ReadonlyMap<string, unknown>, warnings: string[]): RateLimits {
+  const tools = (raw.rateLimits?.tools ?? []).map((entry, index) => {
+    const matchers = entry.tools.map(compileGlob);
+    for (const [i, matcher] of matchers.entries()) {
+      if (![...catalog.keys()].some((tool) => matcher(tool))) warnings.push(`/rateLimits/tools/${index}/tools/${i}: "${entry.tools[i]}" matches no tool`);
+    }
+    const { tools: patterns, ...limit } = entry;
+    return { index, patterns, matchers, limit: mergeLimit(raw.rateLimits?.perTool ?? DEFAULTS.perTool, limit) };
+  });
+  return {
+    concurrent: raw.rateLimits?.concurrent ?? DEFAULTS.concurrentCalls,
+    perAgent: raw.rateLimits?.perAgent ?? DEFAULTS.perAgent,
+    perTool: raw.rateLimits?.perTool ?? DEFAULTS.perTool,
+    tools,
+  };
 }
 
 /**

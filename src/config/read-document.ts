@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { WardenError, type WardenErrorCode } from '../errors.ts';
@@ -11,6 +12,11 @@ export const MAX_DOCUMENT_BYTES = 1024 * 1024; // 1 MiB
  * and the size is checked before the file is read.
  */
 export function readDocument(file: string, code: WardenErrorCode): unknown {
+  return readDocumentWithDigest(file, code).data;
+}
+
+/** The same, with the SHA-256 of the bytes parsed (what an audited config change names). */
+export function readDocumentWithDigest(file: string, code: WardenErrorCode): { data: unknown; sha256: string } {
   let text: string;
   try {
     const size = statSync(file).size;
@@ -27,7 +33,8 @@ export function readDocument(file: string, code: WardenErrorCode): unknown {
     throw new WardenError(code, `${file}: the file is empty`, { file });
   }
   try {
-    return parseYaml(text, { maxAliasCount: 100, uniqueKeys: true, prettyErrors: true, version: '1.2' });
+    const data: unknown = parseYaml(text, { maxAliasCount: 100, uniqueKeys: true, prettyErrors: true, version: '1.2' });
+    return { data, sha256: createHash('sha256').update(text, 'utf8').digest('hex') };
   } catch (error) {
     const message = error instanceof Error ? error.message.split('\n')[0] : String(error);
     throw new WardenError(code, `${file}: not valid YAML or JSON: ${message}`, { file }, { cause: error });

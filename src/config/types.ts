@@ -1,7 +1,8 @@
 import type { ArgumentLimits } from '../guard/argument-limits.ts';
 import type { CatalogTool } from '../catalog/build.ts';
 import type { Manifest } from '../manifest/types.ts';
-import type { Grant } from '../policy/grants.ts';
+import type { Grant, Matcher } from '../policy/grants.ts';
+import type { RateLimit } from '../guard/rate-limits.ts';
 import type { RejectionReason } from '../manifest/rejections.ts';
 import type { TrustPolicy } from '../manifest/trust.ts';
 
@@ -17,6 +18,18 @@ export interface AgentPolicy {
   /** SHA-256 of the bearer token; absent means the agent may connect over stdio only. */
   readonly tokenSha256?: Buffer;
   readonly grants: readonly Grant[];
+  /** rateLimits.perAgent with this agent's own rateLimit over it. */
+  readonly rateLimit: RateLimit;
+}
+
+/** Rate and concurrency limits, compiled at load. */
+export interface RateLimits {
+  /** Calls in flight at once, all agents together. */
+  readonly concurrent: number;
+  readonly perAgent: RateLimit;
+  readonly perTool: RateLimit;
+  /** Per-tool overrides; the first whose patterns match a tool replaces perTool for it. */
+  readonly tools: readonly { readonly index: number; readonly patterns: readonly string[]; readonly matchers: readonly Matcher[]; readonly limit: RateLimit }[];
 }
 
 export interface ListenAddress {
@@ -29,6 +42,8 @@ export type CredentialSource = { readonly env: string } | { readonly file: strin
 
 export interface WardenConfig {
   readonly file: string;
+  /** SHA-256 of the config file's text, as loaded; audited with every accepted change. */
+  readonly sha256: string;
   readonly dir: string;
   /** Servers whose signed manifest was accepted, by server key. */
   readonly servers: ReadonlyMap<string, Manifest>;
@@ -59,6 +74,9 @@ export interface WardenConfig {
     readonly maxResultBytes: number;
     readonly arguments: ArgumentLimits;
   };
+  readonly rateLimits: RateLimits;
+  readonly approvals: { readonly waitMs: number; readonly expireMs: number };
+  readonly idempotency: { readonly windowMs: number };
   readonly log: { readonly level: string };
   /** Things that are legal but probably wrong (a grant matching no tool). */
   readonly warnings: readonly string[];

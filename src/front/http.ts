@@ -6,7 +6,7 @@ import { writeOrLog } from '../audit/trail.ts';
 import type { Broker } from '../broker.ts';
 import type { ListenAddress } from '../config/types.ts';
 import { WardenError } from '../errors.ts';
-import { createAgentServer } from './agent-server.ts';
+import { approvalStateCodec, createAgentServer } from './agent-server.ts';
 import { agentForBearer } from './bearer.ts';
 
 export const MCP_PATH = '/mcp';
@@ -25,8 +25,10 @@ export interface HttpFront {
  * identity is the one its token hash maps to in the config, nothing it says.
  */
 export async function startHttpFront(broker: Broker, listen: ListenAddress): Promise<HttpFront> {
+  // Fixed for the life of the listener (a reload that changes http is refused); the agents are read per request.
   const { config, logger, audit } = broker;
-  const handler = createMcpHandler(({ authInfo }) => createAgentServer(broker, authInfo?.clientId ?? '', { notifyToolsChanged: false }), {
+  const approvalState = approvalStateCodec(config.approvals.expireMs / 1000);
+  const handler = createMcpHandler(({ authInfo }) => createAgentServer(broker, authInfo?.clientId ?? '', { notifyToolsChanged: false, approvalState }), {
     onerror: (error) => logger.debug({ err: error.message }, 'mcp handler rejected a request'),
   });
   // One publication reaches every open change stream (2026-07-28 subscriptions/listen);
@@ -70,7 +72,7 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
     if (!Number.isFinite(length) || length > config.http.maxBodyBytes) {
       return reject(res, 413, 'body_too_large', `Request bodies are limited to ${config.http.maxBodyBytes} bytes.`);
     }
-    const agent = agentForBearer(req.headers.authorization, config.agents);
+    const agent = agentForBearer(req.headers.authorization, broker.config.agents);
     if (agent === undefined) {
       writeOrLog(
         audit,

@@ -1,6 +1,6 @@
 import { serveStdio, type StdioServerHandle } from '@modelcontextprotocol/server/stdio';
 import type { Broker } from '../broker.ts';
-import { createAgentServer } from './agent-server.ts';
+import { approvalStateCodec, createAgentServer } from './agent-server.ts';
 
 /**
  * Serves one agent on this process's stdin/stdout. The agent is the one named on the
@@ -8,7 +8,8 @@ import { createAgentServer } from './agent-server.ts';
  * authentication.
  */
 export function serveAgentOverStdio(broker: Broker, agentName: string): StdioServerHandle {
-  return serveStdio(() => createAgentServer(broker, agentName, { notifyToolsChanged: true }), {
+  const approvalState = approvalStateCodec(broker.config.approvals.expireMs / 1000);
+  return serveStdio(() => createAgentServer(broker, agentName, { notifyToolsChanged: true, approvalState }), {
     onerror: (error) => broker.logger.warn({ err: error.message, agent: agentName }, 'stdio transport error'),
   });
 }

@@ -1,8 +1,12 @@
 import { isWardenError } from '../errors.ts';
+import { requireApproval } from './stages/approve.ts';
 import { authorize } from './stages/authorize.ts';
 import { constrainOutput } from './stages/constrain-output.ts';
+import { deduplicateWrites } from './stages/deduplicate.ts';
 import { dispatch } from './stages/dispatch.ts';
 import { identify } from './stages/identify.ts';
+import { enforceKillSwitch } from './stages/kill-switch.ts';
+import { limitRate } from './stages/rate-limit.ts';
 import { record } from './stages/record.ts';
 import { resolveTool } from './stages/resolve.ts';
 import { sanitizeOutput } from './stages/sanitize-output.ts';
@@ -18,7 +22,11 @@ export const CALL_STAGES: readonly StageFactory[] = [
   identify, // the authenticated agent is in the config
   resolveTool, // the exposed name is in the manifest catalog
   authorize, // a grant covers the tool and its access class (default deny)
+  enforceKillSwitch, // the kill switch is off, or readonly and this is a read tool
+  limitRate, // within the agent's, the tool's and the global rate and concurrency limits
   validateArguments, // arguments meet the global limits and the manifest's input schema
+  deduplicateWrites, // a repeated write waits for, or gets, the first one's outcome; the tool runs once
+  requireApproval, // a grant that asks for approval holds the call until a person decides
   sanitizeOutput, // what comes back is cleaned: escapes, invisible characters, credentials, size
   constrainOutput, // a declared outputSchema is enforced; a declared scope keeps only its fields
   dispatch, // the downstream server answers within the tool's timeout; cancelled with the agent's request

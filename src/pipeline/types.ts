@@ -1,4 +1,8 @@
 import type { CallToolResult } from '@modelcontextprotocol/server';
+import type { LimitStore } from '../guard/rate-limits.ts';
+import type { ApprovalWaiter } from '../policy/approval-waiter.ts';
+import type { StateStore } from '../state/store.ts';
+import type { KillSwitchState } from '../state/switches.ts';
 import type { AuditTrail } from '../audit/trail.ts';
 import type { BrokerIdentity } from '../identity/broker-identity.ts';
 import type { McpBackend } from '../backends/mcp.ts';
@@ -27,6 +31,19 @@ export interface CallContext {
   onProgress?: (progress: Progress) => void;
   /** Values minted for this call alone (an identity token) that must not come back to the agent. */
   readonly callSecrets?: string[];
+  /** The idempotency key the client put in the request's _meta, unchecked. */
+  readonly idempotencyKey?: unknown;
+  /** What the front knows of the host's user: whether it can be asked, and its answers. */
+  readonly userInput?: UserInput;
+}
+
+/** In-band input (elicitation): can the host ask its user, and what came back on a retry. */
+export interface UserInput {
+  readonly canAsk: boolean;
+  /** The answers a retried request carries, from the client: untrusted. */
+  readonly responses?: Readonly<Record<string, unknown>>;
+  /** The request state the broker minted in an earlier round, verified by the front. */
+  readonly state?: unknown;
 }
 
 export interface Progress {
@@ -40,9 +57,28 @@ export interface Refusal {
   readonly code: WardenErrorCode;
   /** Shown to the agent: what was refused and what it can do instead. No secrets, paths or stacks. */
   readonly message: string;
+  /** For the agent's host, beside the code: when to retry, which approval it waits on. */
+  readonly hints?: { readonly retryAfterMs?: number; readonly approvalId?: string };
 }
 
-export type CallOutcome = { readonly kind: 'result'; readonly result: CallToolResult } | Refusal;
+export type CallOutcome =
+  | { readonly kind: 'result'; readonly result: CallToolResult }
+  /** The host must ask its user first (in-band approval); the client retries with the answer. */
+  | AskUser
+  | Refusal;
+
+/**
+ * A yes/no question for the host's user. The front sends it as an elicitation, with
+ * `state` sealed so the retry that carries the answer can be tied to this question.
+ */
+export interface AskUser {
+  readonly kind: 'ask-user';
+  readonly message: string;
+  readonly state: { readonly approvalId: string };
+}
+
+/** The key of the answer in the retried request's input responses. */
+export const APPROVAL_INPUT_KEY = 'approval';
 
 export type Next = () => Promise<CallOutcome>;
 
@@ -58,10 +94,20 @@ export interface PipelineDeps {
   readonly secretForms: () => readonly string[];
   /** The broker's identity-token signer, once loaded (only when a server asks for tokens). */
   readonly identity: () => BrokerIdentity | undefined;
+  /** Approvals, idempotency records and the kill switch live here. */
+  readonly state: StateStore;
+  /** The kill switch as last read from the state store ('on' when it cannot be read). */
+  readonly killSwitch: () => KillSwitchState;
+  readonly limits: LimitStore;
+  readonly approvals: ApprovalWaiter;
+  /** Writes in flight in this process, by idempotency record key; shared across config reloads. */
+  readonly writesInFlight: Map<string, { readonly argsDigest: string; readonly outcome: Promise<CallOutcome> }>;
+  /** Identifies this broker process in idempotency records. */
+  readonly instanceId: string;
 }
 
 export type StageFactory = (deps: PipelineDeps) => Stage;
 
-export function refuse(code: WardenErrorCode, message: string): Refusal {
-  return { kind: 'refused', code, message };
+export function refuse(code: WardenErrorCode, message: string, hints?: Refusal['hints']): Refusal {
+  return hints ? { kind: 'refused', code, message, hints } : { kind: 'refused', code, message };
 }

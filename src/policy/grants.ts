@@ -5,16 +5,27 @@ export type Access = ManifestTool['access'];
 /** One compiled grant: which exposed names it matches, and for which access classes. */
 export type Matcher = (name: string) => boolean;
 
+/**
+ * none: the grant alone allows the call. required: a person approves each call out of
+ * band (mcp-warden approvals). user: the host's user approves it in the conversation.
+ */
+export type Approval = 'none' | 'required' | 'user';
+
 export interface Grant {
   readonly index: number;
   readonly patterns: readonly string[];
   readonly access: ReadonlySet<Access>;
   readonly matchers: readonly Matcher[];
+  readonly approval: Approval;
+  /** For approval user, when the agent's host cannot ask its user: out-of-band approval, or refuse. */
+  readonly fallback: 'required' | 'refuse';
 }
 
 export interface RawGrant {
   readonly tools: readonly string[];
   readonly access?: readonly Access[];
+  readonly approval?: Approval;
+  readonly fallback?: 'required' | 'refuse';
 }
 
 /**
@@ -28,6 +39,9 @@ export function compileGrants(raw: readonly RawGrant[]): readonly Grant[] {
     // Writes are never granted by accident: a grant covers reads unless it says otherwise.
     access: new Set(grant.access ?? ['read']),
     matchers: grant.tools.map(compileGlob),
+    approval: grant.approval ?? 'none',
+    // Never approve silently: without a way to ask the user, refuse unless the rule says otherwise.
+    fallback: grant.fallback ?? 'refuse',
   }));
 }
 
@@ -61,7 +75,22 @@ export function compileGlob(pattern: string): Matcher {
   };
 }
 
-/** The first grant that allows this exposed tool, or undefined (default deny). */
+const STRICTNESS: Readonly<Record<Approval, number>> = { none: 0, user: 1, required: 2 };
+
+/** Every grant that covers this exposed tool and its access class, in config order. */
+export function matchingGrants(grants: readonly Grant[], exposedName: string, access: Access): Grant[] {
+  return grants.filter((grant) => grant.access.has(access) && grant.matchers.some((matches) => matches(exposedName)));
+}
+
+/**
+ * The grant that decides a call, or undefined (default deny). When several cover the
+ * tool, the strictest approval wins, so a broad grant cannot waive the approval a narrow
+ * one asks for; among equals, the first in the file.
+ */
 export function findGrant(grants: readonly Grant[], exposedName: string, access: Access): Grant | undefined {
-  return grants.find((grant) => grant.access.has(access) && grant.matchers.some((matches) => matches(exposedName)));
+  let decider: Grant | undefined;
+  for (const grant of matchingGrants(grants, exposedName, access)) {
+    if (!decider || STRICTNESS[grant.approval] > STRICTNESS[decider.approval]) decider = grant;
+  }
+  return decider;
 }

@@ -1,7 +1,11 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { WardenError } from '../errors.ts';
+import { approvalLedger, APPROVALS_SCHEMA, type ApprovalLedger } from './approvals.ts';
+import { idempotencyLedger, IDEMPOTENCY_SCHEMA, type IdempotencyLedger } from './idempotency.ts';
+import { guarded, prepare, readOnlyStore, unavailable } from './sqlite.ts';
+import { killSwitch, SWITCHES_SCHEMA, type KillSwitch } from './switches.ts';
 
 /** The file in the state folder that holds the broker's durable state. */
 export const STATE_FILE = 'warden.db';
@@ -38,6 +42,14 @@ export interface QuarantineLedger {
 export interface StateStore extends ManifestHistory, QuarantineLedger {
   readonly file: string;
   readonly writable: boolean;
+  readonly approvals: ApprovalLedger;
+  readonly idempotency: IdempotencyLedger;
+  readonly killSwitch: KillSwitch;
+  /**
+   * A number that changes whenever another connection (the approvals or killswitch
+   * command) has committed a change: the broker polls it, cheaply, to notice them.
+   */
+  dataVersion(): number;
   close(): void;
 }
 
@@ -56,6 +68,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
   since TEXT NOT NULL,
   PRIMARY KEY (name, digest)
 ) STRICT;
+${APPROVALS_SCHEMA}
+${IDEMPOTENCY_SCHEMA}
+${SWITCHES_SCHEMA}
 `;
 
 /**
@@ -75,6 +90,8 @@ export function openStateStore(dir: string, mode: 'read-write' | 'read-only'): S
     if (mode === 'read-write') {
       db.exec('PRAGMA journal_mode = WAL;');
       db.exec(SCHEMA);
+      // The state holds approvals' arguments: only the broker's user may read it.
+      chmodSync(file, 0o600);
     }
   } catch (error) {
     throw unavailable(file, error);
@@ -100,9 +117,16 @@ export function openStateStore(dir: string, mode: 'read-write' | 'read-only'): S
     }
   };
 
+  const writable = mode === 'read-write';
+  const dataVersion = prepare(db, file, 'PRAGMA data_version');
   return {
     file,
-    writable: mode === 'read-write',
+    writable,
+    // Read-only checks on a file that predates these tables see an empty ledger and the switch off.
+    approvals: writable || tableExists(db, 'approvals') ? approvalLedger(db, file) : noApprovals(file),
+    idempotency: writable || tableExists(db, 'idempotency') ? idempotencyLedger(db, file) : noIdempotency(file),
+    killSwitch: writable || tableExists(db, 'switches') ? killSwitch(db, file, writable) : switchOff(file),
+    dataVersion: () => guarded(file, () => Number((dataVersion.get() as { data_version: number | bigint }).data_version)),
     latest,
     admit(name, serial, digest) {
       if (!upsert) return judge(latest(name), serial, digest);
@@ -130,7 +154,7 @@ export function openStateStore(dir: string, mode: 'read-write' | 'read-only'): S
       }
     },
     recordQuarantine(name, digest, record) {
-      if (!insertQuarantine) throw new WardenError('WARDEN_STATE_UNAVAILABLE', `the state store ${file} is open read-only`, { file });
+      if (!insertQuarantine) throw readOnlyStore(file);
       try {
         insertQuarantine.run(name, digest, record.reason, record.diffDigest, record.since);
       } catch (error) {
@@ -162,25 +186,39 @@ function emptyHistory(file: string): StateStore {
   return {
     file,
     writable: false,
+    approvals: noApprovals(file),
+    idempotency: noIdempotency(file),
+    killSwitch: switchOff(file),
+    dataVersion: () => 0,
     latest: () => undefined,
     admit: () => 'accepted',
     quarantined: () => undefined,
     recordQuarantine: () => {
-      throw new WardenError('WARDEN_STATE_UNAVAILABLE', `the state store ${file} is open read-only`, { file });
+      throw readOnlyStore(file);
     },
     close: () => undefined,
   };
 }
 
-function prepare(db: DatabaseSync, file: string, sql: string) {
-  try {
-    return db.prepare(sql);
-  } catch (error) {
-    throw unavailable(file, error);
-  }
+function noApprovals(file: string): ApprovalLedger {
+  const fail = () => {
+    throw readOnlyStore(file);
+  };
+  return { open: fail, get: () => undefined, list: () => [], decide: fail, consume: fail, expire: fail };
 }
 
-function unavailable(file: string, error: unknown): WardenError {
-  const reason = error instanceof Error ? error.message : String(error);
-  return new WardenError('WARDEN_STATE_UNAVAILABLE', `cannot use the state store ${file}: ${reason}; the broker needs it to refuse manifest rollbacks`, { file }, { cause: error });
+function noIdempotency(file: string): IdempotencyLedger {
+  const fail = () => {
+    throw readOnlyStore(file);
+  };
+  return { begin: fail, finish: fail, abandon: fail, prune: fail };
+}
+
+function switchOff(file: string): KillSwitch {
+  return {
+    read: () => ({ state: 'off', changedAt: 0, changedBy: '' }),
+    set: () => {
+      throw readOnlyStore(file);
+    },
+  };
 }

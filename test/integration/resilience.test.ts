@@ -20,6 +20,8 @@ before(async () => {
       servers: { rogue: { manifest: 'rogue.json' }, dead: { manifest: 'dead.json' }, notes: { manifest: 'notes.json' } },
       agents: { a: { allow: [{ tools: ['*'] }] } },
       limits: { callTimeoutMs: 1000, connectTimeoutMs: 10000 },
+      // 40 calls at once below: above the default per-agent concurrency, which is not under test here.
+      rateLimits: { perAgent: { concurrent: 100 }, perTool: { concurrent: 100 } },
     }),
   );
   assert.equal(config.rejected.size, 0);

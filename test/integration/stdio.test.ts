@@ -7,7 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import type { Client } from '@modelcontextprotocol/client';
 import { parse } from 'yaml';
 import { writeWorkspace } from '../../src/cli/init.ts';
-import { CLI, connectStdio, refusalCode, ROGUE_SERVER, stdioManifest, tempDir, textOf, writeConfig, writeManifest } from '../helpers.ts';
+import { openStateStore } from '../../src/state/store.ts';
+import { CLI, connectStdio, refusalCode, ROGUE_SERVER, stdioManifest, tempDir, textOf, waitFor, writeConfig, writeManifest } from '../helpers.ts';
 import { rogueManifestTools } from '../fixtures/rogue-tools.ts';
 
 const { dir, cleanup } = tempDir();
@@ -46,10 +47,21 @@ describe('stdio agent on the init workspace', () => {
     assert.equal(tools.find((tool) => tool.name === 'notes__add_note')?.annotations?.readOnlyHint, false);
   });
 
-  it('calls tools on the example server and on server-everything', async () => {
+  it('calls tools on the example server and on server-everything; the write waits for a person', async () => {
     assert.match(textOf(await client.callTool({ name: 'notes__list_notes', arguments: {} })), /Welcome/);
-    const added = await client.callTool({ name: 'notes__add_note', arguments: { title: 'from test', body: 'b' } });
-    assert.equal(added.isError, undefined);
+    // The workspace grants add_note with approval: required. The call is held until the
+    // approval, decided here through the state store as mcp-warden approvals does.
+    const held = client.callTool({ name: 'notes__add_note', arguments: { title: 'from test', body: 'b' } });
+    const state = openStateStore(join(workspace.dir, 'state'), 'read-write');
+    try {
+      let id: string | undefined;
+      assert.ok(await waitFor(() => (id = state.approvals.list({ statuses: ['pending'], limit: 1 })[0]?.id) !== undefined, 200, 50), 'an approval request appears');
+      state.approvals.decide(id!, 'approved', 'test', '', Date.now());
+    } finally {
+      state.close();
+    }
+    const added = await held;
+    assert.equal(added.isError, undefined, JSON.stringify(added));
     assert.match(textOf(await client.callTool({ name: 'notes__search_notes', arguments: { query: 'from test' } })), /from test/);
     assert.equal(textOf(await client.callTool({ name: 'everything__echo', arguments: { message: 'hi' } })), 'Echo: hi');
     assert.match(textOf(await client.callTool({ name: 'everything__get-sum', arguments: { a: 2, b: 3 } })), /5/);
@@ -65,7 +77,7 @@ describe('stdio agent on the init workspace', () => {
 
   it('refuses, identically, what is ungranted, undeclared or unknown', async () => {
     const cases = [
-      ['notes__delete_note', { id: 1 }], // declared write tool, not granted
+      ['notes__delete_note', { id: 1 }], // declared destructive tool, not granted
       ['notes__debug_dump', {}], // declared read tool (every live tool is signed), not granted
       ['everything__get-env', {}], // declared read tool, not granted
       ['everything__toggle-simulated-logging', {}], // declared write tool, not granted

@@ -7,7 +7,10 @@ import type { McpBackend } from '../../src/backends/mcp.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { WardenError } from '../../src/errors.ts';
 import { buildCallPipeline, CALL_STAGES } from '../../src/pipeline/pipeline.ts';
-import type { CallContext, StageFactory } from '../../src/pipeline/types.ts';
+import type { CallContext, PipelineDeps, StageFactory } from '../../src/pipeline/types.ts';
+import { memoryLimitStore } from '../../src/guard/rate-limits.ts';
+import { ApprovalWaiter } from '../../src/policy/approval-waiter.ts';
+import { openStateStore } from '../../src/state/store.ts';
 import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, writeConfig, writeManifest } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir();
@@ -25,6 +28,23 @@ const config = loadConfig(
 );
 assert.deepEqual([...config.rejected.keys()], [], 'the signed notes manifest is accepted');
 const logger = pino({ level: 'silent' });
+const state = openStateStore(join(dir, 'state'), 'read-write');
+after(() => state.close());
+
+/** The deps every stage may use besides the config, backends and audit trail. */
+function baseDeps(): Omit<PipelineDeps, 'config' | 'backends' | 'audit'> {
+  return {
+    logger,
+    secretForms: () => [],
+    identity: () => undefined,
+    state,
+    killSwitch: () => 'off',
+    limits: memoryLimitStore(),
+    approvals: new ApprovalWaiter(state.approvals),
+    writesInFlight: new Map(),
+    instanceId: 'test',
+  };
+}
 
 function fakeBackend(behaviour: (tool: string, args: Record<string, unknown>) => Promise<unknown>): McpBackend {
   return { callTool: behaviour } as unknown as McpBackend;
@@ -37,7 +57,7 @@ function setup(behaviour: (tool: string, args: Record<string, unknown>) => Promi
     calls.push(tool);
     return behaviour(tool, args);
   });
-  const run = buildCallPipeline({ config, backends: new Map([['notes', backend]]), audit, logger, secretForms: () => [], identity: () => undefined }, stages);
+  const run = buildCallPipeline({ ...baseDeps(), config, backends: new Map([['notes', backend]]), audit }, stages);
   const call = (agentName: string, toolName: string, args: Record<string, unknown> = {}) =>
     run({ correlationId: 'c1', agentName, toolName, args, startedAt: performance.now(), facts: {} } satisfies CallContext);
   return { audit, calls, call };
@@ -125,7 +145,7 @@ describe('call pipeline', () => {
   it('refuses every call while the audit trail is unwritable', async () => {
     const audit = { ...memoryAuditTrail(), healthy: false };
     const calls: string[] = [];
-    const run = buildCallPipeline({ config, backends: new Map([['notes', fakeBackend(async (tool) => (calls.push(tool), ok()))]]), audit, logger, secretForms: () => [], identity: () => undefined });
+    const run = buildCallPipeline({ ...baseDeps(), config, backends: new Map([['notes', fakeBackend(async (tool) => (calls.push(tool), ok()))]]), audit });
     const outcome = await run({ correlationId: 'c', agentName: 'alice', toolName: 'notes__echo', args: {}, startedAt: 0, facts: {} });
     assert.equal(outcome.kind === 'refused' && outcome.code, 'WARDEN_INTERNAL');
     assert.deepEqual(calls, []);

@@ -23,9 +23,9 @@ export const record: StageFactory = ({ audit }) => async (ctx, next) => {
     agent: ctx.agentName,
     tool: printableName(ctx.toolName),
     ...(ctx.tool ? { server: ctx.tool.server } : {}),
-    decision: refused && !ctx.facts['dispatched'] ? 'deny' : 'allow',
+    decision: (refused || outcome.kind === 'ask-user') && !ctx.facts['dispatched'] ? 'deny' : 'allow',
     reason: refused ? outcome.code : null,
-    outcome: refused ? 'refused' : outcome.result.isError === true ? 'tool_error' : 'ok',
+    outcome: refused ? 'refused' : outcome.kind === 'ask-user' ? 'input_required' : outcome.result.isError === true ? 'tool_error' : 'ok',
     durationMs: Math.round((performance.now() - ctx.startedAt) * 1000) / 1000,
     argsSha256,
   });

@@ -41,12 +41,14 @@ export const sanitizeOutput: StageFactory = ({ config, secretForms }) => async (
     };
   }
   const outcome = await next();
+  // A question for the user carries only the agent's own arguments; nothing came from a tool.
+  if (outcome.kind === 'ask-user') return outcome;
   const forms = formsFor(secretForms(), ctx.callSecrets);
   if (outcome.kind === 'refused') {
     const counts = noRedactions();
     const message = await maskSecrets(cleanText(outcome.message, forms, counts), counts);
     if (counts.credential + counts.detected + counts.invisible > 0) ctx.facts['redactions'] = counts;
-    return refuse(outcome.code, message);
+    return refuse(outcome.code, message, outcome.hints);
   }
   const maxTextBytes = Math.min(config.limits.maxResultBytes, ctx.tool?.tool.maxResultBytes ?? Number.POSITIVE_INFINITY);
   const { result, redactions } = await sanitizeResult(outcome.result, { secretForms: forms, maxTextBytes });

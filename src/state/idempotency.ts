@@ -1,0 +1,82 @@
+import type { DatabaseSync } from 'node:sqlite';
+import { guarded, prepare, transaction } from './sqlite.ts';
+
+/** What begin() found for a call's idempotency key. */
+export type IdempotencyEntry =
+  /** No live record: this call is the first; it is now recorded in flight under `owner`. */
+  | { readonly kind: 'first' }
+  /** A call with this key is in flight, started by the process `owner`. */
+  | { readonly kind: 'in-flight'; readonly owner: string; readonly argsDigest: string; readonly expiresAt: number }
+  /** A call with this key finished; `outcome` is what it answered (JSON). */
+  | { readonly kind: 'done'; readonly argsDigest: string; readonly outcome: string; readonly expiresAt: number };
+
+/**
+ * Write calls by idempotency key, in the state store, so a retry after a restart is still
+ * recognised. Keys are per agent and tool: one agent's key never matches another's call.
+ */
+export interface IdempotencyLedger {
+  begin(call: { readonly agent: string; readonly tool: string; readonly key: string; readonly argsDigest: string; readonly owner: string; readonly now: number; readonly windowMs: number }): IdempotencyEntry;
+  /** Records the outcome of a call begin() answered 'first' for. */
+  finish(agent: string, tool: string, key: string, outcome: string): void;
+  /** Forgets a call that never reached the tool, so it can be made again. */
+  abandon(agent: string, tool: string, key: string): void;
+  /** Deletes records past their window; returns how many. */
+  prune(now: number): number;
+}
+
+export const IDEMPOTENCY_SCHEMA = `
+CREATE TABLE IF NOT EXISTS idempotency (
+  agent TEXT NOT NULL,
+  tool TEXT NOT NULL,
+  key TEXT NOT NULL,
+  args_digest TEXT NOT NULL,
+  state TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  outcome TEXT,
+  started_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  PRIMARY KEY (agent, tool, key)
+) STRICT;
+CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
+`;
+
+interface Row {
+  args_digest: string;
+  state: string;
+  owner: string;
+  outcome: string | null;
+  expires_at: number | bigint;
+}
+
+export function idempotencyLedger(db: DatabaseSync, file: string): IdempotencyLedger {
+  const select = prepare(db, file, 'SELECT args_digest, state, owner, outcome, expires_at FROM idempotency WHERE agent = ? AND tool = ? AND key = ?');
+  const remove = prepare(db, file, 'DELETE FROM idempotency WHERE agent = ? AND tool = ? AND key = ?');
+  const insert = prepare(db, file, "INSERT INTO idempotency (agent, tool, key, args_digest, state, owner, started_at, expires_at) VALUES (?, ?, ?, ?, 'in-flight', ?, ?, ?)");
+  const complete = prepare(db, file, "UPDATE idempotency SET state = 'done', outcome = ? WHERE agent = ? AND tool = ? AND key = ? AND state = 'in-flight'");
+  const pruneRows = prepare(db, file, "DELETE FROM idempotency WHERE expires_at <= ? AND state = 'done'");
+  const pruneStale = prepare(db, file, "DELETE FROM idempotency WHERE expires_at <= ? AND state = 'in-flight'");
+
+  return {
+    begin({ agent, tool, key, argsDigest, owner, now, windowMs }) {
+      return transaction(db, file, () => {
+        const row = select.get(agent, tool, key) as Row | undefined;
+        if (row && Number(row.expires_at) > now) {
+          if (row.state === 'done') return { kind: 'done', argsDigest: row.args_digest, outcome: row.outcome ?? 'null', expiresAt: Number(row.expires_at) };
+          return { kind: 'in-flight', owner: row.owner, argsDigest: row.args_digest, expiresAt: Number(row.expires_at) };
+        }
+        if (row) remove.run(agent, tool, key);
+        insert.run(agent, tool, key, argsDigest, owner, now, now + windowMs);
+        return { kind: 'first' };
+      });
+    },
+    finish(agent, tool, key, outcome) {
+      guarded(file, () => complete.run(outcome, agent, tool, key));
+    },
+    abandon(agent, tool, key) {
+      guarded(file, () => remove.run(agent, tool, key));
+    },
+    prune(now) {
+      return guarded(file, () => Number(pruneRows.run(now).changes) + Number(pruneStale.run(now).changes));
+    },
+  };
+}

@@ -1,0 +1,199 @@
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { Client, type ElicitResult } from '@modelcontextprotocol/client';
+import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
+import { pino } from 'pino';
+import { Broker } from '../../src/broker.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { ConfigReloader } from '../../src/config/reload.ts';
+import { openStateStore } from '../../src/state/store.ts';
+import type { KillSwitchState } from '../../src/state/switches.ts';
+import { CLI, NOTES_SERVER, NOTES_TOOLS, refusalCode, stdioManifest, tempDir, textOf, waitFor, writeConfig, writeManifest } from '../helpers.ts';
+
+const { dir, cleanup } = tempDir();
+after(cleanup);
+writeManifest(join(dir, 'manifests/notes.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS, { era: 'legacy' }));
+
+const READS = ['notes__echo', 'notes__get_note', 'notes__list_notes', 'notes__search_notes'];
+
+function policy(extra: Record<string, unknown> = {}, grants: unknown[] = [{ tools: READS }, { tools: ['notes__add_note'], access: ['write'] }]) {
+  return {
+    version: 1,
+    servers: { notes: { manifest: 'notes.json' } },
+    agents: { a: { allow: grants } },
+    ...extra,
+  };
+}
+
+/** A stdio agent that counts list_changed and, when given an answer, can be asked for approval. */
+async function connect(config: string, options: { era?: 'legacy' | 'auto'; answer?: () => ElicitResult } = {}) {
+  const client = new Client(
+    { name: 'live-policy-test', version: '1.0.0' },
+    { versionNegotiation: { mode: options.era ?? 'legacy' }, capabilities: options.answer ? { elicitation: { form: {} } } : {} },
+  );
+  const seen = { listChanged: 0, asked: [] as string[] };
+  client.setNotificationHandler('notifications/tools/list_changed', async () => {
+    seen.listChanged++;
+  });
+  if (options.answer) {
+    const answer = options.answer;
+    client.setRequestHandler('elicitation/create', async (request) => {
+      seen.asked.push(String((request.params as { message?: string }).message));
+      return answer();
+    });
+  }
+  await client.connect(new StdioClientTransport({ command: process.execPath, args: [CLI, 'serve', '--config', config, '--stdio', '--agent', 'a'], env: { PATH: process.env['PATH'] ?? '' }, stderr: 'ignore' }));
+  return { client, seen, names: async () => (await client.listTools()).tools.map((tool) => tool.name).sort() };
+}
+
+function setKillSwitch(stateDir: string, state: KillSwitchState): void {
+  const store = openStateStore(stateDir, 'read-write');
+  try {
+    store.killSwitch.set(state, 'test', Date.now());
+  } finally {
+    store.close();
+  }
+}
+
+describe('kill switch on a running broker', () => {
+  const config = writeConfig(join(dir, 'kill.yaml'), policy({ state: { dir: 'state-kill' } }));
+  const stateDir = join(dir, 'state-kill');
+
+  it('on empties the list (with list_changed) and refuses every call; readonly keeps reads; off restores; a restart keeps it', async () => {
+    const agent = await connect(config);
+    try {
+      const all = await agent.names();
+      assert.deepEqual(all, [...READS, 'notes__add_note'].sort());
+      setKillSwitch(stateDir, 'on');
+      assert.ok(await waitFor(() => agent.seen.listChanged >= 1, 100, 50), 'the agent is told its list changed');
+      assert.deepEqual(await agent.names(), []);
+      assert.equal(refusalCode(await agent.client.callTool({ name: 'notes__echo', arguments: { text: 'x' } })), 'WARDEN_KILL_SWITCH');
+
+      setKillSwitch(stateDir, 'readonly');
+      assert.ok(await waitFor(() => agent.seen.listChanged >= 2, 100, 50));
+      assert.deepEqual(await agent.names(), READS);
+      assert.equal(textOf(await agent.client.callTool({ name: 'notes__echo', arguments: { text: 'read' } })), 'read');
+      assert.equal(refusalCode(await agent.client.callTool({ name: 'notes__add_note', arguments: { title: 't', body: 'b' } })), 'WARDEN_READ_ONLY_MODE');
+
+      setKillSwitch(stateDir, 'on');
+      assert.ok(await waitFor(() => agent.seen.listChanged >= 3, 100, 50));
+    } finally {
+      await agent.client.close();
+    }
+    // A new broker process reads the switch from the state store before it serves.
+    const restarted = await connect(config);
+    try {
+      assert.deepEqual(await restarted.names(), []);
+      assert.equal(refusalCode(await restarted.client.callTool({ name: 'notes__echo', arguments: { text: 'x' } })), 'WARDEN_KILL_SWITCH');
+      setKillSwitch(stateDir, 'off');
+      assert.ok(await waitFor(() => restarted.seen.listChanged >= 1, 100, 50));
+      assert.deepEqual(await restarted.names(), [...READS, 'notes__add_note'].sort());
+      assert.equal(textOf(await restarted.client.callTool({ name: 'notes__echo', arguments: { text: 'back' } })), 'back');
+    } finally {
+      await restarted.client.close();
+    }
+  });
+});
+
+describe('live config edits', () => {
+  it('a valid edit is swapped in with list_changed; invalid, half-written and restart-only edits are refused and audited', async () => {
+    const file = join(dir, 'live.yaml');
+    writeConfig(file, policy({ state: { dir: 'state-live' }, audit: { file: 'audit-live.jsonl' } }));
+    const agent = await connect(file);
+    try {
+      assert.deepEqual(await agent.names(), [...READS, 'notes__add_note'].sort());
+
+      writeConfig(file, policy({ state: { dir: 'state-live' }, audit: { file: 'audit-live.jsonl' } }, [{ tools: ['notes__echo'] }]));
+      assert.ok(await waitFor(() => agent.seen.listChanged >= 1, 200, 50), 'list_changed after the edit');
+      assert.deepEqual(await agent.names(), ['notes__echo']);
+      assert.equal(refusalCode(await agent.client.callTool({ name: 'notes__get_note', arguments: { id: 1 } })), 'WARDEN_TOOL_NOT_FOUND');
+
+      const good = readFileSync(file, 'utf8');
+      // Half-written: the file cut in the middle. Then schema-invalid. Then a setting that needs a restart.
+      writeFileSync(file, good.slice(0, Math.floor(good.length / 2)));
+      writeFileSync(file, good.replace('version: 1', 'version: 2'));
+      await waitFor(() => audit(dir, 'audit-live.jsonl').filter((line) => line['event'] === 'config.refused').length >= 1, 100, 50);
+      writeConfig(file, policy({ state: { dir: 'state-live' }, audit: { file: 'elsewhere.jsonl' } }, [{ tools: ['*'], access: ['read', 'write', 'destructive'] }]));
+      assert.ok(await waitFor(() => audit(dir, 'audit-live.jsonl').some((line) => line['event'] === 'config.refused' && String(line['message']).includes('audit.file')), 100, 50), 'the restart-only change is refused, and says why');
+      assert.deepEqual(await agent.names(), ['notes__echo'], 'the previous config stands');
+      assert.equal(agent.seen.listChanged, 1);
+      const reloads = audit(dir, 'audit-live.jsonl').filter((line) => line['event'] === 'config.reloaded');
+      assert.equal(reloads.length, 1);
+      assert.match(String(reloads[0]?.['fromSha256']), /^[0-9a-f]{64}$/);
+      assert.notEqual(reloads[0]?.['fromSha256'], reloads[0]?.['toSha256']);
+    } finally {
+      await agent.client.close();
+    }
+  });
+
+  it('reload on signal re-reads the manifests: a new signed release is started, the old server stopped', async () => {
+    const file = writeConfig(join(dir, 'signal.yaml'), { ...policy({ state: { dir: 'state-signal' } }), servers: { notes: { manifest: 'signal.json', name: 'test.notes' } } });
+    writeManifest(join(dir, 'manifests/signal.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS, { era: 'legacy' }));
+    const broker = new Broker(loadConfig(file, { state: 'read-write' }), { logger: pino({ level: 'silent' }), audit: 'memory' });
+    await broker.start();
+    const reloader = new ConfigReloader(broker, file);
+    try {
+      assert.equal((await reloader.reload('file')).outcome, 'unchanged', 'same text, no signal: nothing to do');
+      const first = broker.backends.get('notes');
+      const same = await reloader.reload('signal');
+      assert.equal(same.outcome, 'applied');
+      assert.equal(broker.backends.get('notes'), first, 'an unchanged release keeps running');
+      writeManifest(join(dir, 'manifests/signal.json'), { ...stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS, { era: 'legacy' }), serial: 2 });
+      const next = await reloader.reload('signal');
+      assert.ok(next.outcome === 'applied' && next.started.includes('notes') && next.stopped.includes('notes'), JSON.stringify(next));
+      assert.notEqual(broker.backends.get('notes'), first);
+      assert.equal(broker.config.servers.get('notes')?.serial, 2);
+      assert.equal(textOf(await broker.callTool('a', 'notes__echo', { text: 'new release' })), 'new release');
+    } finally {
+      reloader.close();
+      await broker.close();
+    }
+  });
+});
+
+describe('in-band approval (approval: user)', () => {
+  const grants = [{ tools: READS }, { tools: ['notes__add_note'], access: ['write'], approval: 'user' }];
+  const config = writeConfig(join(dir, 'user.yaml'), policy({ state: { dir: 'state-user' } }, grants));
+
+  for (const era of ['legacy', 'auto'] as const) {
+    it(`the host's user is asked (${era === 'legacy' ? '2025' : '2026-07-28'} era); yes runs the call once, no refuses it`, async () => {
+      let answer: ElicitResult = { action: 'accept', content: { approve: true } };
+      const agent = await connect(config, { era, answer: () => answer });
+      try {
+        const yes = await agent.client.callTool({ name: 'notes__add_note', arguments: { title: `asked ${era}`, body: 'b' } });
+        assert.equal(yes.isError, undefined, JSON.stringify(yes));
+        assert.equal(agent.seen.asked.length, 1);
+        assert.match(agent.seen.asked[0] ?? '', new RegExp(`notes__add_note[\\s\\S]*asked ${era}`));
+        answer = { action: 'decline' };
+        const no = await agent.client.callTool({ name: 'notes__add_note', arguments: { title: `declined ${era}`, body: 'b' } });
+        assert.equal(refusalCode(no), 'WARDEN_APPROVAL_DENIED');
+        answer = { action: 'accept', content: { approve: false } };
+        assert.equal(refusalCode(await agent.client.callTool({ name: 'notes__add_note', arguments: { title: `unticked ${era}`, body: 'b' } })), 'WARDEN_APPROVAL_DENIED');
+        const listed = textOf(await agent.client.callTool({ name: 'notes__list_notes', arguments: {} }));
+        assert.match(listed, new RegExp(`asked ${era}`));
+        assert.doesNotMatch(listed, /declined|unticked/);
+      } finally {
+        await agent.client.close();
+      }
+    });
+  }
+
+  it('a host that cannot ask is refused (fallback refuse), never approved silently', async () => {
+    const agent = await connect(config);
+    try {
+      assert.equal(refusalCode(await agent.client.callTool({ name: 'notes__add_note', arguments: { title: 'silent', body: 'b' } })), 'WARDEN_APPROVAL_UNAVAILABLE');
+    } finally {
+      await agent.client.close();
+    }
+  });
+});
+
+function audit(folder: string, name: string): Record<string, unknown>[] {
+  try {
+    return readFileSync(join(folder, name), 'utf8').trim().split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
+  } catch {
+    return [];
+  }
+}
