@@ -12,6 +12,9 @@ const VERBS: ReadonlyMap<string, { run: Verb; summary: string }> = new Map<strin
   ['manifest', { run: async (argv) => (await import('./manifest.ts')).runManifest(argv), summary: 'sign a manifest, or check whether the broker would accept one' }],
   ['token', { run: async (argv) => (await import('./token.ts')).runToken(argv), summary: 'make an agent bearer token and the hash the config stores' }],
   ['jwks', { run: async (argv) => (await import('./jwks.ts')).runJwks(argv), summary: 'print the public keys tool servers verify identity tokens with' }],
+  ['policy', { run: async (argv) => (await import('./policy.ts')).runPolicy(argv), summary: 'explain what the broker would do with one agent\'s call, or list an agent\'s tools' }],
+  ['approvals', { run: async (argv) => (await import('./approvals.ts')).runApprovals(argv), summary: 'list, show, approve or deny calls waiting for a person\'s approval' }],
+  ['killswitch', { run: async (argv) => (await import('./killswitch.ts')).runKillswitch(argv), summary: 'refuse every call (on), allow only reads (readonly), or resume (off)' }],
 ]);
 
 export const USAGE = `mcp-warden ${VERSION}: an MCP tool-server security broker.
@@ -21,13 +24,16 @@ its policy allows and refuses everything else.
 Usage: mcp-warden <command> [options]
 
 Commands:
-${[...VERBS].map(([name, verb]) => `  ${name.padEnd(8)} ${verb.summary}`).join('\n')}
+${[...VERBS].map(([name, verb]) => `  ${name.padEnd(11)} ${verb.summary}`).join('\n')}
 
 Run "mcp-warden <command> --help" for a command's options.
 
 Quick start:
   mcp-warden init ./warden-demo
   mcp-warden serve --config ./warden-demo/warden.yaml --stdio --agent demo
+
+In an incident (takes effect on running brokers within a second):
+  mcp-warden killswitch on --config ./warden-demo/warden.yaml
 
 Exit codes:
   0  success
@@ -39,8 +45,9 @@ Exit codes:
   6  the HTTP listener could not bind its address
   7  the broker identity key cannot be read, written or used
   8  the audit trail cannot be opened or written
-  9  the state store (manifest history) cannot be opened or written
+  9  the state store (manifest history, approvals, kill switch) cannot be opened or written
   10 a signing key cannot be read, is malformed, or already exists
+  11 approvals approve/deny: no such approval, or it is no longer pending
   20-41  manifest verify: the manifest is refused; the code names the reason
          (see mcp-warden manifest --help)
 `;
