@@ -1,11 +1,14 @@
 // npm run demo: a scripted agent goes through mcp-warden and every call it tries is shown
 // with the broker's verdict. It uses a fresh workspace written by `init`, over stdio
-// (as an MCP host would start it) and over Streamable HTTP (with and without a token).
-import { spawn } from 'node:child_process';
+// (as an MCP host would start it) and over Streamable HTTP (with and without a token):
+// read tools, a write that waits for a person's approval (given with the approvals
+// command), a retried write that runs once, a rate limit, and the kill switch.
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
 import { Client, StreamableHTTPClientTransport, type CallToolResult } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import { writeWorkspace } from '../src/cli/init.ts';
@@ -20,6 +23,7 @@ interface Row {
 }
 
 const CLI = cliScript(packageRoot());
+const execFileAsync = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'mcp-warden-demo-'));
 const rows: Row[] = [];
 
@@ -38,7 +42,6 @@ try {
   const script: [string, Record<string, unknown>][] = [
     ['notes__list_notes', {}],
     ['notes__search_notes', { query: 'coffee' }],
-    ['notes__add_note', { title: 'Call the plumber', body: 'Tuesday morning' }],
     ['notes__delete_note', { id: 1 }],
     ['notes__debug_dump', {}],
     ['notes__get_note', { id: 999 }],
@@ -49,10 +52,39 @@ try {
     ['everything__get-env', {}],
     ['filesystem__read_file', { path: '/etc/passwd' }],
   ];
-  for (const [name, args] of script) {
+  const call = async (name: string, args: Record<string, unknown>, note = '') => {
     const result = (await stdio.callTool({ name, arguments: args })) as CallToolResult;
-    rows.push({ transport: 'stdio', call: `${name} ${JSON.stringify(args)}`, ...verdictOf(result) });
-  }
+    const row = { transport: 'stdio', call: `${name} ${JSON.stringify(args)}`, ...verdictOf(result) };
+    if (note) row.detail = `${note}: ${row.detail}`;
+    rows.push(row);
+    return result;
+  };
+  for (const [name, args] of script) await call(name, args);
+
+  // A write that needs a person's approval: the call is held until someone decides with
+  // the approvals command, which the agent has no way to reach.
+  console.log(`$ mcp-warden policy explain --agent demo --tool notes__add_note\n${indent((await cli('policy', 'explain', '--config', workspace.config, '--agent', 'demo', '--tool', 'notes__add_note')).stdout)}`);
+  const note = { title: 'Call the plumber', body: 'Tuesday morning' };
+  const held = call('notes__add_note', note, 'held, then approved by security-team');
+  const approval = await pendingApproval(workspace.config);
+  console.log(`$ mcp-warden approvals show ${approval}\n${indent((await cli('approvals', 'show', approval, '--config', workspace.config)).stdout)}`);
+  await cli('approvals', 'approve', approval, '--config', workspace.config, '--by', 'security-team');
+  await held;
+  await call('notes__add_note', note, 'a retry: the recorded result, the tool ran once');
+  const refused = call('notes__add_note', { title: 'Wire money', body: 'to account 1234' }, 'held, then denied');
+  await cli('approvals', 'deny', await pendingApproval(workspace.config), '--config', workspace.config, '--by', 'security-team', '--reason', 'not part of this task');
+  await refused;
+
+  // A rate limit: the config allows a burst of 3 searches (one was made above).
+  for (let i = 1; i <= 3; i++) await call('notes__search_notes', { query: `plumber ${i}` });
+
+  // The kill switch, set by another process, applies within a second.
+  await cli('killswitch', 'readonly', '--config', workspace.config, '--by', 'security-team');
+  const readonlyTools = await waitForToolCount(stdio, (count) => count < tools.length);
+  await call('notes__add_note', { title: 'During read-only mode', body: 'x' }, `killswitch readonly; tools/list now shows ${readonlyTools}`);
+  await call('notes__list_notes', {}, 'killswitch readonly');
+  await cli('killswitch', 'off', '--config', workspace.config, '--by', 'security-team');
+  await waitForToolCount(stdio, (count) => count === tools.length);
   await stdio.close();
 
   // 2. Streamable HTTP on an ephemeral loopback port.
@@ -81,7 +113,7 @@ try {
     await http.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { Authorization: `Bearer ${token}` } } }));
     const listed = await http.listTools();
     rows.push({ transport: 'http', call: 'tools/list with the demo token', verdict: 'allowed', detail: `${listed.tools.length} tools (protocol era: ${http.getProtocolEra()})` });
-    for (const [name, args] of [['notes__search_notes', { query: 'coffee' }], ['notes__delete_note', { id: 2 }]] as const) {
+    for (const [name, args] of [['notes__get_note', { id: 1 }], ['notes__delete_note', { id: 2 }]] as const) {
       const result = (await http.callTool({ name, arguments: args })) as CallToolResult;
       rows.push({ transport: 'http', call: `${name} ${JSON.stringify(args)}`, ...verdictOf(result) });
     }
@@ -103,6 +135,38 @@ try {
   console.log(`broker recorded in its audit trail (${audit.length} records; the demo's temporary workspace is removed on exit).`);
 } finally {
   rmSync(dir, { recursive: true, force: true });
+}
+
+/** Runs the CLI; fails the demo when it fails. */
+async function cli(...args: string[]): Promise<{ stdout: string; stderr: string }> {
+  try {
+    return await execFileAsync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
+  } catch (error) {
+    throw new Error(`mcp-warden ${args.join(' ')} failed: ${(error as { stderr?: string }).stderr ?? String(error)}`);
+  }
+}
+
+/** The id of the newest pending approval, once the broker has opened one (bounded wait). */
+async function pendingApproval(config: string): Promise<string> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const listed = JSON.parse((await cli('approvals', 'list', '--json', '--config', config)).stdout) as { approvals: { id: string }[] };
+    if (listed.approvals[0]) return listed.approvals[0].id;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error('no approval request appeared within 10 s');
+}
+
+async function waitForToolCount(client: Client, done: (count: number) => boolean): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const count = (await client.listTools()).tools.length;
+    if (done(count)) return count;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error('the tool list did not change within 5 s');
+}
+
+function indent(text: string): string {
+  return text.trimEnd().split('\n').map((line) => `    ${line}`).join('\n') + '\n';
 }
 
 function verdictOf(result: CallToolResult): { verdict: string; detail: string; correlationId?: string } {

@@ -13,6 +13,7 @@ import { ApprovalWaiter } from './policy/approval-waiter.ts';
 import { findGrant } from './policy/grants.ts';
 import { secretForms } from './guard/sanitize-output.ts';
 import { loadBrokerIdentity, type BrokerIdentity } from './identity/broker-identity.ts';
+import { APPROVAL_RETENTION_MS } from './state/approvals.ts';
 import { openStateStore, type StateStore } from './state/store.ts';
 import type { KillSwitchState } from './state/switches.ts';
 
@@ -151,6 +152,7 @@ export class Broker {
       secretForms: () => this.#currentSecretForms(),
       identity: () => this.#identity,
       state: this.#state,
+      liveConfig: () => this.#config,
       killSwitch: () => this.#killSwitch,
       limits: this.#limits,
       approvals: this.#approvals,
@@ -207,8 +209,9 @@ export class Broker {
     try {
       if (now - this.#lastPrune >= PRUNE_MS) {
         this.#lastPrune = now;
-        this.#state.idempotency.prune(now);
+        this.#state.idempotency.prune(now, this.instanceId);
         this.#state.approvals.expire(now);
+        this.#state.approvals.prune(now - APPROVAL_RETENTION_MS);
       }
       const version = this.#state.dataVersion();
       if (version === this.#dataVersion) return;
@@ -240,17 +243,25 @@ export class Broker {
   }
 
   #identity: BrokerIdentity | undefined;
-  #secretFormsKey = -1;
+  #secretFormsKey = '';
   #secretForms: readonly string[] = [];
+  /** Backends a reload replaced: the values they were given are still redacted. */
+  readonly #retired = new Set<McpBackend>();
+  #generation = 0;
 
-  /** Recomputed only when a backend has been given a new credential value (they are never removed). */
+  /**
+   * Every credential value ever injected, in every form, longest first. Recomputed only
+   * when a backend has been given a new value (a backend never forgets one) or the set of
+   * backends changed; retired backends' values stay, since a result may still carry them.
+   */
   #currentSecretForms(): readonly string[] {
+    const backends = [...this.#backends.values(), ...this.#retired];
     let count = 0;
-    for (const backend of this.#backends.values()) count += backend.credentialValues.size;
-    if (count !== this.#secretFormsKey) {
-      const values = [...this.#backends.values()].flatMap((backend) => [...backend.credentialValues]);
-      this.#secretForms = secretForms(values);
-      this.#secretFormsKey = count;
+    for (const backend of backends) count += backend.credentialValues.size;
+    const key = `${this.#generation}:${count}`;
+    if (key !== this.#secretFormsKey) {
+      this.#secretForms = secretForms(backends.flatMap((backend) => [...backend.credentialValues]));
+      this.#secretFormsKey = key;
     }
     return this.#secretForms;
   }
@@ -313,8 +324,19 @@ export class Broker {
 
     this.#config = next;
     this.#backends = backends;
+    for (const [, backend] of retired) this.#retired.add(backend);
+    this.#generation++;
     this.#pipeline = this.#buildPipeline();
     this.#visible = visibleTools(next);
+    // The new config was checked read-only; its releases enter the history now it is in force.
+    for (const [server, manifest] of next.servers) {
+      try {
+        const admission = this.#state.admit(manifest.name, manifest.serial, manifest.digest);
+        if (admission !== 'accepted') this.logger.error({ server, admission }, 'a release in force was refused by the manifest history meanwhile (another broker shares the state store)');
+      } catch (error) {
+        this.logger.error({ server, err: (error as Error).message }, 'cannot record a release in the manifest history');
+      }
+    }
 
     const stopped = retired.map(([server]) => server);
     writeOrLog(this.audit, { event: 'config.reloaded', config: next.file, fromSha256: previous.sha256, toSha256: next.sha256, started, stopped }, this.logger);
@@ -361,6 +383,7 @@ export class Broker {
       startedAt: performance.now(),
       facts: {},
       callSecrets: [],
+      sendGuards: [],
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
       ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),

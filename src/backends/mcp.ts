@@ -149,6 +149,8 @@ export class McpBackend {
     signal?: AbortSignal,
     meta?: Record<string, unknown>,
     onProgress?: (progress: { progress: number; total?: number; message?: string }) => void,
+    /** Runs just before the request is sent, after every local refusal; may throw to stop it. */
+    onSend?: () => void,
   ): Promise<CallToolResult> {
     const client = this.#client;
     const quarantine = this.#quarantine;
@@ -174,6 +176,7 @@ export class McpBackend {
       const params = { name: tool, arguments: args, ...(meta ? { _meta: meta } : {}) };
       // Progress is passed on but never extends the call: the timeout is a hard cap.
       const options = { timeout: timeoutMs, resetTimeoutOnProgress: false, ...(signal ? { signal } : {}), ...(onProgress ? { onprogress: onProgress } : {}) };
+      onSend?.();
       const result = (await client.callTool(params, options)) as CallToolResult;
       this.#timeoutsInARow = 0;
       this.#openUntil = 0;

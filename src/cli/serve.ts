@@ -52,6 +52,10 @@ export async function runServe(argv: string[]): Promise<number> {
   if (values.http && values.agent !== undefined) throw new WardenError('WARDEN_USAGE', '--agent applies to --stdio only; over HTTP the token names the agent');
   if (values.stdio && values.listen !== undefined) throw new WardenError('WARDEN_USAGE', '--listen applies to --http only');
 
+  // Until the reloader is ready, a SIGHUP must not end the process (Node's default).
+  let onHangup = () => undefined as void;
+  const hangup = () => onHangup();
+  process.on('SIGHUP', hangup);
   // read-write: accepted manifests enter the history, so an older release is refused later.
   const config = loadConfig(values.config, { state: 'read-write' });
   let listen = config.http.listen;
@@ -75,8 +79,7 @@ export async function runServe(argv: string[]): Promise<number> {
   await broker.start();
   const reloader = new ConfigReloader(broker, config.file);
   reloader.watch();
-  const onHangup = () => void reloader.reload('signal');
-  process.on('SIGHUP', onHangup);
+  onHangup = () => void reloader.reload('signal');
   if (!broker.audit.healthy) {
     await broker.close();
     throw new WardenError('WARDEN_AUDIT_UNWRITABLE', `cannot write the audit trail ${config.audit.file}; the broker does not serve without it`, { file: config.audit.file });
@@ -103,7 +106,7 @@ export async function runServe(argv: string[]): Promise<number> {
     stopping = true;
     broker.logger.info({ reason }, 'shutting down');
     reloader.close();
-    process.off('SIGHUP', onHangup);
+    process.off('SIGHUP', hangup);
     await stopFront().catch(() => undefined);
     await broker.close();
     exit.resolve(0);

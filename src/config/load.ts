@@ -136,7 +136,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
       name,
       ...(agent.tokenSha256 === undefined ? {} : { tokenSha256: Buffer.from(agent.tokenSha256, 'hex') }),
       grants,
-      rateLimit: mergeLimit(raw.rateLimits?.perAgent ?? DEFAULTS.perAgent, agent.rateLimit),
+      rateLimit: mergeLimit(mergeLimit(DEFAULTS.perAgent, raw.rateLimits?.perAgent), agent.rateLimit),
     });
   }
   const rateLimits = compileRateLimits(raw, catalog, warnings);
@@ -220,12 +220,12 @@ function compileRateLimits(raw: RawConfig, catalog: ReadonlyMap<string, unknown>
       if (![...catalog.keys()].some((tool) => matcher(tool))) warnings.push(`/rateLimits/tools/${index}/tools/${i}: "${entry.tools[i]}" matches no tool`);
     }
     const { tools: patterns, ...limit } = entry;
-    return { index, patterns, matchers, limit: mergeLimit(raw.rateLimits?.perTool ?? DEFAULTS.perTool, limit) };
+    return { index, patterns, matchers, limit: mergeLimit(mergeLimit(DEFAULTS.perTool, raw.rateLimits?.perTool), limit) };
   });
   return {
     concurrent: raw.rateLimits?.concurrent ?? DEFAULTS.concurrentCalls,
-    perAgent: raw.rateLimits?.perAgent ?? DEFAULTS.perAgent,
-    perTool: raw.rateLimits?.perTool ?? DEFAULTS.perTool,
+    perAgent: mergeLimit(DEFAULTS.perAgent, raw.rateLimits?.perAgent),
+    perTool: mergeLimit(DEFAULTS.perTool, raw.rateLimits?.perTool),
     tools,
   };
 }

@@ -1,12 +1,17 @@
-import { watch, type FSWatcher } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { writeOrLog } from '../audit/trail.ts';
 import type { Broker } from '../broker.ts';
-import { isWardenError } from '../errors.ts';
+import { isWardenError, WardenError } from '../errors.ts';
 import { loadConfig } from './load.ts';
 
 /** A burst of file events (an editor's save) settles this long before the file is read. */
 export const RELOAD_DEBOUNCE_MS = 300;
+/** The file must stay the same this long, and match what was loaded, before it is applied. */
+const SETTLE_MS = 200;
+/** A file still changing after this many looks is refused this time; its next change retries. */
+const SETTLE_TRIES = 10;
 
 export type ReloadResult =
   | { readonly outcome: 'applied'; readonly fromSha256: string; readonly toSha256: string; readonly started: readonly string[]; readonly stopped: readonly string[] }
@@ -24,7 +29,8 @@ export class ConfigReloader {
   readonly #broker: Broker;
   readonly #file: string;
   #running: Promise<ReloadResult> | undefined;
-  #again = false;
+  /** A reload asked for while one runs: the strongest trigger wins (a signal re-reads manifests). */
+  #again: { trigger: 'file' | 'signal'; force: boolean } | undefined;
   #watcher: FSWatcher | undefined;
   #debounce: NodeJS.Timeout | undefined;
 
@@ -40,15 +46,15 @@ export class ConfigReloader {
    */
   reload(trigger: 'file' | 'signal', force = trigger === 'signal'): Promise<ReloadResult> {
     if (this.#running) {
-      this.#again = true;
+      const pending = this.#again;
+      this.#again = pending && (pending.force || !force) ? pending : { trigger, force };
       return this.#running;
     }
     this.#running = this.#reloadOnce(trigger, force).finally(() => {
       this.#running = undefined;
-      if (this.#again) {
-        this.#again = false;
-        void this.reload(trigger, force);
-      }
+      const again = this.#again;
+      this.#again = undefined;
+      if (again) void this.reload(again.trigger, again.force);
     });
     return this.#running;
   }
@@ -57,8 +63,13 @@ export class ConfigReloader {
     const broker = this.#broker;
     const before = broker.config;
     try {
-      // read-write: accepted releases enter the manifest history, as at start-up.
-      const next = loadConfig(this.#file, { state: 'read-write' });
+      await this.#settled();
+      // Cheap first: a touch or an editor's backup write leaves the text as it was.
+      if (!force && sha256Of(this.#file) === before.sha256) return { outcome: 'unchanged' };
+      // Read-only: the manifest history is written only once the new config is in force.
+      const next = loadConfig(this.#file, { state: 'read-only' });
+      // A writer still at work since the read: this text is not the one to apply.
+      if (sha256Of(this.#file) !== next.sha256) throw new WardenError('WARDEN_RELOAD_REFUSED', `${this.#file} changed while it was being loaded; it is read again at its next change`);
       if (!force && next.sha256 === before.sha256) return { outcome: 'unchanged' };
       for (const warning of next.warnings) broker.logger.warn({ trigger }, `config warning: ${warning}`);
       const { started, stopped } = await broker.applyConfig(next);
@@ -70,6 +81,22 @@ export class ConfigReloader {
       writeOrLog(broker.audit, { event: 'config.refused', config: this.#file, trigger, reason: code, message, keptSha256: before.sha256 }, broker.logger);
       return { outcome: 'refused', code, message };
     }
+  }
+
+  /**
+   * Waits until the file's size and modification time hold still: a writer that is half
+   * way through is given time to finish. Writing the new file beside the old one and
+   * renaming it into place is still the way to be sure.
+   */
+  async #settled(): Promise<void> {
+    let last = fingerprint(this.#file);
+    for (let i = 0; i < SETTLE_TRIES; i++) {
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+      const now = fingerprint(this.#file);
+      if (now === last) return;
+      last = now;
+    }
+    throw new WardenError('WARDEN_RELOAD_REFUSED', `${this.#file} kept changing for ${(SETTLE_MS * SETTLE_TRIES) / 1000} s; it is read again at its next change`);
   }
 
   /**
@@ -85,11 +112,30 @@ export class ConfigReloader {
       this.#debounce = setTimeout(() => void this.reload('file'), RELOAD_DEBOUNCE_MS);
     });
     this.#watcher.on('error', (error) => this.#broker.logger.error({ err: error.message }, 'cannot watch the config file; SIGHUP still reloads it'));
+    // An edit made between the first load and the watch would otherwise wait for the next one.
+    if (sha256Of(this.#file) !== this.#broker.config.sha256) void this.reload('file');
   }
 
   close(): void {
     clearTimeout(this.#debounce);
     this.#watcher?.close();
     this.#watcher = undefined;
+  }
+}
+
+function fingerprint(file: string): string {
+  try {
+    const stat = statSync(file);
+    return `${stat.size}:${stat.mtimeMs}:${stat.ino}`;
+  } catch {
+    return 'missing';
+  }
+}
+
+function sha256Of(file: string): string | undefined {
+  try {
+    return createHash('sha256').update(readFileSync(file, 'utf8'), 'utf8').digest('hex');
+  } catch {
+    return undefined;
   }
 }

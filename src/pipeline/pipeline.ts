@@ -49,6 +49,12 @@ export function buildCallPipeline(deps: PipelineDeps, factories: readonly StageF
     } catch (error) {
       if (isWardenError(error)) {
         ctx.facts['error'] = { code: error.code, ...error.detail };
+        // The state store's errors name its file: for the operator (audit, log), not the agent.
+        if (error.code === 'WARDEN_STATE_UNAVAILABLE') {
+          ctx.facts['error'] = { code: error.code, message: error.message };
+          deps.logger.error({ err: error.message, correlationId: ctx.correlationId }, 'the state store failed during a call');
+          return refuse(error.code, 'The call was refused because the broker cannot use its state store. The operator can find it in the audit trail by its correlation id.');
+        }
         return refuse(error.code, error.message);
       }
       deps.logger.error({ err: error, correlationId: ctx.correlationId }, 'a pipeline stage threw');

@@ -35,6 +35,12 @@ export interface CallContext {
   readonly idempotencyKey?: unknown;
   /** What the front knows of the host's user: whether it can be asked, and its answers. */
   readonly userInput?: UserInput;
+  /**
+   * Checks that run at the moment the request is sent to the tool, after every local
+   * refusal: one may veto the call (an approval already used) or commit to it (the
+   * approval is used, the write is marked in flight). Stages add them; dispatch runs them.
+   */
+  readonly sendGuards?: (() => Refusal | undefined)[];
 }
 
 /** In-band input (elicitation): can the host ask its user, and what came back on a retry. */
@@ -96,6 +102,8 @@ export interface PipelineDeps {
   readonly identity: () => BrokerIdentity | undefined;
   /** Approvals, idempotency records and the kill switch live here. */
   readonly state: StateStore;
+  /** The config in force now, which a reload may have replaced since this call began. */
+  readonly liveConfig: () => WardenConfig;
   /** The kill switch as last read from the state store ('on' when it cannot be read). */
   readonly killSwitch: () => KillSwitchState;
   readonly limits: LimitStore;

@@ -59,7 +59,12 @@ export interface ApprovalLedger {
   consume(id: string): boolean;
   /** Marks every pending approval past its expiry expired; returns how many. */
   expire(now: number): number;
+  /** Deletes approvals that ended (denied, expired, used) before `before`; returns how many. */
+  prune(before: number): number;
 }
+
+/** How long an approval that ended is kept in the store (the audit trail keeps its record). */
+export const APPROVAL_RETENTION_MS = 7 * 24 * 60 * 60 * 1000; // 7 days
 
 export const APPROVALS_SCHEMA = `
 CREATE TABLE IF NOT EXISTS approvals (
@@ -132,6 +137,7 @@ export function approvalLedger(db: DatabaseSync, file: string): ApprovalLedger {
   const selectOne = prepare(db, file, 'SELECT * FROM approvals WHERE id = ?');
   const decideRow = prepare(db, file, "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ? WHERE id = ? AND status = 'pending' AND expires_at > ?");
   const consumeRow = prepare(db, file, "UPDATE approvals SET status = 'used' WHERE id = ? AND status = 'approved'");
+  const pruneRows = prepare(db, file, "DELETE FROM approvals WHERE status IN ('denied', 'expired', 'used') AND COALESCE(decided_at, expires_at) < ?");
   const expireRows = prepare(db, file, "UPDATE approvals SET status = 'expired', decided_at = ?, decided_by = 'mcp-warden', reason = 'unanswered in time' WHERE status = 'pending' AND expires_at <= ?");
 
   const get = (id: string) => guarded(file, () => {
@@ -162,8 +168,9 @@ export function approvalLedger(db: DatabaseSync, file: string): ApprovalLedger {
       });
     },
     decide(id, decision, by, reason, now) {
+      // Outside the transaction below, so an expiry found here stands even though deciding fails.
+      guarded(file, () => expireRows.run(now, now));
       return transaction(db, file, () => {
-        expireRows.run(now, now);
         const changed = Number(decideRow.run(decision, now, by, reason, id, now).changes);
         const record = get(id);
         if (!record) throw new WardenError('WARDEN_APPROVAL_NOT_PENDING', `there is no approval ${id}; mcp-warden approvals list shows the pending ones`, { id });
@@ -176,6 +183,9 @@ export function approvalLedger(db: DatabaseSync, file: string): ApprovalLedger {
     },
     expire(now) {
       return guarded(file, () => Number(expireRows.run(now, now).changes));
+    },
+    prune(before) {
+      return guarded(file, () => Number(pruneRows.run(before).changes));
     },
   };
 }

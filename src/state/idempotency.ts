@@ -3,7 +3,7 @@ import { guarded, prepare, transaction } from './sqlite.ts';
 
 /** What begin() found for a call's idempotency key. */
 export type IdempotencyEntry =
-  /** No live record: this call is the first; it is now recorded in flight under `owner`. */
+  /** No live record: this call is the first; it is now recorded, held (not yet sent), under `owner`. */
   | { readonly kind: 'first' }
   /** A call with this key is in flight, started by the process `owner`. */
   | { readonly kind: 'in-flight'; readonly owner: string; readonly argsDigest: string; readonly expiresAt: number }
@@ -16,12 +16,14 @@ export type IdempotencyEntry =
  */
 export interface IdempotencyLedger {
   begin(call: { readonly agent: string; readonly tool: string; readonly key: string; readonly argsDigest: string; readonly owner: string; readonly now: number; readonly windowMs: number }): IdempotencyEntry;
-  /** Records the outcome of a call begin() answered 'first' for. */
-  finish(agent: string, tool: string, key: string, outcome: string): void;
+  /** The call is being sent to the tool: from now on its outcome is what a repeat gets. */
+  sending(agent: string, tool: string, key: string): void;
+  /** Records the outcome of a call begin() answered 'first' for; repeats get it for windowMs from now. */
+  finish(agent: string, tool: string, key: string, outcome: string, now: number, windowMs: number): void;
   /** Forgets a call that never reached the tool, so it can be made again. */
   abandon(agent: string, tool: string, key: string): void;
-  /** Deletes records past their window; returns how many. */
-  prune(now: number): number;
+  /** Deletes records past their window, except the unfinished ones of `owner` (still running); returns how many. */
+  prune(now: number, owner: string): number;
 }
 
 export const IDEMPOTENCY_SCHEMA = `
@@ -51,16 +53,19 @@ interface Row {
 export function idempotencyLedger(db: DatabaseSync, file: string): IdempotencyLedger {
   const select = prepare(db, file, 'SELECT args_digest, state, owner, outcome, expires_at FROM idempotency WHERE agent = ? AND tool = ? AND key = ?');
   const remove = prepare(db, file, 'DELETE FROM idempotency WHERE agent = ? AND tool = ? AND key = ?');
-  const insert = prepare(db, file, "INSERT INTO idempotency (agent, tool, key, args_digest, state, owner, started_at, expires_at) VALUES (?, ?, ?, ?, 'in-flight', ?, ?, ?)");
-  const complete = prepare(db, file, "UPDATE idempotency SET state = 'done', outcome = ? WHERE agent = ? AND tool = ? AND key = ? AND state = 'in-flight'");
-  const pruneRows = prepare(db, file, "DELETE FROM idempotency WHERE expires_at <= ? AND state = 'done'");
-  const pruneStale = prepare(db, file, "DELETE FROM idempotency WHERE expires_at <= ? AND state = 'in-flight'");
+  const insert = prepare(db, file, "INSERT INTO idempotency (agent, tool, key, args_digest, state, owner, started_at, expires_at) VALUES (?, ?, ?, ?, 'held', ?, ?, ?)");
+  const send = prepare(db, file, "UPDATE idempotency SET state = 'in-flight' WHERE agent = ? AND tool = ? AND key = ? AND state = 'held'");
+  const complete = prepare(db, file, "UPDATE idempotency SET state = 'done', outcome = ?, expires_at = ? WHERE agent = ? AND tool = ? AND key = ? AND state IN ('held', 'in-flight')");
+  const pruneRows = prepare(db, file, "DELETE FROM idempotency WHERE expires_at <= ? AND (state = 'done' OR owner <> ?)");
 
   return {
     begin({ agent, tool, key, argsDigest, owner, now, windowMs }) {
       return transaction(db, file, () => {
         const row = select.get(agent, tool, key) as Row | undefined;
-        if (row && Number(row.expires_at) > now) {
+        // A held record of another process never reached the tool (that process stopped
+        // while the call waited, e.g. for approval): nothing to protect, so it is replaced.
+        const live = row && (Number(row.expires_at) > now || (row.state !== 'done' && row.owner === owner)) && !(row.state === 'held' && row.owner !== owner);
+        if (row && live) {
           if (row.state === 'done') return { kind: 'done', argsDigest: row.args_digest, outcome: row.outcome ?? 'null', expiresAt: Number(row.expires_at) };
           return { kind: 'in-flight', owner: row.owner, argsDigest: row.args_digest, expiresAt: Number(row.expires_at) };
         }
@@ -69,14 +74,17 @@ export function idempotencyLedger(db: DatabaseSync, file: string): IdempotencyLe
         return { kind: 'first' };
       });
     },
-    finish(agent, tool, key, outcome) {
-      guarded(file, () => complete.run(outcome, agent, tool, key));
+    sending(agent, tool, key) {
+      guarded(file, () => send.run(agent, tool, key));
+    },
+    finish(agent, tool, key, outcome, now, windowMs) {
+      guarded(file, () => complete.run(outcome, now + windowMs, agent, tool, key));
     },
     abandon(agent, tool, key) {
       guarded(file, () => remove.run(agent, tool, key));
     },
-    prune(now) {
-      return guarded(file, () => Number(pruneRows.run(now).changes) + Number(pruneStale.run(now).changes));
+    prune(now, owner) {
+      return guarded(file, () => Number(pruneRows.run(now, owner).changes));
     },
   };
 }

@@ -204,14 +204,14 @@ function noApprovals(file: string): ApprovalLedger {
   const fail = () => {
     throw readOnlyStore(file);
   };
-  return { open: fail, get: () => undefined, list: () => [], decide: fail, consume: fail, expire: fail };
+  return { open: fail, get: () => undefined, list: () => [], decide: fail, consume: fail, expire: fail, prune: fail };
 }
 
 function noIdempotency(file: string): IdempotencyLedger {
   const fail = () => {
     throw readOnlyStore(file);
   };
-  return { begin: fail, finish: fail, abandon: fail, prune: fail };
+  return { begin: fail, sending: fail, finish: fail, abandon: fail, prune: fail };
 }
 
 function switchOff(file: string): KillSwitch {

@@ -38,6 +38,7 @@ function baseDeps(): Omit<PipelineDeps, 'config' | 'backends' | 'audit'> {
     secretForms: () => [],
     identity: () => undefined,
     state,
+    liveConfig: () => config,
     killSwitch: () => 'off',
     limits: memoryLimitStore(),
     approvals: new ApprovalWaiter(state.approvals),
@@ -46,8 +47,13 @@ function baseDeps(): Omit<PipelineDeps, 'config' | 'backends' | 'audit'> {
   };
 }
 
+/** Like McpBackend: onSend runs just before the request would be sent. */
 function fakeBackend(behaviour: (tool: string, args: Record<string, unknown>) => Promise<unknown>): McpBackend {
-  return { callTool: behaviour } as unknown as McpBackend;
+  const callTool = async (tool: string, args: Record<string, unknown>, _timeout: number, _signal?: AbortSignal, _meta?: unknown, _progress?: unknown, onSend?: () => void) => {
+    onSend?.();
+    return behaviour(tool, args);
+  };
+  return { callTool } as unknown as McpBackend;
 }
 
 function setup(behaviour: (tool: string, args: Record<string, unknown>) => Promise<unknown>, stages = CALL_STAGES) {
@@ -59,7 +65,7 @@ function setup(behaviour: (tool: string, args: Record<string, unknown>) => Promi
   });
   const run = buildCallPipeline({ ...baseDeps(), config, backends: new Map([['notes', backend]]), audit }, stages);
   const call = (agentName: string, toolName: string, args: Record<string, unknown> = {}) =>
-    run({ correlationId: 'c1', agentName, toolName, args, startedAt: performance.now(), facts: {} } satisfies CallContext);
+    run({ correlationId: 'c1', agentName, toolName, args, startedAt: performance.now(), facts: {}, sendGuards: [] } satisfies CallContext);
   return { audit, calls, call };
 }
 
@@ -146,7 +152,7 @@ describe('call pipeline', () => {
     const audit = { ...memoryAuditTrail(), healthy: false };
     const calls: string[] = [];
     const run = buildCallPipeline({ ...baseDeps(), config, backends: new Map([['notes', fakeBackend(async (tool) => (calls.push(tool), ok()))]]), audit });
-    const outcome = await run({ correlationId: 'c', agentName: 'alice', toolName: 'notes__echo', args: {}, startedAt: 0, facts: {} });
+    const outcome = await run({ correlationId: 'c', agentName: 'alice', toolName: 'notes__echo', args: {}, startedAt: 0, facts: {}, sendGuards: [] });
     assert.equal(outcome.kind === 'refused' && outcome.code, 'WARDEN_INTERNAL');
     assert.deepEqual(calls, []);
   });

@@ -25,10 +25,12 @@ export const requireApproval: StageFactory = (deps) => async (ctx, next) => {
   if (argsDigest === undefined || args === undefined) return refuse('WARDEN_INTERNAL', 'The call was refused because its arguments cannot be identified.');
   const call = { agent: ctx.agent.name, tool: ctx.tool.exposedName, argsDigest, arguments: args };
   if (ctx.grant.approval === 'user') {
-    if (ctx.userInput?.canAsk) return askTheUser(deps, ctx, next, call);
+    // A question the user cannot read in full is not asked: that is not an informed yes.
+    if (ctx.userInput?.canAsk && args.length <= QUESTION_ARGUMENTS_CHARS) return askTheUser(deps, ctx, next, call);
     if (ctx.grant.fallback === 'refuse') {
       ctx.facts['approval'] = { kind: 'user', outcome: 'host-cannot-ask' };
-      return refuse('WARDEN_APPROVAL_UNAVAILABLE', 'This call needs the user\'s approval, and your MCP host cannot ask for it (no elicitation support). Ask the user to run it from a host that can, or to ask the security team for another way.');
+      const why = ctx.userInput?.canAsk ? `its arguments are too long to show the user in full (over ${QUESTION_ARGUMENTS_CHARS} characters)` : 'your MCP host cannot ask for it (no elicitation support)';
+      return refuse('WARDEN_APPROVAL_UNAVAILABLE', `This call needs the user's approval, and ${why}. Ask the user to run it from a host that can, or to ask the security team for another way.`);
     }
   }
   return outOfBand(deps, ctx, next, call);
@@ -70,19 +72,29 @@ async function outOfBand(deps: PipelineDeps, ctx: CallContext, next: Next, call:
       );
     }
     record = waited.record;
+    audit.write({ event: 'approval.decided', id: record.id, kind: 'out-of-band', verdict: record.status, by: record.decidedBy ?? null, reason: record.reason ?? null, agent: call.agent, tool: call.tool, correlationId: ctx.correlationId });
   }
   return settle(deps, ctx, next, record);
 }
 
-/** A decided approval either lets the call through, once, or refuses it with what the person said. */
+/**
+ * A decided approval either lets the call through, once, or refuses it with what the
+ * person said. The approval is used at the moment the call is sent, not before: a call
+ * refused on the way (a rate limit) leaves it for the identical retry.
+ */
 async function settle(deps: PipelineDeps, ctx: CallContext, next: Next, record: ApprovalRecord): Promise<CallOutcome> {
   const decided = { id: record.id, kind: record.kind, status: record.status, decidedBy: record.decidedBy ?? null };
   if (record.status === 'approved') {
-    if (!deps.state.approvals.consume(record.id)) {
+    ctx.facts['approval'] = { ...decided, outcome: 'approved' };
+    if (!ctx.sendGuards) return refuse('WARDEN_INTERNAL', 'The call was refused because a broker check was skipped.');
+    ctx.sendGuards.push(() => {
+      if (deps.state.approvals.consume(record.id)) {
+        ctx.facts['approval'] = { ...decided, outcome: 'used' };
+        return undefined;
+      }
       ctx.facts['approval'] = { ...decided, outcome: 'already-used' };
       return refuse('WARDEN_APPROVAL_PENDING', `Approval ${record.id} was used by another identical call. Call again to ask for a new approval.`, { approvalId: record.id });
-    }
-    ctx.facts['approval'] = { ...decided, outcome: 'used' };
+    });
     return next();
   }
   ctx.facts['approval'] = { ...decided, outcome: 'refused' };

@@ -65,12 +65,18 @@ export const deduplicateWrites: StageFactory = ({ config, state, writesInFlight,
     );
   }
 
+  if (!ctx.sendGuards) return refuse('WARDEN_INTERNAL', 'The call was refused because a broker check was skipped.');
+  // The record says "held" until the request is sent; from then on its outcome matters.
+  ctx.sendGuards.push(() => {
+    state.idempotency.sending(agent, tool, key);
+    return undefined;
+  });
   const started = (async (): Promise<CallOutcome> => {
     const outcome = await next();
     try {
       // Not sent to the tool: nothing happened, so nothing to protect.
       if (outcome.kind !== 'result' && !ctx.facts['dispatched']) state.idempotency.abandon(agent, tool, key);
-      else state.idempotency.finish(agent, tool, key, JSON.stringify({ outcome, correlationId: ctx.correlationId, at: new Date().toISOString() } satisfies Recorded));
+      else state.idempotency.finish(agent, tool, key, JSON.stringify({ outcome, correlationId: ctx.correlationId, at: new Date().toISOString() } satisfies Recorded), Date.now(), config.idempotency.windowMs);
     } catch (error) {
       // The record stays in flight: a repeat is refused (outcome unknown), never run twice.
       logger.error({ err: (error as Error).message, correlationId: ctx.correlationId }, 'cannot record a write call\'s outcome');

@@ -1,4 +1,9 @@
-import { refuse, type StageFactory } from '../types.ts';
+import type { CatalogTool } from '../../catalog/build.ts';
+import type { WardenConfig } from '../../config/types.ts';
+import { findGrant } from '../../policy/grants.ts';
+import { refuse, type CallContext, type Refusal, type StageFactory } from '../types.ts';
+import { toolNotFound } from './resolve.ts';
+import { killSwitchRefusal } from './kill-switch.ts';
 
 /** Where a server that asks for it finds the broker's identity token, in the call's _meta. */
 export const IDENTITY_META_KEY = 'dev.mcp-warden/identity';
@@ -7,8 +12,9 @@ export const IDENTITY_META_KEY = 'dev.mcp-warden/identity';
  * Last stage: sends the call to the tool's downstream server, bounded by the tool's
  * timeout and cancelled with the agent's request.
  */
-export const dispatch: StageFactory = ({ backends, config, identity }) => async (ctx) => {
+export const dispatch: StageFactory = ({ backends, config, identity, killSwitch, liveConfig }) => async (ctx) => {
   if (!ctx.tool || !ctx.grant) return refuse('WARDEN_INTERNAL', 'The call was refused because a broker check was skipped.');
+  const tool = ctx.tool;
   const backend = backends.get(ctx.tool.server);
   if (!backend) return refuse('WARDEN_SERVER_UNAVAILABLE', `Server "${ctx.tool.server}" is not running.`);
   // The tool's own timeout, never above the policy maximum.
@@ -26,8 +32,34 @@ export const dispatch: StageFactory = ({ backends, config, identity }) => async 
     ctx.facts['identityToken'] = { kid: signer.kid, jti: ctx.correlationId };
     meta = { [IDENTITY_META_KEY]: token };
   }
+  // The last gate, at the moment of sending: the call may have waited for a person while
+  // the kill switch went on or a new config revoked its grant; then the stages' own guards.
+  let vetoed: Refusal | undefined;
+  const onSend = () => {
+    vetoed = killSwitchRefusal(killSwitch(), ctx) ?? revoked(liveConfig(), config, ctx.agentName, tool, ctx);
+    for (const guard of ctx.sendGuards ?? []) {
+      if (vetoed) break;
+      vetoed = guard();
+    }
+    if (vetoed) throw new Error('vetoed before sending');
+    ctx.facts['dispatched'] = true;
+  };
   // The result goes back through sanitizeOutput, which keeps only what an agent may see.
-  ctx.facts['dispatched'] = true;
-  const result = await backend.callTool(ctx.tool.tool.name, { ...ctx.args }, timeoutMs, ctx.signal, meta, ctx.onProgress);
-  return { kind: 'result', result };
+  try {
+    const result = await backend.callTool(tool.tool.name, { ...ctx.args }, timeoutMs, ctx.signal, meta, ctx.onProgress, onSend);
+    return { kind: 'result', result };
+  } catch (error) {
+    if (vetoed) return vetoed;
+    throw error;
+  }
 };
+
+/** A refusal when the config now in force no longer grants this call, else undefined. */
+function revoked(live: WardenConfig, judged: WardenConfig, agentName: string, tool: CatalogTool, ctx: CallContext): Refusal | undefined {
+  if (live === judged) return undefined;
+  const agent = live.agents.get(agentName);
+  const now = live.catalog.get(tool.exposedName);
+  if (agent && now && now.server === tool.server && now.tool.access === tool.tool.access && findGrant(agent.grants, now.exposedName, now.tool.access)) return undefined;
+  ctx.facts['cause'] = 'revoked-during-call';
+  return toolNotFound(tool.exposedName);
+}
