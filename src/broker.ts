@@ -217,6 +217,7 @@ export class Broker {
       if (version === this.#dataVersion) return;
       this.#dataVersion = version;
       this.#setKillSwitch(this.#state.killSwitch.read());
+      this.#auditDecisions();
       this.#approvals.check(now);
     } catch (error) {
       this.#dataVersion = -1;
@@ -225,6 +226,24 @@ export class Broker {
         this.#setKillSwitch({ state: 'on', changedBy: 'mcp-warden (state store unreadable)', changedAt: now });
       }
     }
+  }
+
+  /** Decisions made out of band since the last look; in-band ones are audited where they are made. */
+  #decisionsSince = Date.now();
+  readonly #decisionsAudited = new Set<string>();
+  #auditDecisions(): void {
+    const decided = this.#state.approvals.decidedSince(this.#decisionsSince, 1000);
+    for (const record of decided) {
+      if (record.kind !== 'out-of-band' || this.#decisionsAudited.has(record.id)) continue;
+      writeOrLog(this.audit, { event: 'approval.decided', id: record.id, kind: record.kind, verdict: record.status === 'used' ? 'approved' : record.status, by: record.decidedBy ?? null, reason: record.reason ?? null, agent: record.agent, tool: record.tool, correlationId: record.correlationId, decidedAt: new Date(record.decidedAt ?? 0).toISOString() }, this.logger);
+    }
+    const last = decided.at(-1)?.decidedAt;
+    if (last !== undefined && last > this.#decisionsSince) {
+      // Decisions in the same millisecond as the newest may still arrive: remember only those.
+      this.#decisionsAudited.clear();
+      this.#decisionsSince = last;
+    }
+    for (const record of decided) if (record.decidedAt === this.#decisionsSince) this.#decisionsAudited.add(record.id);
   }
 
   #setKillSwitch(record: { state: KillSwitchState; changedBy: string; changedAt: number }): void {

@@ -11,7 +11,8 @@ export type LimitKind = 'rate' | 'concurrency';
 
 /** The outcome of admitCall. release() frees the call's concurrency slots; calling it again is a no-op. */
 export type Admission =
-  | { readonly ok: true; readonly release: () => void }
+  /** release: frees the concurrency slots (idempotent). refund: returns the tokens too, for a call a later check refused. */
+  | { readonly ok: true; readonly release: () => void; readonly refund: () => void }
   | { readonly ok: false; readonly scope: LimitScope; readonly kind: LimitKind; readonly limit: number; readonly retryAfterMs: number };
 
 /** The state behind the limits, behind an interface so a shared store (several broker replicas) can replace the embedded one. */
@@ -213,12 +214,18 @@ export function admitCall(
     return refusal;
   }
   let released = false;
+  let refunded = false;
   return {
     ok: true,
     release: () => {
       if (released) return;
       released = true;
       for (const key of entered.toReversed()) store.leave(key);
+    },
+    refund: () => {
+      if (refunded) return;
+      refunded = true;
+      for (const { key, burst } of taken.toReversed()) store.giveBack(key, burst);
     },
   };
 }

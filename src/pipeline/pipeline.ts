@@ -6,7 +6,7 @@ import { deduplicateWrites } from './stages/deduplicate.ts';
 import { dispatch } from './stages/dispatch.ts';
 import { identify } from './stages/identify.ts';
 import { enforceKillSwitch } from './stages/kill-switch.ts';
-import { limitRate } from './stages/rate-limit.ts';
+import { limitAgent, limitTool } from './stages/rate-limit.ts';
 import { record } from './stages/record.ts';
 import { resolveTool } from './stages/resolve.ts';
 import { sanitizeOutput } from './stages/sanitize-output.ts';
@@ -23,10 +23,11 @@ export const CALL_STAGES: readonly StageFactory[] = [
   resolveTool, // the exposed name is in the manifest catalog
   authorize, // a grant covers the tool and its access class (default deny)
   enforceKillSwitch, // the kill switch is off, or readonly and this is a read tool
-  limitRate, // within the agent's, the tool's and the global rate and concurrency limits
+  limitAgent, // within the agent's rate and concurrency limits
   validateArguments, // arguments meet the global limits and the manifest's input schema
   deduplicateWrites, // a repeated write waits for, or gets, the first one's outcome; the tool runs once
   requireApproval, // a grant that asks for approval holds the call until a person decides
+  limitTool, // within the tool's and the broker's limits (calls waiting for a person take none)
   sanitizeOutput, // what comes back is cleaned: escapes, invisible characters, credentials, size
   constrainOutput, // a declared outputSchema is enforced; a declared scope keeps only its fields
   dispatch, // the downstream server answers within the tool's timeout; cancelled with the agent's request

@@ -61,6 +61,8 @@ export interface ApprovalLedger {
   expire(now: number): number;
   /** Deletes approvals that ended (denied, expired, used) before `before`; returns how many. */
   prune(before: number): number;
+  /** Approvals decided (approved, denied, expired) at or after `since`, oldest first. */
+  decidedSince(since: number, limit: number): ApprovalRecord[];
 }
 
 /** How long an approval that ended is kept in the store (the audit trail keeps its record). */
@@ -137,6 +139,7 @@ export function approvalLedger(db: DatabaseSync, file: string): ApprovalLedger {
   const selectOne = prepare(db, file, 'SELECT * FROM approvals WHERE id = ?');
   const decideRow = prepare(db, file, "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ? WHERE id = ? AND status = 'pending' AND expires_at > ?");
   const consumeRow = prepare(db, file, "UPDATE approvals SET status = 'used' WHERE id = ? AND status = 'approved'");
+  const selectDecided = prepare(db, file, 'SELECT * FROM approvals WHERE decided_at >= ? ORDER BY decided_at LIMIT ?');
   const pruneRows = prepare(db, file, "DELETE FROM approvals WHERE status IN ('denied', 'expired', 'used') AND COALESCE(decided_at, expires_at) < ?");
   const expireRows = prepare(db, file, "UPDATE approvals SET status = 'expired', decided_at = ?, decided_by = 'mcp-warden', reason = 'unanswered in time' WHERE status = 'pending' AND expires_at <= ?");
 
@@ -183,6 +186,9 @@ export function approvalLedger(db: DatabaseSync, file: string): ApprovalLedger {
     },
     expire(now) {
       return guarded(file, () => Number(expireRows.run(now, now).changes));
+    },
+    decidedSince(since, limit) {
+      return guarded(file, () => (selectDecided.all(since, limit) as unknown as Row[]).map(toRecord));
     },
     prune(before) {
       return guarded(file, () => Number(pruneRows.run(before).changes));

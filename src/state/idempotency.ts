@@ -16,12 +16,16 @@ export type IdempotencyEntry =
  */
 export interface IdempotencyLedger {
   begin(call: { readonly agent: string; readonly tool: string; readonly key: string; readonly argsDigest: string; readonly owner: string; readonly now: number; readonly windowMs: number }): IdempotencyEntry;
-  /** The call is being sent to the tool: from now on its outcome is what a repeat gets. */
-  sending(agent: string, tool: string, key: string): void;
+  /**
+   * The call is being sent to the tool: from now on its outcome is what a repeat gets, and
+   * the record is `owner`'s (another broker may have held the same call meanwhile). Until
+   * `until` (its window plus its longest run), no other broker takes it for dead.
+   */
+  sending(call: { readonly agent: string; readonly tool: string; readonly key: string; readonly argsDigest: string; readonly owner: string; readonly now: number; readonly until: number }): 'mine' | 'taken';
   /** Records the outcome of a call begin() answered 'first' for; repeats get it for windowMs from now. */
-  finish(agent: string, tool: string, key: string, outcome: string, now: number, windowMs: number): void;
-  /** Forgets a call that never reached the tool, so it can be made again. */
-  abandon(agent: string, tool: string, key: string): void;
+  finish(agent: string, tool: string, key: string, owner: string, outcome: string, now: number, windowMs: number): void;
+  /** Forgets a call of `owner` that never reached the tool, so it can be made again; another's record stays. */
+  abandon(agent: string, tool: string, key: string, owner: string): void;
   /** Deletes records past their window, except the unfinished ones of `owner` (still running); returns how many. */
   prune(now: number, owner: string): number;
 }
@@ -54,8 +58,13 @@ export function idempotencyLedger(db: DatabaseSync, file: string): IdempotencyLe
   const select = prepare(db, file, 'SELECT args_digest, state, owner, outcome, expires_at FROM idempotency WHERE agent = ? AND tool = ? AND key = ?');
   const remove = prepare(db, file, 'DELETE FROM idempotency WHERE agent = ? AND tool = ? AND key = ?');
   const insert = prepare(db, file, "INSERT INTO idempotency (agent, tool, key, args_digest, state, owner, started_at, expires_at) VALUES (?, ?, ?, ?, 'held', ?, ?, ?)");
-  const send = prepare(db, file, "UPDATE idempotency SET state = 'in-flight' WHERE agent = ? AND tool = ? AND key = ? AND state = 'held'");
-  const complete = prepare(db, file, "UPDATE idempotency SET state = 'done', outcome = ?, expires_at = ? WHERE agent = ? AND tool = ? AND key = ? AND state IN ('held', 'in-flight')");
+  const send = prepare(
+    db,
+    file,
+    "INSERT INTO idempotency (agent, tool, key, args_digest, state, owner, started_at, expires_at) VALUES (?, ?, ?, ?, 'in-flight', ?, ?, ?) ON CONFLICT (agent, tool, key) DO UPDATE SET state = 'in-flight', owner = excluded.owner, expires_at = MAX(expires_at, excluded.expires_at) WHERE state = 'held'",
+  );
+  const complete = prepare(db, file, "UPDATE idempotency SET state = 'done', outcome = ?, expires_at = ? WHERE agent = ? AND tool = ? AND key = ? AND owner = ? AND state IN ('held', 'in-flight')");
+  const forget = prepare(db, file, "DELETE FROM idempotency WHERE agent = ? AND tool = ? AND key = ? AND owner = ? AND state <> 'done'");
   const pruneRows = prepare(db, file, "DELETE FROM idempotency WHERE expires_at <= ? AND (state = 'done' OR owner <> ?)");
 
   return {
@@ -74,14 +83,19 @@ export function idempotencyLedger(db: DatabaseSync, file: string): IdempotencyLe
         return { kind: 'first' };
       });
     },
-    sending(agent, tool, key) {
-      guarded(file, () => send.run(agent, tool, key));
+    sending({ agent, tool, key, argsDigest, owner, now, until }) {
+      // One transaction: two brokers sending the same call cannot both find it theirs.
+      return transaction(db, file, () => {
+        send.run(agent, tool, key, argsDigest, owner, now, until);
+        const row = select.get(agent, tool, key) as Row | undefined;
+        return row?.owner === owner && row.state === 'in-flight' ? 'mine' : 'taken';
+      });
     },
-    finish(agent, tool, key, outcome, now, windowMs) {
-      guarded(file, () => complete.run(outcome, now + windowMs, agent, tool, key));
+    finish(agent, tool, key, owner, outcome, now, windowMs) {
+      guarded(file, () => complete.run(outcome, now + windowMs, agent, tool, key, owner));
     },
-    abandon(agent, tool, key) {
-      guarded(file, () => remove.run(agent, tool, key));
+    abandon(agent, tool, key, owner) {
+      guarded(file, () => forget.run(agent, tool, key, owner));
     },
     prune(now, owner) {
       return guarded(file, () => Number(pruneRows.run(now, owner).changes));

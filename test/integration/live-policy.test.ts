@@ -44,8 +44,9 @@ async function connect(config: string, options: { era?: 'legacy' | 'auto'; answe
       return answer();
     });
   }
-  await client.connect(new StdioClientTransport({ command: process.execPath, args: [CLI, 'serve', '--config', config, '--stdio', '--agent', 'a'], env: { PATH: process.env['PATH'] ?? '' }, stderr: 'ignore' }));
-  return { client, seen, names: async () => (await client.listTools()).tools.map((tool) => tool.name).sort() };
+  const transport = new StdioClientTransport({ command: process.execPath, args: [CLI, 'serve', '--config', config, '--stdio', '--agent', 'a'], env: { PATH: process.env['PATH'] ?? '' }, stderr: 'ignore' });
+  await client.connect(transport);
+  return { client, seen, pid: transport.pid, names: async () => (await client.listTools()).tools.map((tool) => tool.name).sort() };
 }
 
 function setKillSwitch(stateDir: string, state: KillSwitchState): void {
@@ -128,6 +129,25 @@ describe('live config edits', () => {
     }
   });
 
+  it('SIGHUP makes a running broker load a newly signed release, with the same config text', async () => {
+    const file = writeConfig(join(dir, 'hup.yaml'), { ...policy({ state: { dir: 'state-hup' }, audit: { file: 'audit-hup.jsonl' } }), servers: { notes: { manifest: 'hup.json', name: 'test.notes' } } });
+    writeManifest(join(dir, 'manifests/hup.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS, { era: 'legacy' }));
+    const agent = await connect(file);
+    try {
+      assert.equal(typeof agent.pid, 'number');
+      const withoutEcho = NOTES_TOOLS.map((tool) => (tool['name'] === 'echo' ? { ...tool, description: 'Return the text unchanged, as signed in release 2.' } : tool));
+      writeManifest(join(dir, 'manifests/hup.json'), { ...stdioManifest('notes', NOTES_SERVER, withoutEcho, { era: 'legacy' }), serial: 2 });
+      process.kill(agent.pid!, 'SIGHUP');
+      const reloaded = () => audit(dir, 'audit-hup.jsonl').some((line) => line['event'] === 'config.reloaded');
+      assert.ok(await waitFor(reloaded, 200, 50), 'the signal reloads');
+      assert.ok(audit(dir, 'audit-hup.jsonl').some((line) => line['event'] === 'manifest.accepted' && line['serial'] === 2));
+      // Release 2 signs a description the live server does not send: the new backend quarantines it.
+      assert.ok(await waitFor(async () => (await agent.names()).length === 0, 200, 50), 'the new release is what is enforced');
+    } finally {
+      await agent.client.close();
+    }
+  });
+
   it('reload on signal re-reads the manifests: a new signed release is started, the old server stopped', async () => {
     const file = writeConfig(join(dir, 'signal.yaml'), { ...policy({ state: { dir: 'state-signal' } }), servers: { notes: { manifest: 'signal.json', name: 'test.notes' } } });
     writeManifest(join(dir, 'manifests/signal.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS, { era: 'legacy' }));
@@ -148,6 +168,35 @@ describe('live config edits', () => {
       assert.equal(textOf(await broker.callTool('a', 'notes__echo', { text: 'new release' })), 'new release');
     } finally {
       reloader.close();
+      await broker.close();
+    }
+  });
+});
+
+describe('out-of-band decisions in the audit trail', () => {
+  it('a decision made with the approvals command is audited by the broker, even when no call waits for it', async () => {
+    const file = writeConfig(join(dir, 'decided.yaml'), policy({ state: { dir: 'state-decided' }, approvals: { waitSeconds: 0 } }, [{ tools: READS }, { tools: ['notes__add_note'], access: ['write'], approval: 'required' }]));
+    const broker = new Broker(loadConfig(file, { state: 'read-write' }), { logger: pino({ level: 'silent' }), audit: 'memory' });
+    await broker.start();
+    try {
+      const pending = await broker.callTool('a', 'notes__add_note', { title: 'audited', body: 'b' });
+      assert.equal(refusalCode(pending), 'WARDEN_APPROVAL_PENDING');
+      const id = (pending._meta?.['mcp-warden/refusal'] as { approvalId?: string }).approvalId;
+      assert.match(String(id), /^ap_/);
+      const other = openStateStore(join(dir, 'state-decided'), 'read-write');
+      try {
+        other.approvals.decide(String(id), 'denied', 'carol', 'not today', Date.now());
+      } finally {
+        other.close();
+      }
+      const records = (broker.audit as unknown as { records: Record<string, unknown>[] }).records;
+      assert.ok(await waitFor(() => records.some((record) => record['event'] === 'approval.decided'), 100, 50), 'the broker notices and audits the decision');
+      const decided = records.find((record) => record['event'] === 'approval.decided');
+      assert.deepEqual({ id: decided?.['id'], verdict: decided?.['verdict'], by: decided?.['by'], reason: decided?.['reason'], agent: decided?.['agent'] }, { id, verdict: 'denied', by: 'carol', reason: 'not today', agent: 'a' });
+      broker.refreshState();
+      assert.equal(records.filter((record) => record['event'] === 'approval.decided').length, 1, 'audited once');
+      assert.ok(records.some((record) => record['event'] === 'approval.requested' && record['id'] === id));
+    } finally {
       await broker.close();
     }
   });

@@ -71,8 +71,8 @@ async function outOfBand(deps: PipelineDeps, ctx: CallContext, next: Next, call:
         { approvalId: record.id, retryAfterMs: config.approvals.waitMs },
       );
     }
+    // The broker audits the decision itself when it sees it (Broker: approval.decided).
     record = waited.record;
-    audit.write({ event: 'approval.decided', id: record.id, kind: 'out-of-band', verdict: record.status, by: record.decidedBy ?? null, reason: record.reason ?? null, agent: call.agent, tool: call.tool, correlationId: ctx.correlationId });
   }
   return settle(deps, ctx, next, record);
 }
@@ -87,7 +87,8 @@ async function settle(deps: PipelineDeps, ctx: CallContext, next: Next, record: 
   if (record.status === 'approved') {
     ctx.facts['approval'] = { ...decided, outcome: 'approved' };
     if (!ctx.sendGuards) return refuse('WARDEN_INTERNAL', 'The call was refused because a broker check was skipped.');
-    ctx.sendGuards.push(() => {
+    // First among the guards: it may veto, so it runs before any guard that commits to sending.
+    ctx.sendGuards.unshift(() => {
       if (deps.state.approvals.consume(record.id)) {
         ctx.facts['approval'] = { ...decided, outcome: 'used' };
         return undefined;

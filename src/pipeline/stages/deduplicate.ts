@@ -68,15 +68,19 @@ export const deduplicateWrites: StageFactory = ({ config, state, writesInFlight,
   if (!ctx.sendGuards) return refuse('WARDEN_INTERNAL', 'The call was refused because a broker check was skipped.');
   // The record says "held" until the request is sent; from then on its outcome matters.
   ctx.sendGuards.push(() => {
-    state.idempotency.sending(agent, tool, key);
-    return undefined;
+    const now = Date.now();
+    const claim = state.idempotency.sending({ agent, tool, key, argsDigest, owner: instanceId, now, until: now + config.idempotency.windowMs + config.limits.maxCallTimeoutMs });
+    if (claim === 'mine') return undefined;
+    // Another broker sharing the state store is sending the identical call right now.
+    ctx.facts['idempotency'] = { ...(ctx.facts['idempotency'] as object), unknownOutcome: true };
+    return refuse('WARDEN_OUTCOME_UNKNOWN', 'An identical call is being made by another broker at this moment, so it is not made again. Call again shortly to get its result.');
   });
   const started = (async (): Promise<CallOutcome> => {
     const outcome = await next();
     try {
       // Not sent to the tool: nothing happened, so nothing to protect.
-      if (outcome.kind !== 'result' && !ctx.facts['dispatched']) state.idempotency.abandon(agent, tool, key);
-      else state.idempotency.finish(agent, tool, key, JSON.stringify({ outcome, correlationId: ctx.correlationId, at: new Date().toISOString() } satisfies Recorded), Date.now(), config.idempotency.windowMs);
+      if (outcome.kind !== 'result' && !ctx.facts['dispatched']) state.idempotency.abandon(agent, tool, key, instanceId);
+      else state.idempotency.finish(agent, tool, key, instanceId, JSON.stringify({ outcome, correlationId: ctx.correlationId, at: new Date().toISOString() } satisfies Recorded), Date.now(), config.idempotency.windowMs);
     } catch (error) {
       // The record stays in flight: a repeat is refused (outcome unknown), never run twice.
       logger.error({ err: (error as Error).message, correlationId: ctx.correlationId }, 'cannot record a write call\'s outcome');
