@@ -1,39 +1,28 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { pino } from 'pino';
-import { memoryAuditTrail } from '../../src/audit/trail.ts';
-import type { McpBackend } from '../../src/backends/mcp.ts';
-import { loadConfig } from '../../src/config/load.ts';
 import type { WardenConfig } from '../../src/config/types.ts';
 import { WardenError } from '../../src/errors.ts';
-import { memoryLimitStore } from '../../src/guard/rate-limits.ts';
-import { buildCallPipeline } from '../../src/pipeline/pipeline.ts';
 import { MAX_PENDING_PER_AGENT } from '../../src/pipeline/stages/approve.ts';
-import type { CallContext, CallOutcome, PipelineDeps, UserInput } from '../../src/pipeline/types.ts';
-import { ApprovalWaiter } from '../../src/policy/approval-waiter.ts';
-import { openStateStore, type StateStore } from '../../src/state/store.ts';
+import type { CallOutcome, PipelineDeps, UserInput } from '../../src/pipeline/types.ts';
+import type { StateStore } from '../../src/state/store.ts';
 import type { KillSwitchState } from '../../src/state/switches.ts';
-import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, waitFor, writeConfig, writeManifest } from '../helpers.ts';
+import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, waitFor, writeManifest } from '../helpers.ts';
+import { type Behaviour, codeOf, configIn, harness as pipelineHarness, type HarnessOptions, ok, stateStoresIn } from './harness.ts';
 
 const { dir, cleanup } = tempDir('warden-approvals-');
 after(cleanup);
 writeManifest(join(dir, 'manifests/notes.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS));
-const logger = pino({ level: 'silent' });
+const { freshDir: freshStateDir, open: openStore } = stateStoresIn(dir);
 
-/** Every store opened here, closed at the end (closing twice is harmless). */
-const openedStores: StateStore[] = [];
-after(() => {
-  for (const store of openedStores) store.close();
-});
-let stateDirs = 0;
-function freshStateDir(): string {
-  return join(dir, `state-${++stateDirs}`);
-}
-function openStore(folder: string): StateStore {
-  const store = openStateStore(folder, 'read-write');
-  openedStores.push(store);
-  return store;
+/** Decides approval `id` as an operator does: on another connection to the store in `folder`, closed again at once. */
+function decideElsewhere(folder: string, id: string, verdict: 'approved' | 'denied', by: string, reason = '') {
+  const operator = openStore(folder);
+  try {
+    return operator.approvals.decide(id, verdict, by, reason, Date.now());
+  } finally {
+    operator.close();
+  }
 }
 
 const approvalRequired = { tools: ['notes__echo', 'notes__add_note'], access: ['read', 'write'], approval: 'required' };
@@ -50,10 +39,7 @@ const AGENTS = {
 };
 
 function configWith(name: string, extra: Record<string, unknown>): WardenConfig {
-  const file = writeConfig(join(dir, name, 'warden.yaml'), { version: 1, manifestsDir: '../manifests', servers: { notes: { manifest: 'notes.json' } }, agents: AGENTS, ...extra });
-  const config = loadConfig(file);
-  assert.deepEqual([...config.rejected.keys()], [], 'the signed notes manifest is accepted');
-  return config;
+  return configIn(dir, name, { servers: { notes: { manifest: 'notes.json' } }, agents: AGENTS, ...extra });
 }
 
 /** Calls are held for a decision (up to 30 s, never reached: the tests decide or cancel first). */
@@ -64,59 +50,11 @@ const quick = configWith('quick', { approvals: { waitSeconds: 0 } });
 const shortExpiry = configWith('short-expiry', { approvals: { expireSeconds: 10 } });
 const quickShortExpiry = configWith('quick-short-expiry', { approvals: { waitSeconds: 0, expireSeconds: 10 } });
 
-type Behaviour = (tool: string, args: Record<string, unknown>) => Promise<unknown>;
-const ok: Behaviour = async (tool) => ({ content: [{ type: 'text', text: `${tool} done` }] });
-
-interface HarnessOptions {
-  /** The kill switch as the broker reads it (default off). */
-  readonly killSwitch?: () => KillSwitchState;
-  /** The config in force now (default: the one the pipeline was built with). */
-  readonly liveConfig?: () => WardenConfig;
-  /** Runs in the backend before anything is sent; throwing refuses the call as the real backend does (e.g. server unavailable). */
-  readonly beforeSend?: (tool: string) => void;
-}
-
-let harnesses = 0;
+/** The shared harness, plus the ids of the approvals its pipeline asked for, in order. */
 function harness(config: WardenConfig, state: StateStore, behaviour: Behaviour = ok, options: HarnessOptions = {}) {
-  const audit = memoryAuditTrail();
-  /** Calls the backend actually sent, after onSend let them through. */
-  const calls: { tool: string; args: Record<string, unknown> }[] = [];
-  const backend = {
-    // As the real backend: local refusals first, then onSend (which may veto), then the request.
-    callTool: async (tool: string, args: Record<string, unknown>, _timeoutMs: number, _signal?: AbortSignal, _meta?: unknown, _onProgress?: unknown, onSend?: () => void) => {
-      options.beforeSend?.(tool);
-      onSend?.();
-      calls.push({ tool, args });
-      return behaviour(tool, args);
-    },
-  } as unknown as McpBackend;
-  const instanceId = `broker-${++harnesses}`;
-  const deps: PipelineDeps = {
-    config,
-    backends: new Map([['notes', backend]]),
-    audit,
-    logger,
-    secretForms: () => [],
-    identity: () => undefined,
-    state,
-    liveConfig: options.liveConfig ?? (() => config),
-    killSwitch: options.killSwitch ?? (() => 'off'),
-    limits: memoryLimitStore(),
-    approvals: new ApprovalWaiter(state.approvals),
-    writesInFlight: new Map(),
-    instanceId,
-  };
-  const run = buildCallPipeline(deps);
-  let n = 0;
-  const call = (agentName: string, toolName: string, args: Record<string, unknown> = {}, extra: Partial<Pick<CallContext, 'signal' | 'userInput' | 'idempotencyKey'>> = {}) =>
-    run({ correlationId: `${instanceId}-c${++n}`, agentName, toolName, args, startedAt: performance.now(), facts: {}, sendGuards: [], ...extra } satisfies CallContext);
-  /** The ids of the approvals this pipeline asked for, in order. */
-  const requested = () => audit.records.filter((record) => record.event === 'approval.requested').map((record) => String(record['id']));
-  return { audit, calls, deps, call, requested };
-}
-
-function codeOf(outcome: CallOutcome): string {
-  return outcome.kind === 'refused' ? outcome.code : outcome.kind;
+  const h = pipelineHarness(config, state, behaviour, options);
+  const requested = () => h.audit.records.filter((record) => record.event === 'approval.requested').map((record) => String(record['id']));
+  return { ...h, requested };
 }
 
 function messageOf(outcome: CallOutcome): string {
@@ -169,8 +107,7 @@ describe('approvals: out of band (approval: required)', () => {
     assert.ok(id, 'the approval request is in the audit trail');
     assert.equal(state.approvals.get(id)?.status, 'pending');
 
-    const operator = openStore(folder);
-    const decided = operator.approvals.decide(id, 'approved', 'alice', '', Date.now());
+    const decided = decideElsewhere(folder, id, 'approved', 'alice');
     assert.equal(decided.status, 'approved');
     // The decision alone does not release the call: the broker must notice it (check()).
     await new Promise((resolve) => setImmediate(resolve));
@@ -187,7 +124,6 @@ describe('approvals: out of band (approval: required)', () => {
     // An out-of-band decision is audited once, by the broker when it sees the store change
     // (test/integration/live-policy.test.ts), not again by each call it releases.
     assert.deepEqual(audit.records.filter((r) => r.event === 'approval.decided'), []);
-    operator.close();
   });
 
   it('a denial releases the held call with WARDEN_APPROVAL_DENIED and the reason; the tool never runs', async () => {
@@ -198,8 +134,7 @@ describe('approvals: out of band (approval: required)', () => {
     await untilHeld(deps);
     const [id] = requested();
     assert.ok(id);
-    const operator = openStore(folder);
-    operator.approvals.decide(id, 'denied', 'carol', 'not on a Friday', Date.now());
+    decideElsewhere(folder, id, 'denied', 'carol', 'not on a Friday');
     const outcome = await pollUntilSettled(deps, pending);
     assert.equal(codeOf(outcome), 'WARDEN_APPROVAL_DENIED');
     assert.match(messageOf(outcome), /not on a Friday/);
@@ -214,7 +149,6 @@ describe('approvals: out of band (approval: required)', () => {
     const again = await harness(quick, state).call('alice', 'notes__add_note', { title: 'drop', body: 'prod' });
     assert.equal(codeOf(again), 'WARDEN_APPROVAL_PENDING');
     assert.notEqual(approvalIdOf(again), id);
-    operator.close();
   });
 
   it('with waitSeconds 0 answers WARDEN_APPROVAL_PENDING at once, naming the approval', async () => {
@@ -242,8 +176,7 @@ describe('approvals: out of band (approval: required)', () => {
     const first = await call('alice', 'notes__echo', { text: 'once' });
     const id = approvalIdOf(first);
     assert.ok(id);
-    const operator = openStore(folder);
-    operator.approvals.decide(id, 'approved', 'alice', '', Date.now());
+    decideElsewhere(folder, id, 'approved', 'alice');
 
     const second = await call('alice', 'notes__echo', { text: 'once' });
     assert.equal(codeOf(second), 'result');
@@ -256,7 +189,6 @@ describe('approvals: out of band (approval: required)', () => {
     assert.ok(newId);
     assert.notEqual(newId, id, 'a used approval is not reused');
     assert.equal(calls.length, 1, 'the third call did not run');
-    operator.close();
   });
 
   it('an approval binds the arguments: other arguments need their own approval', async () => {
@@ -355,13 +287,11 @@ describe('approvals: out of band (approval: required)', () => {
     assert.equal(state.approvals.get(id)?.status, 'pending', 'cancelling the call does not decide the approval');
 
     // Approved later, the same call runs, once, on that approval.
-    const operator = openStore(folder);
-    operator.approvals.decide(id, 'approved', 'alice', '', Date.now());
+    decideElsewhere(folder, id, 'approved', 'alice');
     const retry = await call('alice', 'notes__echo', { text: 'cancel me' });
     assert.equal(codeOf(retry), 'result');
     assert.equal(calls.length, 1);
     assert.equal(state.approvals.get(id)?.status, 'used');
-    operator.close();
   });
 
   it(`refuses a ${MAX_PENDING_PER_AGENT + 1}th pending approval for one agent with WARDEN_RATE_LIMITED`, async () => {
@@ -402,9 +332,7 @@ describe('approvals: out of band (approval: required)', () => {
     const afterRestart = openStore(folder);
     const second = harness(quick, afterRestart); // new waiter, new writesInFlight, new instanceId
     assert.notEqual(second.deps.instanceId, first.deps.instanceId);
-    const operator = openStore(folder);
-    operator.approvals.decide(id, 'approved', 'alice', '', Date.now());
-    operator.close();
+    decideElsewhere(folder, id, 'approved', 'alice');
 
     const retry = await second.call('alice', 'notes__echo', { text: 'across restarts' });
     assert.equal(codeOf(retry), 'result');
@@ -448,9 +376,7 @@ describe('approvals: in the conversation (approval: user)', () => {
     const id = approvalIdOf(outcome);
     assert.ok(id);
     assert.equal(state.approvals.get(id)?.kind, 'out-of-band');
-    const operator = openStore(folder);
-    operator.approvals.decide(id, 'approved', 'carol', '', Date.now());
-    operator.close();
+    decideElsewhere(folder, id, 'approved', 'carol');
     assert.equal(codeOf(await call('fallback', 'notes__echo', { text: 'x' }, { userInput: { canAsk: false } })), 'result');
     assert.equal(calls.length, 1);
   });
@@ -533,9 +459,7 @@ describe('approvals: in the conversation (approval: user)', () => {
     assert.equal(codeOf(answered), 'WARDEN_APPROVAL_PENDING');
     assert.equal(state.approvals.get(id)?.status, 'pending');
     assert.deepEqual(calls, []);
-    const operator = openStore(folder);
-    operator.approvals.decide(id, 'approved', 'carol', '', Date.now());
-    operator.close();
+    decideElsewhere(folder, id, 'approved', 'carol');
     assert.equal(codeOf(await call('fallback', 'notes__echo', tooLong, { userInput: { canAsk: true } })), 'result');
     assert.equal(calls.length, 1);
     assert.equal(state.approvals.get(id)?.status, 'used');
@@ -605,8 +529,7 @@ describe('approvals: used at the moment the call is sent', () => {
     await untilHeld(deps);
     const [id] = requested();
     assert.ok(id);
-    const operator = openStore(folder);
-    operator.approvals.decide(id, 'approved', 'carol', '', Date.now());
+    decideElsewhere(folder, id, 'approved', 'carol');
     switchState = 'on'; // while the call is still held
     const outcome = await pollUntilSettled(deps, pending);
     assert.equal(codeOf(outcome), 'WARDEN_KILL_SWITCH');
@@ -627,7 +550,6 @@ describe('approvals: used at the moment the call is sent', () => {
     assert.equal(state.approvals.get(id)?.status, 'used');
     const ran = audit.records.filter((r) => r.event === 'tools/call')[1];
     assert.deepEqual(ran?.['approval'], { id, kind: 'out-of-band', status: 'approved', decidedBy: 'carol', outcome: 'used' });
-    operator.close();
   });
 
   it('a read tool held for approval still runs when the switch went readonly meanwhile', async () => {
@@ -702,8 +624,7 @@ describe('approvals: used at the moment the call is sent', () => {
     assert.equal(ids.length, 1, 'both wait on the same approval');
     const [id] = ids;
     assert.ok(id);
-    const operator = openStore(folder);
-    operator.approvals.decide(id, 'approved', 'carol', '', Date.now());
+    decideElsewhere(folder, id, 'approved', 'carol');
     await pollUntilSettled(deps, first);
     assert.ok(await waitFor(() => second.settled(), 400, 5));
     const codes = [codeOf(await first.promise), codeOf(await second.promise)].sort();
@@ -716,7 +637,6 @@ describe('approvals: used at the moment the call is sent', () => {
     assert.equal(state.approvals.get(id)?.status, 'used');
     const outcomes = audit.records.filter((r) => r.event === 'tools/call').map((r) => (r['approval'] as { outcome?: string } | undefined)?.outcome).sort();
     assert.deepEqual(outcomes, ['already-used', 'used']);
-    operator.close();
   });
 });
 

@@ -1,31 +1,20 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { pino } from 'pino';
-import { memoryAuditTrail } from '../../src/audit/trail.ts';
-import type { McpBackend } from '../../src/backends/mcp.ts';
-import { loadConfig } from '../../src/config/load.ts';
 import type { WardenConfig } from '../../src/config/types.ts';
 import { WardenError } from '../../src/errors.ts';
-import { memoryLimitStore } from '../../src/guard/rate-limits.ts';
-import { buildCallPipeline } from '../../src/pipeline/pipeline.ts';
 import { REPLAY_META_KEY } from '../../src/pipeline/stages/deduplicate.ts';
-import type { CallContext, CallOutcome, PipelineDeps } from '../../src/pipeline/types.ts';
-import { ApprovalWaiter } from '../../src/policy/approval-waiter.ts';
-import { openStateStore, type StateStore } from '../../src/state/store.ts';
-import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, waitFor, writeConfig, writeManifest } from '../helpers.ts';
+import type { CallOutcome } from '../../src/pipeline/types.ts';
+import type { StateStore } from '../../src/state/store.ts';
+import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, waitFor, writeManifest } from '../helpers.ts';
+import { type Behaviour, codeOf, configIn, harness as pipelineHarness, type HarnessOptions, stateStoresIn, WIPE_TOOL } from './harness.ts';
 
 const { dir, cleanup } = tempDir('warden-idempotency-');
 after(cleanup);
 
 /** A destructive tool (deduplicated) and a write tool its manifest signs idempotent (not deduplicated). */
 const OPS_TOOLS = [
-  {
-    name: 'wipe',
-    description: 'Erase a target for good.',
-    access: 'destructive',
-    inputSchema: { type: 'object', properties: { target: { type: 'string' } }, required: ['target'], additionalProperties: false },
-  },
+  WIPE_TOOL,
   {
     name: 'set_flag',
     description: 'Set a flag to a value; the same call twice has the same effect.',
@@ -36,7 +25,6 @@ const OPS_TOOLS = [
 ];
 writeManifest(join(dir, 'manifests/notes.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS));
 writeManifest(join(dir, 'manifests/ops.json'), stdioManifest('ops', NOTES_SERVER, OPS_TOOLS));
-const logger = pino({ level: 'silent' });
 
 const everything = { tools: ['notes__*', 'ops__*'], access: ['read', 'write', 'destructive'] };
 const AGENTS = {
@@ -46,17 +34,12 @@ const AGENTS = {
 };
 
 function configWith(name: string, extra: Record<string, unknown>): WardenConfig {
-  const file = writeConfig(join(dir, name, 'warden.yaml'), {
-    version: 1,
-    manifestsDir: '../manifests',
+  return configIn(dir, name, {
     servers: { notes: { manifest: 'notes.json' }, ops: { manifest: 'ops.json' } },
     agents: AGENTS,
     approvals: { waitSeconds: 0 },
     ...extra,
   });
-  const config = loadConfig(file);
-  assert.deepEqual([...config.rejected.keys()], [], 'both signed manifests are accepted');
-  return config;
 }
 
 const config = configWith('default', {});
@@ -64,77 +47,21 @@ const shortWindow = configWith('short-window', { idempotency: { windowSeconds: 1
 /** Calls needing approval are held (up to 30 s, never reached: the tests decide or cancel first). */
 const holding = configWith('holding', { approvals: { waitSeconds: 30 } });
 
-const openedStores: StateStore[] = [];
-after(() => {
-  for (const store of openedStores) store.close();
-});
-let stateDirs = 0;
-function freshStateDir(): string {
-  return join(dir, `state-${++stateDirs}`);
-}
-function openStore(folder: string): StateStore {
-  const store = openStateStore(folder, 'read-write');
-  openedStores.push(store);
-  return store;
-}
+const { freshDir: freshStateDir, open: openStore } = stateStoresIn(dir);
 
-type Behaviour = (tool: string, args: Record<string, unknown>) => Promise<unknown>;
 let served = 0;
 /** Answers with a text no other call gets, so a replay is told apart from a second run. */
 const unique: Behaviour = async (tool) => ({ content: [{ type: 'text', text: `${tool} #${++served}` }] });
 
-interface HarnessOptions {
-  /** Runs in the backend before anything is sent; throwing refuses the call as the real backend does (e.g. server unavailable). */
-  readonly beforeSend?: (tool: string) => void;
-}
-
-let harnesses = 0;
+/** The shared harness, answering with `unique` unless told otherwise. */
 function harness(cfg: WardenConfig, state: StateStore, behaviour: Behaviour = unique, options: HarnessOptions = {}) {
-  const audit = memoryAuditTrail();
-  /** Calls the backend actually sent, after onSend let them through. */
-  const calls: { tool: string; args: Record<string, unknown> }[] = [];
-  const backend = {
-    // As the real backend: local refusals first, then onSend (which may veto), then the request.
-    callTool: async (tool: string, args: Record<string, unknown>, _timeoutMs: number, _signal?: AbortSignal, _meta?: unknown, _onProgress?: unknown, onSend?: () => void) => {
-      options.beforeSend?.(tool);
-      onSend?.();
-      calls.push({ tool, args });
-      return behaviour(tool, args);
-    },
-  } as unknown as McpBackend;
-  const backends = new Map([
-    ['notes', backend],
-    ['ops', backend],
-  ]);
-  const instanceId = `broker-${++harnesses}`;
-  const deps: PipelineDeps = {
-    config: cfg,
-    backends,
-    audit,
-    logger,
-    secretForms: () => [],
-    identity: () => undefined,
-    state,
-    liveConfig: () => cfg,
-    killSwitch: () => 'off',
-    limits: memoryLimitStore(),
-    approvals: new ApprovalWaiter(state.approvals),
-    writesInFlight: new Map(),
-    instanceId,
-  };
-  const run = buildCallPipeline(deps);
-  const contexts: CallContext[] = [];
-  let n = 0;
-  const call = (agentName: string, toolName: string, args: Record<string, unknown>, extra: Partial<Pick<CallContext, 'signal' | 'idempotencyKey'>> = {}) => {
-    const ctx: CallContext = { correlationId: `${instanceId}-c${++n}`, agentName, toolName, args, startedAt: performance.now(), facts: {}, sendGuards: [], ...extra };
-    contexts.push(ctx);
-    return run(ctx);
-  };
-  return { audit, calls, deps, call, contexts };
+  return pipelineHarness(cfg, state, behaviour, options);
 }
 
-function codeOf(outcome: CallOutcome): string {
-  return outcome.kind === 'refused' ? outcome.code : outcome.kind;
+/** A harness on a state store of its own (in a fresh folder). */
+function onFreshStore(cfg: WardenConfig = config, behaviour: Behaviour = unique, options: HarnessOptions = {}) {
+  const state = openStore();
+  return { ...harness(cfg, state, behaviour, options), state };
 }
 
 function textOfOutcome(outcome: CallOutcome): string {
@@ -152,9 +79,8 @@ const note = { title: 'groceries', body: 'milk' };
 
 describe('idempotency: a repeated write runs once', () => {
   it('20 concurrent identical calls run the tool once and all get its result; 5 later retries are replayed', async () => {
-    const state = openStore(freshStateDir());
     const gate = Promise.withResolvers<unknown>();
-    const { calls, call, contexts } = harness(config, state, () => gate.promise);
+    const { calls, call, contexts } = onFreshStore(config, () => gate.promise);
     const N = 20;
     const outcomes = Array.from({ length: N }, () => call('alice', 'notes__add_note', note));
     // All but the first join the one in flight (bounded wait); only then does the tool answer.
@@ -186,8 +112,7 @@ describe('idempotency: a repeated write runs once', () => {
   });
 
   it('arguments are compared canonically: the same object with its keys in another order is the same call', async () => {
-    const state = openStore(freshStateDir());
-    const { calls, call } = harness(config, state);
+    const { calls, call } = onFreshStore();
     assert.equal(codeOf(await call('alice', 'notes__add_note', { title: 't', body: 'b' })), 'result');
     const retry = await call('alice', 'notes__add_note', { body: 'b', title: 't' });
     assert.ok(replayOf(retry), 'replayed');
@@ -198,8 +123,7 @@ describe('idempotency: a repeated write runs once', () => {
   });
 
   it('deduplicates destructive tools too', async () => {
-    const state = openStore(freshStateDir());
-    const { calls, call } = harness(config, state);
+    const { calls, call } = onFreshStore();
     const first = await call('alice', 'ops__wipe', { target: 'cache' });
     const second = await call('alice', 'ops__wipe', { target: 'cache' });
     assert.equal(codeOf(first), 'result');
@@ -209,8 +133,7 @@ describe('idempotency: a repeated write runs once', () => {
   });
 
   it('does not deduplicate read tools, nor write tools signed idempotent', async () => {
-    const state = openStore(freshStateDir());
-    const { calls, call } = harness(config, state);
+    const { calls, call } = onFreshStore();
     const reads = [await call('alice', 'notes__echo', { text: 'hi' }), await call('alice', 'notes__echo', { text: 'hi' })];
     const flags = [await call('alice', 'ops__set_flag', { flag: 'f', value: true }), await call('alice', 'ops__set_flag', { flag: 'f', value: true })];
     for (const outcome of [...reads, ...flags]) {
@@ -222,8 +145,7 @@ describe('idempotency: a repeated write runs once', () => {
   });
 
   it('keys are per agent: another agent\'s identical write runs', async () => {
-    const state = openStore(freshStateDir());
-    const { calls, call } = harness(config, state);
+    const { calls, call } = onFreshStore();
     assert.equal(codeOf(await call('alice', 'notes__add_note', note)), 'result');
     const bobs = await call('bob', 'notes__add_note', note);
     assert.equal(codeOf(bobs), 'result');
@@ -232,8 +154,7 @@ describe('idempotency: a repeated write runs once', () => {
   });
 
   it('a call refused before it reached the tool (approval pending) is not recorded: the retry proceeds', async () => {
-    const state = openStore(freshStateDir());
-    const { calls, call } = harness(config, state);
+    const { calls, call, state } = onFreshStore();
     const pending = await call('gated', 'notes__add_note', note);
     assert.equal(codeOf(pending), 'WARDEN_APPROVAL_PENDING');
     const id = pending.kind === 'refused' ? pending.hints?.approvalId : undefined;
@@ -255,10 +176,9 @@ describe('idempotency: a repeated write runs once', () => {
   });
 
   it('a call the backend refused before sending it (server unavailable) is not recorded: the retry runs', async () => {
-    const state = openStore(freshStateDir());
     let down = true;
     const attempts: string[] = [];
-    const { calls, call, contexts } = harness(config, state, unique, {
+    const { calls, call, contexts } = onFreshStore(config, unique, {
       beforeSend: (tool) => {
         attempts.push(tool);
         if (down) throw new WardenError('WARDEN_SERVER_UNAVAILABLE', 'server "notes" is not connected (restarting); retry later', { server: 'notes' });
@@ -285,8 +205,7 @@ describe('idempotency: a repeated write runs once', () => {
   });
 
   it('a call that timed out downstream is recorded: the retry gets the same refusal and the tool is not run again', async () => {
-    const state = openStore(freshStateDir());
-    const { calls, call } = harness(config, state, async () => {
+    const { calls, call } = onFreshStore(config, async () => {
       throw new WardenError('WARDEN_DOWNSTREAM_TIMEOUT', 'server "notes" did not answer within 5 ms');
     });
     const first = await call('alice', 'notes__add_note', note);
@@ -298,8 +217,7 @@ describe('idempotency: a repeated write runs once', () => {
   });
 
   it('a tool error after dispatch is recorded and replayed too', async () => {
-    const state = openStore(freshStateDir());
-    const { calls, call } = harness(config, state, async () => ({ content: [{ type: 'text', text: 'disk full' }], isError: true }));
+    const { calls, call } = onFreshStore(config, async () => ({ content: [{ type: 'text', text: 'disk full' }], isError: true }));
     const first = await call('alice', 'notes__add_note', note);
     assert.ok(first.kind === 'result' && first.result.isError === true);
     const retry = await call('alice', 'notes__add_note', note);
@@ -309,9 +227,8 @@ describe('idempotency: a repeated write runs once', () => {
   });
 
   it('a repeat that waits for a call in flight can be cancelled; the first call goes on and runs once', async () => {
-    const state = openStore(freshStateDir());
     const gate = Promise.withResolvers<unknown>();
-    const { calls, call, contexts } = harness(config, state, () => gate.promise);
+    const { calls, call, contexts } = onFreshStore(config, () => gate.promise);
     const first = call('alice', 'notes__add_note', note);
     assert.ok(await waitFor(() => calls.length === 1, 400, 5));
     const controller = new AbortController();
@@ -327,8 +244,7 @@ describe('idempotency: a repeated write runs once', () => {
 
 describe('idempotency: client keys', () => {
   it('the same key with other arguments is WARDEN_IDEMPOTENCY_CONFLICT, after the call and while it is in flight', async () => {
-    const state = openStore(freshStateDir());
-    const { calls, call } = harness(config, state);
+    const { calls, call, state } = onFreshStore();
     assert.equal(codeOf(await call('alice', 'notes__add_note', note, { idempotencyKey: 'order-1' })), 'result');
     const conflict = await call('alice', 'notes__add_note', { title: 'other', body: 'x' }, { idempotencyKey: 'order-1' });
     assert.equal(codeOf(conflict), 'WARDEN_IDEMPOTENCY_CONFLICT');
@@ -350,8 +266,7 @@ describe('idempotency: client keys', () => {
   });
 
   it('different keys with the same arguments are different calls', async () => {
-    const state = openStore(freshStateDir());
-    const { calls, call } = harness(config, state);
+    const { calls, call } = onFreshStore();
     const a = await call('alice', 'notes__add_note', note, { idempotencyKey: 'k-1' });
     const b = await call('alice', 'notes__add_note', note, { idempotencyKey: 'k-2' });
     assert.equal(codeOf(a), 'result');
@@ -361,16 +276,14 @@ describe('idempotency: client keys', () => {
   });
 
   it('a key is per agent: another agent with the same key and other arguments is not a conflict', async () => {
-    const state = openStore(freshStateDir());
-    const { calls, call } = harness(config, state);
+    const { calls, call } = onFreshStore();
     assert.equal(codeOf(await call('alice', 'notes__add_note', note, { idempotencyKey: 'shared' })), 'result');
     assert.equal(codeOf(await call('bob', 'notes__add_note', { title: 'b', body: 'b' }, { idempotencyKey: 'shared' })), 'result');
     assert.equal(calls.length, 2);
   });
 
   it('a malformed key is WARDEN_ARGUMENTS_INVALID and nothing runs', async () => {
-    const state = openStore(freshStateDir());
-    const { calls, call } = harness(config, state);
+    const { calls, call } = onFreshStore();
     const bad: unknown[] = [42, null, {}, ['k'], '', 'k'.repeat(129), 'has space', 'tab\there', 'nul\u0000', 'new\nline', 'del\u007f', 'caf\u00e9', '\u200bzero-width'];
     for (const key of bad) {
       const outcome = await call('alice', 'notes__add_note', note, { idempotencyKey: key });
@@ -386,8 +299,7 @@ describe('idempotency: client keys', () => {
 
 describe('idempotency: window and restarts', () => {
   it('after the window has passed, the same call runs again', async () => {
-    const state = openStore(freshStateDir());
-    const { calls, call } = harness(shortWindow, state);
+    const { calls, call } = onFreshStore(shortWindow);
     assert.equal(codeOf(await call('alice', 'notes__add_note', note)), 'result');
     const finishedAt = Date.now();
     assert.ok(replayOf(await call('alice', 'notes__add_note', note)), 'within the window: replayed');
@@ -545,9 +457,8 @@ describe('idempotency: held, sent, finished', () => {
   });
 
   it('the window runs from when the call finished: a write slower than the window is replayed right after it ends', async () => {
-    const state = openStore(freshStateDir());
     // windowSeconds 1, and a tool that takes 1.2 s (a bounded timer).
-    const { calls, call } = harness(shortWindow, state, (tool) => new Promise((resolve) => setTimeout(() => resolve({ content: [{ type: 'text', text: `${tool} slow` }] }), 1200)));
+    const { calls, call } = onFreshStore(shortWindow, (tool) => new Promise((resolve) => setTimeout(() => resolve({ content: [{ type: 'text', text: `${tool} slow` }] }), 1200)));
     const started = Date.now();
     const first = await call('alice', 'notes__add_note', note);
     assert.equal(codeOf(first), 'result');

@@ -1,33 +1,16 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { pino } from 'pino';
-import { memoryAuditTrail } from '../../src/audit/trail.ts';
-import type { McpBackend } from '../../src/backends/mcp.ts';
-import { loadConfig } from '../../src/config/load.ts';
 import type { WardenConfig } from '../../src/config/types.ts';
-import { memoryLimitStore } from '../../src/guard/rate-limits.ts';
-import { buildCallPipeline } from '../../src/pipeline/pipeline.ts';
-import type { CallContext, CallOutcome, PipelineDeps } from '../../src/pipeline/types.ts';
-import { ApprovalWaiter } from '../../src/policy/approval-waiter.ts';
-import { openStateStore, type StateStore } from '../../src/state/store.ts';
 import type { KillSwitchState } from '../../src/state/switches.ts';
-import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, waitFor, writeConfig, writeManifest } from '../helpers.ts';
+import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, waitFor, writeManifest } from '../helpers.ts';
+import { type Behaviour, codeOf, configIn, harness as pipelineHarness, ok, stateStoresIn, WIPE_TOOL } from './harness.ts';
 
 const { dir, cleanup } = tempDir('warden-limits-');
 after(cleanup);
 
-const OPS_TOOLS = [
-  {
-    name: 'wipe',
-    description: 'Erase a target for good.',
-    access: 'destructive',
-    inputSchema: { type: 'object', properties: { target: { type: 'string' } }, required: ['target'], additionalProperties: false },
-  },
-];
 writeManifest(join(dir, 'manifests/notes.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS));
-writeManifest(join(dir, 'manifests/ops.json'), stdioManifest('ops', NOTES_SERVER, OPS_TOOLS));
-const logger = pino({ level: 'silent' });
+writeManifest(join(dir, 'manifests/ops.json'), stdioManifest('ops', NOTES_SERVER, [WIPE_TOOL]));
 
 const everything = { tools: ['notes__*', 'ops__*'], access: ['read', 'write', 'destructive'] };
 const AGENTS = {
@@ -43,16 +26,11 @@ const AGENTS = {
 };
 
 function configWith(name: string, extra: Record<string, unknown>): WardenConfig {
-  const file = writeConfig(join(dir, name, 'warden.yaml'), {
-    version: 1,
-    manifestsDir: '../manifests',
+  return configIn(dir, name, {
     servers: { notes: { manifest: 'notes.json' }, ops: { manifest: 'ops.json' } },
     agents: AGENTS,
     ...extra,
   });
-  const config = loadConfig(file);
-  assert.deepEqual([...config.rejected.keys()], [], 'both signed manifests are accepted');
-  return config;
 }
 
 const config = configWith('default', {});
@@ -66,65 +44,46 @@ const reloadedSame = configWith('default-reloaded', {});
 const withoutGrant = configWith('without-grant', { agents: { ...AGENTS, gated: { allow: [{ tools: ['notes__echo'], approval: 'required' }] } } });
 const withoutAgent = configWith('without-agent', { agents: Object.fromEntries(Object.entries(AGENTS).filter(([name]) => name !== 'gated')) });
 
-const openedStores: StateStore[] = [];
-after(() => {
-  for (const store of openedStores) store.close();
-});
-let stateDirs = 0;
-function openStore(): StateStore {
-  const store = openStateStore(join(dir, `state-${++stateDirs}`), 'read-write');
-  openedStores.push(store);
-  return store;
-}
+const { open: openStore } = stateStoresIn(dir);
 
-type Behaviour = (tool: string, args: Record<string, unknown>) => Promise<unknown>;
-const ok: Behaviour = async (tool) => ({ content: [{ type: 'text', text: `${tool} done` }] });
-
-let harnesses = 0;
+/** The shared harness on a state store of its own; `calls` are the tools sent, by name. */
 function harness(cfg: WardenConfig, options: { behaviour?: Behaviour; killSwitch?: () => KillSwitchState; liveConfig?: () => WardenConfig } = {}) {
+  const { behaviour, ...overrides } = options;
   const state = openStore();
-  const audit = memoryAuditTrail();
-  /** Calls the backend actually sent, after onSend let them through. */
-  const calls: string[] = [];
-  const behaviour = options.behaviour ?? ok;
-  const backend = {
-    // As the real backend: onSend runs just before the request is sent, and may veto it.
-    callTool: async (tool: string, args: Record<string, unknown>, _timeoutMs: number, _signal?: AbortSignal, _meta?: unknown, _onProgress?: unknown, onSend?: () => void) => {
-      onSend?.();
-      calls.push(tool);
-      return behaviour(tool, args);
-    },
-  } as unknown as McpBackend;
-  const instanceId = `broker-${++harnesses}`;
-  const deps: PipelineDeps = {
-    config: cfg,
-    backends: new Map([
-      ['notes', backend],
-      ['ops', backend],
-    ]),
-    audit,
-    logger,
-    secretForms: () => [],
-    identity: () => undefined,
-    state,
-    liveConfig: options.liveConfig ?? (() => cfg),
-    killSwitch: options.killSwitch ?? (() => 'off'),
-    limits: memoryLimitStore(),
-    approvals: new ApprovalWaiter(state.approvals),
-    writesInFlight: new Map(),
-    instanceId,
-  };
-  const run = buildCallPipeline(deps);
-  let n = 0;
-  const call = (agentName: string, toolName: string, args: Record<string, unknown>, extra: Partial<Pick<CallContext, 'signal'>> = {}) =>
-    run({ correlationId: `${instanceId}-c${++n}`, agentName, toolName, args, startedAt: performance.now(), facts: {}, sendGuards: [], ...extra } satisfies CallContext);
+  const { audit, tools, deps, call } = pipelineHarness(cfg, state, behaviour, overrides);
   /** The audit record of each tools/call, in the order they ended. */
   const callRecords = () => audit.records.filter((record) => record.event === 'tools/call');
-  return { audit, calls, deps, state, call, callRecords };
+  return { audit, calls: tools, deps, state, call, callRecords };
 }
 
-function codeOf(outcome: CallOutcome): string {
-  return outcome.kind === 'refused' ? outcome.code : outcome.kind;
+/**
+ * Starts `agent`'s call and waits (bounded) until it is held for approval. `approve()` then
+ * approves it as carol, polls check() until the call has ended, and returns how it ended.
+ */
+async function holdForApproval(h: ReturnType<typeof harness>, agent: string, tool: string, args: Record<string, unknown>) {
+  let done = false;
+  const held = h.call(agent, tool, args);
+  void held.then(() => (done = true));
+  assert.ok(await waitFor(() => h.deps.approvals.held === 1, 400, 5), 'the call is held for approval');
+  return {
+    async approve() {
+      const [approval] = h.state.approvals.list({ statuses: ['pending'], limit: 1 });
+      assert.ok(approval);
+      h.state.approvals.decide(approval.id, 'approved', 'carol', '', Date.now());
+      assert.ok(
+        await waitFor(
+          () => {
+            h.deps.approvals.check(Date.now());
+            return done;
+          },
+          400,
+          5,
+        ),
+        'the held call was released',
+      );
+      return { outcome: await held, approvalId: approval.id };
+    },
+  };
 }
 
 const note = { title: 't', body: 'b' };
@@ -203,30 +162,14 @@ describe('kill switch', () => {
     for (const switched of ['on', 'readonly'] as const) {
       let state: KillSwitchState = 'off';
       const h = harness(config, { killSwitch: () => state });
-      let done = false;
-      const held = h.call('gated', 'notes__add_note', { title: switched, body: 'b' });
-      void held.then(() => (done = true));
-      assert.ok(await waitFor(() => h.deps.approvals.held === 1, 400, 5), 'the call is held for approval');
+      const held = await holdForApproval(h, 'gated', 'notes__add_note', { title: switched, body: 'b' });
       state = switched;
-      const [approval] = h.state.approvals.list({ statuses: ['pending'], limit: 1 });
-      assert.ok(approval);
-      h.state.approvals.decide(approval.id, 'approved', 'carol', '', Date.now());
-      assert.ok(
-        await waitFor(
-          () => {
-            h.deps.approvals.check(Date.now());
-            return done;
-          },
-          400,
-          5,
-        ),
-      );
-      const outcome = await held;
+      const { outcome, approvalId } = await held.approve();
       assert.deepEqual(h.calls, [], `kill switch ${switched}: the approved write must not run (got ${codeOf(outcome)})`);
       assert.equal(codeOf(outcome), switched === 'on' ? 'WARDEN_KILL_SWITCH' : 'WARDEN_READ_ONLY_MODE');
       assert.equal(h.callRecords()[0]?.['killSwitch'], switched, 'the audit record says the switch refused it');
       assert.equal(h.callRecords()[0]?.decision, 'deny');
-      assert.equal(h.state.approvals.get(approval.id)?.status, 'approved', 'the approval was not used: the call was never sent');
+      assert.equal(h.state.approvals.get(approvalId)?.status, 'approved', 'the approval was not used: the call was never sent');
     }
   });
 });
@@ -236,26 +179,9 @@ describe('a grant revoked while the call is held', () => {
   async function heldThenReloaded(tool: string, args: Record<string, unknown>, next: WardenConfig) {
     let live = config;
     const h = harness(config, { liveConfig: () => live });
-    let done = false;
-    const held = h.call('gated', tool, args);
-    void held.then(() => (done = true));
-    assert.ok(await waitFor(() => h.deps.approvals.held === 1, 400, 5), 'the call is held for approval');
+    const held = await holdForApproval(h, 'gated', tool, args);
     live = next; // a reload while the call waits
-    const [approval] = h.state.approvals.list({ statuses: ['pending'], limit: 1 });
-    assert.ok(approval);
-    h.state.approvals.decide(approval.id, 'approved', 'carol', '', Date.now());
-    assert.ok(
-      await waitFor(
-        () => {
-          h.deps.approvals.check(Date.now());
-          return done;
-        },
-        400,
-        5,
-      ),
-      'the held call was released',
-    );
-    return { h, outcome: await held, approvalId: approval.id };
+    return { h, ...(await held.approve()) };
   }
 
   for (const [what, next] of [

@@ -1,17 +1,13 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { pino } from 'pino';
 import { memoryAuditTrail } from '../../src/audit/trail.ts';
-import type { McpBackend } from '../../src/backends/mcp.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { WardenError } from '../../src/errors.ts';
 import { buildCallPipeline, CALL_STAGES } from '../../src/pipeline/pipeline.ts';
-import type { CallContext, PipelineDeps, StageFactory } from '../../src/pipeline/types.ts';
-import { memoryLimitStore } from '../../src/guard/rate-limits.ts';
-import { ApprovalWaiter } from '../../src/policy/approval-waiter.ts';
-import { openStateStore } from '../../src/state/store.ts';
+import type { StageFactory } from '../../src/pipeline/types.ts';
 import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, writeConfig, writeManifest } from '../helpers.ts';
+import { type Behaviour, fakeBackend, harness, pipelineDeps, stateStoresIn } from './harness.ts';
 
 const { dir, cleanup } = tempDir();
 after(cleanup);
@@ -27,46 +23,11 @@ const config = loadConfig(
   }),
 );
 assert.deepEqual([...config.rejected.keys()], [], 'the signed notes manifest is accepted');
-const logger = pino({ level: 'silent' });
-const state = openStateStore(join(dir, 'state'), 'read-write');
-after(() => state.close());
+const state = stateStoresIn(dir).open();
 
-/** The deps every stage may use besides the config, backends and audit trail. */
-function baseDeps(): Omit<PipelineDeps, 'config' | 'backends' | 'audit'> {
-  return {
-    logger,
-    secretForms: () => [],
-    identity: () => undefined,
-    state,
-    liveConfig: () => config,
-    killSwitch: () => 'off',
-    limits: memoryLimitStore(),
-    approvals: new ApprovalWaiter(state.approvals),
-    writesInFlight: new Map(),
-    instanceId: 'test',
-  };
-}
-
-/** Like McpBackend: onSend runs just before the request would be sent. */
-function fakeBackend(behaviour: (tool: string, args: Record<string, unknown>) => Promise<unknown>): McpBackend {
-  const callTool = async (tool: string, args: Record<string, unknown>, _timeout: number, _signal?: AbortSignal, _meta?: unknown, _progress?: unknown, onSend?: () => void) => {
-    onSend?.();
-    return behaviour(tool, args);
-  };
-  return { callTool } as unknown as McpBackend;
-}
-
-function setup(behaviour: (tool: string, args: Record<string, unknown>) => Promise<unknown>, stages = CALL_STAGES) {
-  const audit = memoryAuditTrail();
-  const calls: string[] = [];
-  const backend = fakeBackend(async (tool, args) => {
-    calls.push(tool);
-    return behaviour(tool, args);
-  });
-  const run = buildCallPipeline({ ...baseDeps(), config, backends: new Map([['notes', backend]]), audit }, stages);
-  const call = (agentName: string, toolName: string, args: Record<string, unknown> = {}) =>
-    run({ correlationId: 'c1', agentName, toolName, args, startedAt: performance.now(), facts: {}, sendGuards: [] } satisfies CallContext);
-  return { audit, calls, call };
+function setup(behaviour: Behaviour, stages: readonly StageFactory[] = CALL_STAGES) {
+  const { audit, tools, call } = harness(config, state, behaviour, { stages, instanceId: 'test' });
+  return { audit, calls: tools, call };
 }
 
 const ok = async () => ({ content: [{ type: 'text', text: 'done' }] });
@@ -151,7 +112,7 @@ describe('call pipeline', () => {
   it('refuses every call while the audit trail is unwritable', async () => {
     const audit = { ...memoryAuditTrail(), healthy: false };
     const calls: string[] = [];
-    const run = buildCallPipeline({ ...baseDeps(), config, backends: new Map([['notes', fakeBackend(async (tool) => (calls.push(tool), ok()))]]), audit });
+    const run = buildCallPipeline(pipelineDeps(config, state, { backends: new Map([['notes', fakeBackend(async (tool) => (calls.push(tool), ok()))]]), audit, instanceId: 'test' }));
     const outcome = await run({ correlationId: 'c', agentName: 'alice', toolName: 'notes__echo', args: {}, startedAt: 0, facts: {}, sendGuards: [] });
     assert.equal(outcome.kind === 'refused' && outcome.code, 'WARDEN_INTERNAL');
     assert.deepEqual(calls, []);

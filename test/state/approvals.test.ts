@@ -1,27 +1,15 @@
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { WardenError } from '../../src/errors.ts';
 import { APPROVAL_ID, type ApprovalRequest } from '../../src/state/approvals.ts';
-import { openStateStore, type StateStore } from '../../src/state/store.ts';
+import type { StateStore } from '../../src/state/store.ts';
 import { tempDir } from '../helpers.ts';
+import { stateStoresIn } from '../pipeline/harness.ts';
 
 const { dir, cleanup } = tempDir('warden-ledgers-');
 after(cleanup);
 
-const openedStores: StateStore[] = [];
-after(() => {
-  for (const store of openedStores) store.close();
-});
-let stateDirs = 0;
-function freshStateDir(): string {
-  return join(dir, `state-${++stateDirs}`);
-}
-function openStore(folder = freshStateDir()): StateStore {
-  const store = openStateStore(folder, 'read-write');
-  openedStores.push(store);
-  return store;
-}
+const { freshDir: freshStateDir, open: openStore } = stateStoresIn(dir);
 
 const T0 = 1_800_000_000_000; // a fixed clock: the ledgers take `now` from their callers
 const MINUTE = 60_000;
