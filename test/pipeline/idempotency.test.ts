@@ -490,4 +490,18 @@ describe('idempotency: failing closed', () => {
     assert.equal(error?.code, 'WARDEN_STATE_UNAVAILABLE');
     assert.ok(String(error?.message).includes(folder), `the audit record names the store: ${String(error?.message)}`);
   });
+
+  it('a state store that fails at the moment of sending stops the write before it is sent', async () => {
+    const folder = freshStateDir();
+    const state = openStore(folder);
+    // The record is made (begin), then the store goes away just before the send guard marks it.
+    const { calls, call, audit } = harness(config, state, unique, { beforeSend: () => state.close() });
+    const outcome = await call('alice', 'notes__add_note', note);
+    assert.equal(codeOf(outcome), 'WARDEN_STATE_UNAVAILABLE');
+    assert.deepEqual(calls, [], 'the write was not sent');
+    const message = outcome.kind === 'refused' ? outcome.message : '';
+    assert.ok(!message.includes(folder), message);
+    assert.equal(audit.records[0]?.decision, 'deny');
+    assert.ok(String((audit.records[0]?.['error'] as { message?: string } | undefined)?.message).includes(folder));
+  });
 });

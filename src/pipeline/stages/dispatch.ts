@@ -37,9 +37,15 @@ export const dispatch: StageFactory = ({ backends, config, identity, killSwitch,
   let vetoed: Refusal | undefined;
   const onSend = () => {
     vetoed = killSwitchRefusal(killSwitch(), ctx) ?? revoked(liveConfig(), config, ctx.agentName, tool, ctx);
-    for (const guard of ctx.sendGuards ?? []) {
-      if (vetoed) break;
-      vetoed = guard();
+    try {
+      for (const guard of ctx.sendGuards ?? []) {
+        if (vetoed) break;
+        vetoed = guard();
+      }
+    } catch (error) {
+      // A guard that cannot decide (the state store failed) stops the call: fail closed.
+      ctx.facts['error'] = { code: 'WARDEN_STATE_UNAVAILABLE', message: error instanceof Error ? error.message : String(error) };
+      vetoed = refuse('WARDEN_STATE_UNAVAILABLE', 'The call was refused because the broker cannot use its state store. The operator can find it in the audit trail by its correlation id.');
     }
     if (vetoed) throw new Error('vetoed before sending');
     ctx.facts['dispatched'] = true;
