@@ -31,6 +31,8 @@ export interface CallContext {
   onProgress?: (progress: Progress) => void;
   /** Values minted for this call alone (an identity token) that must not come back to the agent. */
   readonly callSecrets?: string[];
+  /** SHA-256 of the canonical arguments, computed once by the record stage (undefined: they cannot be serialised). */
+  argsSha256?: string;
   /** The idempotency key the client put in the request's _meta, unchecked. */
   readonly idempotencyKey?: unknown;
   /** What the front knows of the host's user: whether it can be asked, and its answers. */

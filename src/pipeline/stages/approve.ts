@@ -1,5 +1,4 @@
 import canonicalize from 'canonicalize';
-import { digestArguments } from '../../audit/digest.ts';
 import type { ApprovalRecord } from '../../state/approvals.ts';
 import { printableName } from '../names.ts';
 import { APPROVAL_INPUT_KEY, refuse, type CallContext, type CallOutcome, type Next, type PipelineDeps, type StageFactory } from '../types.ts';
@@ -20,7 +19,7 @@ const QUESTION_ARGUMENTS_CHARS = 2000;
 export const requireApproval: StageFactory = (deps) => async (ctx, next) => {
   if (!ctx.grant || !ctx.tool || !ctx.agent) return refuse('WARDEN_INTERNAL', 'The call was refused because a broker check was skipped.');
   if (ctx.grant.approval === 'none') return next();
-  const argsDigest = digestArguments(ctx.args);
+  const argsDigest = ctx.argsSha256;
   const args = safeCanonical(ctx.args);
   if (argsDigest === undefined || args === undefined) return refuse('WARDEN_INTERNAL', 'The call was refused because its arguments cannot be identified.');
   const call = { agent: ctx.agent.name, tool: ctx.tool.exposedName, argsDigest, arguments: args };

@@ -1,4 +1,3 @@
-import { digestArguments } from '../../audit/digest.ts';
 import { refuse, type CallOutcome, type Refusal, type StageFactory } from '../types.ts';
 
 /** Where a client may put its own idempotency key, in the tools/call request's _meta. */
@@ -26,7 +25,7 @@ export const deduplicateWrites: StageFactory = ({ config, state, writesInFlight,
   if (!ctx.tool || !ctx.agent) return refuse('WARDEN_INTERNAL', 'The call was refused because a broker check was skipped.');
   if (ctx.tool.tool.access === 'read' || ctx.tool.tool.idempotent === true) return next();
 
-  const argsDigest = digestArguments(ctx.args);
+  const argsDigest = ctx.argsSha256;
   if (argsDigest === undefined) return refuse('WARDEN_INTERNAL', 'The call was refused because its arguments cannot be identified.');
   let key = `args:${argsDigest}`;
   if (ctx.idempotencyKey !== undefined) {

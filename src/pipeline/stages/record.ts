@@ -13,6 +13,8 @@ export const record: StageFactory = ({ audit }) => async (ctx, next) => {
   }
   // Computed before the call: a stage that throws later must not also lose the record.
   const argsSha256 = digestArguments(ctx.args) ?? null;
+  // The stages that bind to the arguments (deduplication, approval) use this one digest.
+  if (argsSha256 !== null) ctx.argsSha256 = argsSha256;
   const outcome = await next();
   const refused = outcome.kind === 'refused';
   // The result goes back only once its record is written (a failure throws: fail closed).
