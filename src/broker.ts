@@ -87,6 +87,10 @@ export class Broker {
     this.audit = options.audit === 'memory' ? memoryAuditTrail() : (options.audit ?? openAuditTrail(config.audit.file));
     this.#state = openStateStore(config.state.dir, 'read-write');
     this.#killSwitch = this.#state.killSwitch.read().state;
+    // First run on this store: decisions from before it are not this trail's to report.
+    const audited = this.#state.approvals.auditedUntil();
+    this.#decisionsSince = audited ?? Date.now();
+    if (audited === undefined) this.#state.approvals.setAuditedUntil(this.#decisionsSince);
     this.#limits = options.limits ?? memoryLimitStore();
     this.#approvals = new ApprovalWaiter(this.#state.approvals);
     this.#backoff = options.backoff;
@@ -228,8 +232,11 @@ export class Broker {
     }
   }
 
-  /** Decisions made out of band since the last look; in-band ones are audited where they are made. */
-  #decisionsSince = Date.now();
+  /**
+   * Decisions made out of band since the last look, including those made while no broker
+   * ran (the store keeps how far the audit got); in-band ones are audited where they are made.
+   */
+  #decisionsSince = 0;
   readonly #decisionsAudited = new Set<string>();
   #auditDecisions(): void {
     const decided = this.#state.approvals.decidedSince(this.#decisionsSince, 1000);
@@ -242,6 +249,9 @@ export class Broker {
       // Decisions in the same millisecond as the newest may still arrive: remember only those.
       this.#decisionsAudited.clear();
       this.#decisionsSince = last;
+      // The next broker starts after this millisecond. (A decision stamped with the same
+      // millisecond but committed after this read would be missed across a restart.)
+      this.#state.approvals.setAuditedUntil(last + 1);
     }
     for (const record of decided) if (record.decidedAt === this.#decisionsSince) this.#decisionsAudited.add(record.id);
   }
@@ -292,6 +302,11 @@ export class Broker {
     writeOrLog(this.audit, { event: 'broker.start', config: config.file, configSha256: config.sha256, servers: [...this.#backends.keys()], rejected: [...config.rejected.keys()], killSwitch: this.#killSwitch }, this.logger);
     if (this.#killSwitch !== 'off') this.logger.warn({ killSwitch: this.#killSwitch }, `the kill switch is ${this.#killSwitch} (mcp-warden killswitch off turns it off)`);
     this.#auditManifests(config, new Set(this.#backends.keys()));
+    try {
+      this.#auditDecisions();
+    } catch (error) {
+      this.logger.error({ err: (error as Error).message }, 'cannot read the decisions made while the broker was stopped');
+    }
     await Promise.all([...this.#backends.values()].map((backend) => backend.start()));
   }
 

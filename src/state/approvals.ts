@@ -63,6 +63,9 @@ export interface ApprovalLedger {
   prune(before: number): number;
   /** Approvals decided (approved, denied, expired) at or after `since`, oldest first. */
   decidedSince(since: number, limit: number): ApprovalRecord[];
+  /** Up to when decisions have been written to the audit trail, so none is missed across a restart. */
+  auditedUntil(): number | undefined;
+  setAuditedUntil(until: number): void;
 }
 
 /** How long an approval that ended is kept in the store (the audit trail keeps its record). */
@@ -86,6 +89,11 @@ CREATE TABLE IF NOT EXISTS approvals (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS approvals_binding ON approvals (agent, tool, args_digest, status);
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals (status, expires_at);
+CREATE INDEX IF NOT EXISTS approvals_decided ON approvals (decided_at);
+CREATE TABLE IF NOT EXISTS approvals_audited (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  until INTEGER NOT NULL
+) STRICT;
 `;
 
 /** Short enough to type, long enough not to be guessed: 10 random bytes, base32 without padding. */
@@ -140,6 +148,8 @@ export function approvalLedger(db: DatabaseSync, file: string): ApprovalLedger {
   const decideRow = prepare(db, file, "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ? WHERE id = ? AND status = 'pending' AND expires_at > ?");
   const consumeRow = prepare(db, file, "UPDATE approvals SET status = 'used' WHERE id = ? AND status = 'approved'");
   const selectDecided = prepare(db, file, 'SELECT * FROM approvals WHERE decided_at >= ? ORDER BY decided_at LIMIT ?');
+  const selectAudited = prepare(db, file, 'SELECT until FROM approvals_audited WHERE id = 1');
+  const upsertAudited = prepare(db, file, 'INSERT INTO approvals_audited (id, until) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET until = MAX(until, excluded.until)');
   const pruneRows = prepare(db, file, "DELETE FROM approvals WHERE status IN ('denied', 'expired', 'used') AND COALESCE(decided_at, expires_at) < ?");
   const expireRows = prepare(db, file, "UPDATE approvals SET status = 'expired', decided_at = ?, decided_by = 'mcp-warden', reason = 'unanswered in time' WHERE status = 'pending' AND expires_at <= ?");
 
@@ -186,6 +196,15 @@ export function approvalLedger(db: DatabaseSync, file: string): ApprovalLedger {
     },
     expire(now) {
       return guarded(file, () => Number(expireRows.run(now, now).changes));
+    },
+    auditedUntil() {
+      return guarded(file, () => {
+        const row = selectAudited.get() as { until: number | bigint } | undefined;
+        return row ? Number(row.until) : undefined;
+      });
+    },
+    setAuditedUntil(until) {
+      guarded(file, () => upsertAudited.run(until));
     },
     decidedSince(since, limit) {
       return guarded(file, () => (selectDecided.all(since, limit) as unknown as Row[]).map(toRecord));

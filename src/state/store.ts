@@ -204,7 +204,7 @@ function noApprovals(file: string): ApprovalLedger {
   const fail = () => {
     throw readOnlyStore(file);
   };
-  return { open: fail, get: () => undefined, list: () => [], decide: fail, consume: fail, expire: fail, prune: fail, decidedSince: () => [] };
+  return { open: fail, get: () => undefined, list: () => [], decide: fail, consume: fail, expire: fail, prune: fail, decidedSince: () => [], auditedUntil: () => undefined, setAuditedUntil: fail };
 }
 
 function noIdempotency(file: string): IdempotencyLedger {

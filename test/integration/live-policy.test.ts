@@ -200,6 +200,38 @@ describe('out-of-band decisions in the audit trail', () => {
       await broker.close();
     }
   });
+
+  it('a decision made while no broker runs is audited when one starts, and only once', async () => {
+    const file = writeConfig(join(dir, 'offline.yaml'), policy({ state: { dir: 'state-offline' }, approvals: { waitSeconds: 0 } }, [{ tools: READS }, { tools: ['notes__add_note'], access: ['write'], approval: 'required' }]));
+    const start = async () => {
+      const broker = new Broker(loadConfig(file, { state: 'read-write' }), { logger: pino({ level: 'silent' }), audit: 'memory' });
+      await broker.start();
+      return { broker, decided: () => (broker.audit as unknown as { records: Record<string, unknown>[] }).records.filter((record) => record['event'] === 'approval.decided') };
+    };
+    const first = await start();
+    const pending = await first.broker.callTool('a', 'notes__add_note', { title: 'offline', body: 'b' });
+    const id = String((pending._meta?.['mcp-warden/refusal'] as { approvalId?: string }).approvalId);
+    await first.broker.close();
+    const operator = openStateStore(join(dir, 'state-offline'), 'read-write');
+    try {
+      operator.approvals.decide(id, 'approved', 'dave', 'checked by phone', Date.now());
+    } finally {
+      operator.close();
+    }
+    const second = await start();
+    try {
+      assert.deepEqual(second.decided().map((record) => [record['id'], record['verdict'], record['by']]), [[id, 'approved', 'dave']]);
+    } finally {
+      await second.broker.close();
+    }
+    const third = await start();
+    try {
+      third.broker.refreshState();
+      assert.deepEqual(third.decided(), [], 'already audited by the previous start');
+    } finally {
+      await third.broker.close();
+    }
+  });
 });
 
 describe('in-band approval (approval: user)', () => {
