@@ -112,12 +112,20 @@ describe('live config edits', () => {
       assert.equal(refusalCode(await agent.client.callTool({ name: 'notes__get_note', arguments: { id: 1 } })), 'WARDEN_TOOL_NOT_FOUND');
 
       const good = readFileSync(file, 'utf8');
-      // Half-written: the file cut in the middle. Then schema-invalid. Then a setting that needs a restart.
+      const refusals = () => audit(dir, 'audit-live.jsonl').filter((line) => line['event'] === 'config.refused');
+      // Half-written: the file cut in the middle (it lacks the agents), each edit read before the next.
       writeFileSync(file, good.slice(0, Math.floor(good.length / 2)));
+      assert.ok(await waitFor(() => refusals().length >= 1, 200, 50), 'the half-written file is refused');
+      assert.ok(['WARDEN_CONFIG_INVALID', 'WARDEN_CONFIG_UNREADABLE'].includes(String(refusals()[0]?.['reason'])), String(refusals()[0]?.['reason']));
+      // Schema-invalid.
       writeFileSync(file, good.replace('version: 1', 'version: 2'));
-      await waitFor(() => audit(dir, 'audit-live.jsonl').filter((line) => line['event'] === 'config.refused').length >= 1, 100, 50);
+      assert.ok(await waitFor(() => refusals().length >= 2, 200, 50), 'the invalid file is refused');
+      assert.equal(refusals()[1]?.['reason'], 'WARDEN_CONFIG_INVALID');
+      // A setting that needs a restart.
       writeConfig(file, policy({ state: { dir: 'state-live' }, audit: { file: 'elsewhere.jsonl' } }, [{ tools: ['*'], access: ['read', 'write', 'destructive'] }]));
-      assert.ok(await waitFor(() => audit(dir, 'audit-live.jsonl').some((line) => line['event'] === 'config.refused' && String(line['message']).includes('audit.file')), 100, 50), 'the restart-only change is refused, and says why');
+      assert.ok(await waitFor(() => refusals().length >= 3, 200, 50), 'the restart-only change is refused');
+      assert.equal(refusals()[2]?.['reason'], 'WARDEN_RELOAD_REFUSED');
+      assert.match(String(refusals()[2]?.['message']), /audit\.file/, 'and says which setting');
       assert.deepEqual(await agent.names(), ['notes__echo'], 'the previous config stands');
       assert.equal(agent.seen.listChanged, 1);
       const reloads = audit(dir, 'audit-live.jsonl').filter((line) => line['event'] === 'config.reloaded');
