@@ -2,6 +2,12 @@ import { randomUUID } from 'node:crypto';
 import type { CallToolResult, ListToolsResult } from '@modelcontextprotocol/server';
 import { memoryAuditTrail, openAuditTrail, writeOrLog, type AuditTrail } from './audit/trail.ts';
 import { McpBackend } from './backends/mcp.ts';
+import { HttpApiBackend } from './backends/http-api.ts';
+import { createEgressAgent, type Resolver } from './backends/egress-agent.ts';
+import type { ToolBackend } from './backends/types.ts';
+import { findEgressRefusal, type EgressPolicy } from './guard/egress-rules.ts';
+import { fetch as undiciFetch, type Dispatcher } from 'undici';
+import type { FetchLike } from '@modelcontextprotocol/client';
 import type { ExposedDefinition } from './catalog/build.ts';
 import type { WardenConfig } from './config/types.ts';
 import { WardenError, type WardenErrorCode } from './errors.ts';
@@ -26,6 +32,8 @@ export interface BrokerOptions {
   readonly statePollMs?: number;
   /** Rate-limit state; a shared store can replace the embedded one. */
   readonly limits?: LimitStore;
+  /** How outbound requests resolve host names (tests inject one); the system resolver otherwise. */
+  readonly resolve?: Resolver;
 }
 
 /** What a tools/call may carry besides the tool and its arguments. */
@@ -63,7 +71,10 @@ export class Broker {
   /** Identifies this process in idempotency records. */
   readonly instanceId = randomUUID();
   #config: WardenConfig;
-  #backends: Map<string, McpBackend>;
+  #backends: Map<string, ToolBackend>;
+  /** The one dispatcher every outbound request goes through, and the policy it enforces. */
+  #egress: { readonly dispatcher: Dispatcher; readonly policy: EgressPolicy };
+  readonly #resolve: Resolver | undefined;
   #pipeline: CallPipeline;
   /** Per agent, the definitions its grants make visible; recomputed when the config changes. */
   #visible = new Map<string, readonly VisibleTool[]>();
@@ -94,6 +105,8 @@ export class Broker {
     this.#limits = options.limits ?? memoryLimitStore();
     this.#approvals = new ApprovalWaiter(this.#state.approvals);
     this.#backoff = options.backoff;
+    this.#resolve = options.resolve;
+    this.#egress = { dispatcher: createEgressAgent(config.egress, options.resolve), policy: config.egress };
     this.#backends = new Map();
     for (const server of config.servers.keys()) this.#backends.set(server, this.#createBackend(config, server));
     this.#pipeline = this.#buildPipeline();
@@ -108,7 +121,7 @@ export class Broker {
     return this.#config;
   }
 
-  get backends(): ReadonlyMap<string, McpBackend> {
+  get backends(): ReadonlyMap<string, ToolBackend> {
     return this.#backends;
   }
 
@@ -127,9 +140,21 @@ export class Broker {
     return () => this.#toolsListeners.delete(listener);
   }
 
-  #createBackend(config: WardenConfig, server: string): McpBackend {
+  #createBackend(config: WardenConfig, server: string): ToolBackend {
     const manifest = config.servers.get(server);
     if (!manifest) throw new WardenError('WARDEN_INTERNAL', `no manifest for server ${server}`);
+    if (manifest.transport.type === 'http-api') {
+      return new HttpApiBackend({
+        server,
+        manifest,
+        logger: this.logger,
+        audit: this.audit,
+        egress: () => this.#egress,
+        ...(config.credentials.has(server) ? { credentialSources: config.credentials.get(server)! } : {}),
+        recheckMs: config.pinning.recheckMs,
+        onToolsChanged: () => this.#listedChanges(),
+      });
+    }
     const persistedQuarantine = this.#state.quarantined(manifest.name, manifest.digest);
     return new McpBackend({
       server,
@@ -144,7 +169,25 @@ export class Broker {
       onQuarantine: (quarantine) => this.#recordQuarantine(server, manifest.name, manifest.digest, quarantine),
       ...(persistedQuarantine ? { persistedQuarantine } : {}),
       ...(this.#backoff ? { backoff: this.#backoff } : {}),
+      ...(manifest.transport.type === 'http' ? { fetch: this.#egressFetch(server) } : {}),
     });
+  }
+
+  /**
+   * The fetch a Streamable HTTP server's transport uses: the broker's egress-controlled
+   * dispatcher (as in force at each request), and every refusal audited with its reason.
+   */
+  #egressFetch(server: string): FetchLike {
+    return async (url, init) => {
+      try {
+        return (await undiciFetch(url, { ...(init as object), dispatcher: this.#egress.dispatcher })) as unknown as Response;
+      } catch (error) {
+        const refusal = findEgressRefusal(error);
+        if (!refusal) throw error;
+        writeOrLog(this.audit, { event: 'egress.refused', server, reason: refusal.reason, origin: refusal.origin, ...(refusal.address === undefined ? {} : { address: refusal.address, range: refusal.range }), message: refusal.message }, this.logger);
+        throw refusal;
+      }
+    };
   }
 
   #buildPipeline(): CallPipeline {
@@ -275,7 +318,7 @@ export class Broker {
   #secretFormsKey = '';
   #secretForms: readonly string[] = [];
   /** Backends a reload replaced: the values they were given are still redacted. */
-  readonly #retired = new Set<McpBackend>();
+  readonly #retired = new Set<ToolBackend>();
   #generation = 0;
 
   /**
@@ -343,7 +386,15 @@ export class Broker {
     const fixed = restartOnlyChange(previous, next);
     if (fixed) throw new WardenError('WARDEN_RELOAD_REFUSED', `${next.file}: ${fixed} changed; that needs a restart, so the running broker keeps the previous config`, { file: next.file });
     await this.#loadIdentity(next);
-    const backends = new Map<string, McpBackend>();
+    // A new egress policy gets a new dispatcher: no connection checked under the old rules is reused.
+    let retiredEgress: Dispatcher | undefined;
+    if (next.egress.source !== previous.egress.source) {
+      retiredEgress = this.#egress.dispatcher;
+      this.#egress = { dispatcher: createEgressAgent(next.egress, this.#resolve), policy: next.egress };
+    } else if (next.egress !== this.#egress.policy) {
+      this.#egress = { dispatcher: this.#egress.dispatcher, policy: next.egress };
+    }
+    const backends = new Map<string, ToolBackend>();
     const started: string[] = [];
     for (const server of next.servers.keys()) {
       const current = this.#backends.get(server);
@@ -381,6 +432,7 @@ export class Broker {
       ...started.map((server) => backends.get(server)!.start()),
       ...retired.map(([, backend]) => backend.close()),
     ]);
+    if (retiredEgress) void closeDispatcher(retiredEgress);
     // A server started anew may have connected (or been quarantined) meanwhile.
     this.#listedChanges();
     return { started, stopped };
@@ -439,6 +491,7 @@ export class Broker {
     if (this.#poll) clearInterval(this.#poll);
     this.#poll = undefined;
     await Promise.all([...this.#backends.values()].map((backend) => backend.close()));
+    await closeDispatcher(this.#egress.dispatcher);
     writeOrLog(this.audit, { event: 'broker.stop' }, this.logger);
     this.audit.close();
     this.#state.close();
@@ -457,10 +510,24 @@ function visibleTools(config: WardenConfig): Map<string, readonly VisibleTool[]>
   return visible;
 }
 
+/** Lets requests in flight finish (up to a few seconds), then drops what is left. */
+async function closeDispatcher(dispatcher: Dispatcher): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const grace = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), 5_000);
+    timer.unref();
+  });
+  const closed = await Promise.race([dispatcher.close().then(() => 'closed' as const, () => 'closed' as const), grace]);
+  clearTimeout(timer);
+  if (closed === 'late') await dispatcher.destroy().catch(() => undefined);
+}
+
 /** Everything a running backend was built from: when it differs, the server is started anew. */
 function backendKey(config: WardenConfig, server: string): string {
   const manifest = config.servers.get(server);
   return JSON.stringify({
+    // A Streamable HTTP server reconnects under a new egress policy.
+    egress: manifest?.transport.type === 'http' ? config.egress.source : undefined,
     digest: manifest?.digest,
     credentials: [...(config.credentials.get(server) ?? new Map())],
     connectTimeoutMs: config.limits.connectTimeoutMs,

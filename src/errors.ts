@@ -35,6 +35,8 @@ export const ERRORS = {
   WARDEN_CREDENTIAL_MISSING: { exit: 1, summary: 'a credential a server needs has no value (unset variable, unreadable file); the server is not started' },
   WARDEN_DOWNSTREAM_TIMEOUT: { exit: 1, summary: 'the downstream server did not answer within the call timeout' },
   WARDEN_CALL_CANCELLED: { exit: 1, summary: 'the agent cancelled the call (or disconnected); the downstream call was cancelled too' },
+  WARDEN_EGRESS_DENIED: { exit: 1, summary: 'the broker\'s egress policy refused an outbound request (destination not allowlisted, private address, redirect to a refused destination, too many redirects); nothing was sent there' },
+  WARDEN_RESPONSE_TOO_LARGE: { exit: 1, summary: 'an HTTP API\'s response (body or headers) is over the egress size cap; reading stopped at the cap' },
   WARDEN_DOWNSTREAM_ERROR: { exit: 1, summary: 'the downstream server answered with a protocol error or an invalid result' },
   WARDEN_INTERNAL: { exit: 1, summary: 'a broker check failed unexpectedly; the call was refused (fail closed)' },
 } as const;

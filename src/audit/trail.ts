@@ -19,7 +19,8 @@ export interface AuditRecord {
     | 'approval.decided'
     | 'killswitch.changed'
     | 'config.reloaded'
-    | 'config.refused';
+    | 'config.refused'
+    | 'egress.refused';
   readonly correlationId?: string;
   readonly agent?: string;
   readonly tool?: string;

@@ -8,6 +8,7 @@ import {
   StreamableHTTPClientTransport,
   type CallToolResult,
   type Tool,
+  type FetchLike,
   type Transport,
   type VersionNegotiationMode,
 } from '@modelcontextprotocol/client';
@@ -19,23 +20,12 @@ import { writeOrLog, type AuditRecord, type AuditTrail } from '../audit/trail.ts
 import type { CredentialSource } from '../config/types.ts';
 import { cleanText, noRedactions, secretForms } from '../guard/sanitize-output.ts';
 import { resolveCredentials, type ResolvedCredential } from './credentials.ts';
-import { comparePins, diffDigest, type LiveServer, type PinReport } from '../manifest/pin.ts';
+import { comparePins, diffDigest, type LiveServer } from '../manifest/pin.ts';
 import { BROKER_INFO } from '../version.ts';
+import type { BackendState, PinTrigger, Quarantine, ToolBackend, ToolCall } from './types.ts';
+import type { HttpTransport, StdioTransport } from '../manifest/types.ts';
 
-export type BackendState = 'starting' | 'ready' | 'down' | 'closed';
-
-/** Why a connected server's tools are withdrawn from every agent. */
-export interface Quarantine {
-  readonly reason: 'drift' | 'expired';
-  readonly since: string;
-  /** What set it off: the connect, a tools/list_changed, or the periodic recheck. */
-  readonly trigger: PinTrigger;
-  readonly report?: PinReport;
-  readonly diffDigest?: string;
-}
-
-/** persisted: raised by an earlier run against this same signed release. */
-export type PinTrigger = 'connect' | 'list_changed' | 'interval' | 'persisted';
+export type { BackendState, PinTrigger, Quarantine } from './types.ts';
 
 export interface BackendOptions {
   readonly server: string;
@@ -56,6 +46,8 @@ export interface BackendOptions {
   readonly persistedQuarantine?: { readonly reason: string; readonly diffDigest: string; readonly since: string };
   /** Called once when the server is quarantined for drift, so the quarantine can outlive the process. */
   readonly onQuarantine?: (quarantine: Quarantine) => void;
+  /** Streamable HTTP: every request goes through this fetch (the broker's egress-controlled one). */
+  readonly fetch?: FetchLike;
 }
 
 const DEFAULT_RECHECK_MS = 300_000;
@@ -77,8 +69,9 @@ const MAX_STDERR_LINE = 2000;
  * when the connection drops, and answers calls while connected and not quarantined. It
  * never throws anything but WardenError to callers.
  */
-export class McpBackend {
+export class McpBackend implements ToolBackend {
   readonly server: string;
+  readonly #transportSpec: StdioTransport | HttpTransport;
   #state: BackendState = 'starting';
   #client: Client | undefined;
   #attempt = 0;
@@ -105,6 +98,9 @@ export class McpBackend {
 
   constructor(options: BackendOptions) {
     this.server = options.server;
+    const transport = options.manifest.transport;
+    if (transport.type === 'http-api') throw new WardenError('WARDEN_INTERNAL', `server "${options.server}" is an HTTP API, not an MCP server`);
+    this.#transportSpec = transport;
     this.#options = options;
     this.#backoff = options.backoff ?? DEFAULT_BACKOFF;
     this.#breaker = options.breaker ?? DEFAULT_BREAKER;
@@ -142,16 +138,7 @@ export class McpBackend {
     return this.#firstAttempt;
   }
 
-  async callTool(
-    tool: string,
-    args: Record<string, unknown>,
-    timeoutMs: number,
-    signal?: AbortSignal,
-    meta?: Record<string, unknown>,
-    onProgress?: (progress: { progress: number; total?: number; message?: string }) => void,
-    /** Runs just before the request is sent, after every local refusal; may throw to stop it. */
-    onSend?: () => void,
-  ): Promise<CallToolResult> {
+  async callTool({ tool, args, timeoutMs, signal, meta, onProgress, onSend }: ToolCall): Promise<CallToolResult> {
     const client = this.#client;
     const quarantine = this.#quarantine;
     if (quarantine) {
@@ -234,7 +221,7 @@ export class McpBackend {
     const client = new Client(
       { ...BROKER_INFO },
       {
-        versionNegotiation: { mode: negotiationMode(manifest.transport.era) },
+        versionNegotiation: { mode: negotiationMode(this.#transportSpec.era) },
         // Opens the change stream on a 2026-07-28 connection; the handler itself is set
         // after connecting, so it also runs for a server that never advertised the capability.
         listChanged: { tools: { autoRefresh: false, debounceMs: 0, onChanged: () => undefined } },
@@ -380,12 +367,12 @@ export class McpBackend {
   }
 
   #transport(credentials: readonly ResolvedCredential[]): Transport {
-    const transport = this.#options.manifest.transport;
+    const transport = this.#transportSpec;
     if (transport.type === 'http') {
       const headers: Record<string, string> = {};
       for (const { credential, value } of credentials) if (credential.header) headers[credential.header] = `${credential.prefix}${value}`;
       // redirect: 'error': a redirect must not carry the credential headers to another origin.
-      return new StreamableHTTPClientTransport(new URL(transport.url), { requestInit: { headers, redirect: 'error' } });
+      return new StreamableHTTPClientTransport(new URL(transport.url), { requestInit: { headers, redirect: 'error' }, ...(this.#options.fetch ? { fetch: this.#options.fetch } : {}) });
     }
     const env: Record<string, string> = { ...transport.env };
     for (const { credential, value } of credentials) if (credential.env) env[credential.env] = value;

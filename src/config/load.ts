@@ -10,6 +10,7 @@ import type { Manifest } from '../manifest/types.ts';
 import { openStateStore, type ManifestHistory } from '../state/store.ts';
 import { compileGlob, compileGrants, type RawGrant } from '../policy/grants.ts';
 import type { RateLimit } from '../guard/rate-limits.ts';
+import { checkRequest, compileEgressRule, type EgressPolicy, type RawEgressRule } from '../guard/egress-rules.ts';
 import { deepFreeze } from './freeze.ts';
 import { listenProblem, parseListen } from './listen.ts';
 import { readDocumentWithDigest } from './read-document.ts';
@@ -40,6 +41,10 @@ export const DEFAULTS = {
   approvalWaitSeconds: 30, // a held call answers before most clients' 60 s request timeout
   approvalExpireSeconds: 900, // 15 min
   idempotencyWindowSeconds: 600, // 10 min
+  egressConnectTimeoutMs: 10_000, // 10 s
+  egressMaxResponseBytes: 1024 * 1024, // 1 MiB
+  egressMaxHeaderBytes: 16 * 1024, // 16 KiB
+  egressMaxRedirects: 3,
 } as const;
 
 const validateConfig = new Ajv2020({ allErrors: true, strict: true }).compile(configSchema);
@@ -67,6 +72,7 @@ interface RawConfig {
   trust?: RawTrust;
   state?: { dir?: string };
   pinning?: { recheckSeconds?: number };
+  egress?: { allow?: RawEgressRule[]; connectTimeoutMs?: number; maxResponseBytes?: number; maxHeaderBytes?: number; maxRedirects?: number };
 }
 
 export interface LoadConfigOptions {
@@ -140,6 +146,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
     });
   }
   const rateLimits = compileRateLimits(raw, catalog, warnings);
+  const egress = compileEgress(raw, servers, path, warnings);
 
   const listenText = raw.http?.listen ?? DEFAULTS.listen;
   const listen = parseListen(listenText);
@@ -186,6 +193,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
       arguments: { ...DEFAULT_ARGUMENT_LIMITS, ...raw.limits?.arguments },
     },
     rateLimits,
+    egress,
     approvals: {
       waitMs: (raw.approvals?.waitSeconds ?? DEFAULTS.approvalWaitSeconds) * 1000,
       expireMs: (raw.approvals?.expireSeconds ?? DEFAULTS.approvalExpireSeconds) * 1000,
@@ -194,6 +202,44 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
     log: { level: raw.log?.level ?? DEFAULTS.logLevel },
     warnings,
   });
+}
+
+/**
+ * The egress rules, each refused at load when it cannot mean what it says. A server whose
+ * own URL no rule allows is a warning: its requests would all be refused.
+ */
+function compileEgress(raw: RawConfig, servers: ReadonlyMap<string, Manifest>, path: string, warnings: string[]): EgressPolicy {
+  const rules = (raw.egress?.allow ?? []).map((rule, index) => {
+    try {
+      return compileEgressRule(rule, `/egress/allow/${index}`);
+    } catch (error) {
+      throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /egress/allow/${index}: ${(error as Error).message}`, { file: path });
+    }
+  });
+  const policy: EgressPolicy = {
+    source: JSON.stringify(raw.egress ?? {}),
+    rules,
+    connectTimeoutMs: raw.egress?.connectTimeoutMs ?? DEFAULTS.egressConnectTimeoutMs,
+    maxResponseBytes: raw.egress?.maxResponseBytes ?? DEFAULTS.egressMaxResponseBytes,
+    maxHeaderBytes: raw.egress?.maxHeaderBytes ?? DEFAULTS.egressMaxHeaderBytes,
+    maxRedirects: raw.egress?.maxRedirects ?? DEFAULTS.egressMaxRedirects,
+  };
+  for (const [server, manifest] of servers) {
+    const transport = manifest.transport;
+    if (transport.type === 'http') {
+      const refusal = checkRequest(policy, new URL(transport.url), 'POST');
+      if (refusal) warnings.push(`/servers/${server}: ${refusal.message}, so the broker cannot connect to it; add an egress rule (see docs/egress.md)`);
+    }
+    if (transport.type !== 'http-api') continue;
+    for (const tool of manifest.tools) {
+      if (!tool.http) continue;
+      // The path up to its first placeholder: what every call of the tool starts with.
+      const fixed = tool.http.path.split('{')[0]!;
+      const refusal = checkRequest(policy, new URL(`${transport.baseUrl}${fixed}`), tool.http.method);
+      if (refusal) warnings.push(`/servers/${server}: tool ${tool.name}: ${refusal.message}, so its calls are refused; add an egress rule (see docs/egress.md)`);
+    }
+  }
+  return policy;
 }
 
 /**

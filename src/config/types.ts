@@ -5,6 +5,7 @@ import type { Grant, Matcher } from '../policy/grants.ts';
 import type { RateLimit } from '../guard/rate-limits.ts';
 import type { RejectionReason } from '../manifest/rejections.ts';
 import type { TrustPolicy } from '../manifest/trust.ts';
+import type { EgressPolicy } from '../guard/egress-rules.ts';
 
 /** A server whose manifest was refused: it does not exist for agents. */
 export interface RejectedServer {
@@ -75,6 +76,8 @@ export interface WardenConfig {
     readonly arguments: ArgumentLimits;
   };
   readonly rateLimits: RateLimits;
+  /** Where outbound requests may go; compiled at load. */
+  readonly egress: EgressPolicy;
   readonly approvals: { readonly waitMs: number; readonly expireMs: number };
   readonly idempotency: { readonly windowMs: number };
   readonly log: { readonly level: string };

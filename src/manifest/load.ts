@@ -12,6 +12,7 @@ import type { Era, Manifest, ManifestCredential, ManifestTool } from './types.ts
 import { checkManifestPolicy, verifyEnvelope } from './verify.ts';
 import { compileArgumentSchema, type ArgumentValidator } from '../guard/argument-schema.ts';
 import { compileOutputScope, type OutputScope } from '../guard/output-scope.ts';
+import { compileHttpTemplate, type HttpRequestTemplate } from '../backends/http-request.ts';
 
 const ajv = new Ajv2020({ allErrors: true, strict: true });
 addFormats.default(ajv, ['date-time']);
@@ -30,7 +31,8 @@ interface RawManifest {
   instructions?: string;
   transport:
     | { type: 'stdio'; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; era?: Era }
-    | { type: 'http'; url: string; era?: Era };
+    | { type: 'http'; url: string; era?: Era }
+    | { type: 'http-api'; baseUrl: string };
   tools: ManifestTool[];
   credentials?: { name: string; env?: string; header?: string; prefix?: string }[];
 }
@@ -122,6 +124,8 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
   const validators = new Map<string, ArgumentValidator>();
   const outputValidators = new Map<string, ArgumentValidator>();
   const outputScopes = new Map<string, OutputScope>();
+  const httpTemplates = new Map<string, HttpRequestTemplate>();
+  const isHttpApi = raw.transport.type === 'http-api';
   raw.tools.forEach((tool, index) => {
     if (validators.has(tool.name)) throw invalid(`/tools/${index}/name`, `tool "${tool.name}" is declared twice`);
     const conflict = annotationConflict(tool);
@@ -133,6 +137,16 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
         outputScopes.set(tool.name, compileOutputScope(tool.outputFields));
       } catch (error) {
         throw invalid(`/tools/${index}/outputFields`, (error as Error).message);
+      }
+    }
+    if (isHttpApi !== (tool.http !== undefined)) {
+      throw invalid(`/tools/${index}`, isHttpApi ? 'a tool of an http-api server needs http: the request it makes (method and path)' : 'http applies to tools of an http-api server only');
+    }
+    if (tool.http) {
+      try {
+        httpTemplates.set(tool.name, compileHttpTemplate(tool.http, tool.inputSchema));
+      } catch (error) {
+        throw invalid(`/tools/${index}/http`, (error as Error).message);
       }
     }
   });
@@ -152,18 +166,25 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
       // the manifest asks.
       era: raw.transport.era ?? 'legacy',
     };
-  } else {
-    let url: URL;
-    try {
-      url = new URL(raw.transport.url);
-    } catch {
-      throw invalid('/transport/url', 'not a valid URL');
-    }
-    if (url.username !== '' || url.password !== '') throw invalid('/transport/url', 'credentials must not be written into the URL');
+  } else if (raw.transport.type === 'http') {
+    const url = parseUrl(raw.transport.url, '/transport/url');
     transport = { type: 'http', url: url.href, era: raw.transport.era ?? 'auto' };
+  } else {
+    const url = parseUrl(raw.transport.baseUrl, '/transport/baseUrl');
+    if (url.search !== '' || url.hash !== '' || raw.transport.baseUrl.includes('?') || raw.transport.baseUrl.includes('#')) {
+      throw invalid('/transport/baseUrl', 'a base URL has no query or fragment; put query parameters under each tool\'s http.query');
+    }
+    transport = { type: 'http-api', baseUrl: url.href.replace(/\/$/, '') };
   }
 
   const credentials = checkCredentials(raw, transport);
+  raw.tools.forEach((tool, index) => {
+    for (const header of Object.keys(tool.http?.headers ?? {})) {
+      if (credentials.some((credential) => credential.header?.toLowerCase() === header.toLowerCase())) {
+        throw invalid(`/tools/${index}/http/headers`, `header ${header} carries a credential; the broker sets it`);
+      }
+    }
+  });
 
   const manifest: Manifest = {
     file: resolve(file),
@@ -180,10 +201,22 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
     validators,
     outputValidators,
     outputScopes,
+    httpTemplates,
     digest: options.digest ?? '',
     signers: options.signers ?? [],
   };
   return deepFreeze(manifest);
+}
+
+function parseUrl(text: string, path: string): URL {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new ManifestRejection('invalid-manifest', `at ${path}: not a valid URL`, { path });
+  }
+  if (url.username !== '' || url.password !== '') throw new ManifestRejection('invalid-manifest', `at ${path}: credentials must not be written into the URL`, { path });
+  return url;
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { ArgumentValidator } from '../guard/argument-schema.ts';
 import type { OutputScope } from '../guard/output-scope.ts';
+import type { HttpRequestTemplate, RawHttpTemplate } from '../backends/http-request.ts';
 
 /** A tool as its owner declared it in a manifest. */
 export interface ManifestTool {
@@ -20,6 +21,8 @@ export interface ManifestTool {
   readonly maxResultBytes?: number;
   /** The annotations the live server must send (pinned); agents see the hints derived from access and idempotent. */
   readonly annotations?: Readonly<ToolAnnotations>;
+  /** http-api servers only: the request this tool makes (compiled into Manifest.httpTemplates). */
+  readonly http?: RawHttpTemplate;
 }
 
 export interface ToolAnnotations {
@@ -35,7 +38,7 @@ export interface ManifestCredential {
   readonly name: string;
   /** stdio: the environment variable set in the child. */
   readonly env?: string;
-  /** http: the request header set on every request, its value `prefix + value`. */
+  /** http and http-api: the request header set on every request, its value `prefix + value`. */
   readonly header?: string;
   readonly prefix: string;
 }
@@ -59,6 +62,13 @@ export interface HttpTransport {
   readonly era: Era;
 }
 
+/** A plain HTTP API whose tools the broker performs itself (native HTTP tools). */
+export interface HttpApiTransport {
+  readonly type: 'http-api';
+  /** scheme://host[:port][/path], without query, fragment or user information. */
+  readonly baseUrl: string;
+}
+
 export interface Manifest {
   /** Compiled input-schema validators, by tool name; compiled once, at load. */
   readonly validators: ReadonlyMap<string, ArgumentValidator>;
@@ -66,6 +76,8 @@ export interface Manifest {
   readonly outputValidators: ReadonlyMap<string, ArgumentValidator>;
   /** Compiled scope constraints, for tools that declare outputFields. */
   readonly outputScopes: ReadonlyMap<string, OutputScope>;
+  /** http-api servers: each tool's compiled request template. */
+  readonly httpTemplates: ReadonlyMap<string, HttpRequestTemplate>;
   readonly file: string;
   /** Publisher namespace and server, e.g. acme.crm. */
   readonly name: string;
@@ -81,7 +93,7 @@ export interface Manifest {
   readonly digest: string;
   /** The keys that signed it, as verification established; empty for an unsigned source. */
   readonly signers: readonly { readonly keyId: string; readonly publisher: string }[];
-  readonly transport: StdioTransport | HttpTransport;
+  readonly transport: StdioTransport | HttpTransport | HttpApiTransport;
   readonly tools: readonly ManifestTool[];
   readonly credentials: readonly ManifestCredential[];
 }

@@ -5,7 +5,7 @@ import type { StateStore } from '../state/store.ts';
 import type { KillSwitchState } from '../state/switches.ts';
 import type { AuditTrail } from '../audit/trail.ts';
 import type { BrokerIdentity } from '../identity/broker-identity.ts';
-import type { McpBackend } from '../backends/mcp.ts';
+import type { ToolBackend } from '../backends/types.ts';
 import type { CatalogTool } from '../catalog/build.ts';
 import type { AgentPolicy, WardenConfig } from '../config/types.ts';
 import type { WardenErrorCode } from '../errors.ts';
@@ -95,7 +95,7 @@ export type Stage = (ctx: CallContext, next: Next) => Promise<CallOutcome>;
 
 export interface PipelineDeps {
   readonly config: WardenConfig;
-  readonly backends: ReadonlyMap<string, McpBackend>;
+  readonly backends: ReadonlyMap<string, ToolBackend>;
   readonly audit: AuditTrail;
   readonly logger: Logger;
   /** Every form of every credential value the broker has injected, longest first. */

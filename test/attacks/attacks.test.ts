@@ -76,9 +76,9 @@ describe('hostile tool names (test/attacks/tool-names.json)', () => {
     assert.equal(backend.state, 'ready');
     assert.equal(backend.quarantine, undefined, 'refusals below come from policy, not from a quarantine');
     const original = backend.callTool.bind(backend);
-    backend.callTool = (tool, args, timeout) => {
-      downstreamCalls.push(tool);
-      return original(tool, args, timeout);
+    backend.callTool = (call) => {
+      downstreamCalls.push(call.tool);
+      return original(call);
     };
   });
   after(async () => {

@@ -63,6 +63,7 @@ before(async () => {
         unset: { API_TOKEN: { env: 'WARDEN_TEST_NOT_SET' } },
         headers: { KEY: { file: 'header-key' } },
       },
+      egress: { allow: [{ destination: new URL(url).origin, addresses: ['127.0.0.1'] }] },
       agents: { a: { allow: [{ tools: ['*'] }] } },
     }),
   );

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import type { Broker } from '../../src/broker.ts';
+import type { McpBackend } from '../../src/backends/mcp.ts';
 import { loadConfig, sha256Hex } from '../../src/config/load.ts';
 import { startHttpFront, type HttpFront } from '../../src/front/http.ts';
 import { NOTES_SERVER, NOTES_TOOLS, startBroker, stdioManifest, tempDir, textOf, writeConfig, writeManifest } from '../helpers.ts';
@@ -35,8 +36,8 @@ after(async () => {
 
 describe('protocol eras', () => {
   it('downstream servers connect in the era their manifest names', () => {
-    assert.equal(broker.backends.get('old')?.era, 'legacy');
-    assert.equal(broker.backends.get('new')?.era, 'modern');
+    assert.equal((broker.backends.get('old') as McpBackend | undefined)?.era, 'legacy');
+    assert.equal((broker.backends.get('new') as McpBackend | undefined)?.era, 'modern');
     // The live tools match the signed manifest in both eras: neither server is quarantined.
     assert.equal(broker.backends.get('old')?.quarantine, undefined);
     assert.equal(broker.backends.get('new')?.quarantine, undefined);

@@ -52,6 +52,8 @@ before(async () => {
         stdioonly: { allow: [{ tools: ['*'] }] },
       },
       http: { maxBodyBytes: 4096, allowedOrigins: ['http://allowed.example:3000'] },
+      // The notes server listens on loopback: the egress rule must name that address.
+      egress: { allow: [{ destination: new URL(notes.url).origin, addresses: ['127.0.0.1'] }] },
     }),
   );
   assert.equal(config.rejected.size, 0);

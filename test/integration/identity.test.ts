@@ -29,9 +29,9 @@ before(async () => {
   broker = await startBroker(config);
   const backend = broker.backends.get('crm')!;
   const original = backend.callTool.bind(backend);
-  backend.callTool = async (tool, args, timeout, signal, meta) => {
-    received.push(String(meta?.['dev.mcp-warden/identity'] ?? ''));
-    return original(tool, args, timeout, signal, meta);
+  backend.callTool = async (call) => {
+    received.push(String(call.meta?.['dev.mcp-warden/identity'] ?? ''));
+    return original(call);
   };
 });
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import type { Broker } from '../../src/broker.ts';
+import type { McpBackend } from '../../src/backends/mcp.ts';
 import { sha256Hex } from '../../src/config/load.ts';
 import { startHttpFront } from '../../src/front/http.ts';
 import { loadConfig } from '../../src/config/load.ts';
@@ -67,7 +68,7 @@ function drift(setup: Setup, variant: string, notify = true): void {
   writeFileSync(setup.control, JSON.stringify({ variant, notify }));
 }
 
-const countLists = (broker: Broker) => broker.backends.get('shifty')!.pinChecks;
+const countLists = (broker: Broker) => (broker.backends.get('shifty') as McpBackend).pinChecks;
 
 const names = (broker: Broker) => broker.listTools('a').tools.map((tool) => tool.name).sort();
 
@@ -87,7 +88,7 @@ describe('live pinning: the live server must match its signed manifest', () => {
     test(`${variant}: quarantined on tools/list_changed, tools withdrawn, calls refused, audited; reverting does not lift it`, async () => {
       const setup = workspace();
       const broker = await brokerFor(setup);
-      const backend = broker.backends.get('shifty')!;
+      const backend = broker.backends.get('shifty') as McpBackend;
       let changes = 0;
       broker.onToolsChanged(() => changes++);
       assert.deepEqual(names(broker), ['shifty__lookup', 'shifty__update']);
@@ -126,7 +127,7 @@ describe('live pinning: the live server must match its signed manifest', () => {
   test('a server that flips between signed and drifted definitions: one quarantine, each shape audited once', async () => {
     const setup = workspace();
     const broker = await brokerFor(setup);
-    const backend = broker.backends.get('shifty')!;
+    const backend = broker.backends.get('shifty') as McpBackend;
     let changes = 0;
     broker.onToolsChanged(() => changes++);
     for (const variant of ['description-edit', 'signed', 'schema-edit', 'signed', 'description-edit', 'signed', 'schema-edit']) {
@@ -154,7 +155,7 @@ describe('live pinning: the live server must match its signed manifest', () => {
   test('a silent change (no list_changed) is caught by the periodic recheck', async () => {
     const setup = workspace({ recheckSeconds: 1 });
     const broker = await brokerFor(setup);
-    const backend = broker.backends.get('shifty')!;
+    const backend = broker.backends.get('shifty') as McpBackend;
     drift(setup, 'schema-edit', false);
     assert.ok(await waitFor(() => backend.quarantine !== undefined, 80, 50), 'the periodic recheck did not notice');
     assert.equal(backend.quarantine?.trigger, 'interval');
@@ -164,7 +165,7 @@ describe('live pinning: the live server must match its signed manifest', () => {
   test('a server restarted with different tools is quarantined at the reconnect', async () => {
     const setup = workspace();
     const broker = await brokerFor(setup);
-    const backend = broker.backends.get('shifty')!;
+    const backend = broker.backends.get('shifty') as McpBackend;
     // The new definitions are in place but unannounced; the next call kills the process.
     writeFileSync(setup.control, JSON.stringify({ variant: 'tool-added', notify: false, exitOnCall: true }));
     await broker.callTool('a', 'shifty__lookup', { id: 'x' });

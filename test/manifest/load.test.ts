@@ -65,7 +65,7 @@ describe('loadSignedManifest', () => {
       assert.equal(notes.transport.cwd, join(dir, 'repo'));
     }
     assert.ok(notes.tools.some((tool) => tool.access === 'write'));
-    assert.equal(loadSignedManifest(signedRepoManifest('everything'), repoTrust, { searchPath: NODE_DIR }).transport.era, 'legacy');
+    assert.equal((loadSignedManifest(signedRepoManifest('everything'), repoTrust, { searchPath: NODE_DIR }).transport as { era?: string }).era, 'legacy');
   });
 
   it('refuses the repository manifests as they are: unsigned sources', () => {
@@ -108,7 +108,7 @@ describe('loadSignedManifest', () => {
 describe('buildManifest', () => {
   it('a stdio server speaks legacy unless its manifest asks (no second start to probe)', () => {
     const manifest = build(stdioManifest('x', NOTES_SERVER, []));
-    assert.equal(manifest.transport.era, 'legacy');
+    assert.equal(manifest.transport.type === 'stdio' && manifest.transport.era, 'legacy');
   });
 
   it('loads an http manifest and normalises its URL', () => {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after } from 'node:test';
 import { pino } from 'pino';
 import { memoryAuditTrail } from '../../src/audit/trail.ts';
-import type { McpBackend } from '../../src/backends/mcp.ts';
+import type { ToolBackend, ToolCall } from '../../src/backends/types.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import type { WardenConfig } from '../../src/config/types.ts';
 import { memoryLimitStore } from '../../src/guard/rate-limits.ts';
@@ -75,14 +75,14 @@ export interface FakeBackendOptions {
 }
 
 /** Like McpBackend.callTool: local refusals first (beforeSend), then onSend (which may veto), then the request. */
-export function fakeBackend(behaviour: Behaviour, options: FakeBackendOptions = {}): McpBackend {
-  const callTool = async (tool: string, args: Record<string, unknown>, _timeoutMs: number, _signal?: AbortSignal, _meta?: unknown, _onProgress?: unknown, onSend?: () => void) => {
+export function fakeBackend(behaviour: Behaviour, options: FakeBackendOptions = {}): ToolBackend {
+  const callTool = async ({ tool, args, onSend }: ToolCall) => {
     options.beforeSend?.(tool);
     onSend?.();
     options.sent?.(tool, args);
     return behaviour(tool, args);
   };
-  return { callTool } as unknown as McpBackend;
+  return { callTool } as unknown as ToolBackend;
 }
 
 const logger = pino({ level: 'silent' });

@@ -1,5 +1,6 @@
 import type { CatalogTool } from '../../catalog/build.ts';
 import type { WardenConfig } from '../../config/types.ts';
+import { isWardenError } from '../../errors.ts';
 import { findGrant } from '../../policy/grants.ts';
 import { refuse, type CallContext, type Refusal, type StageFactory } from '../types.ts';
 import { toolNotFound } from './resolve.ts';
@@ -52,10 +53,23 @@ export const dispatch: StageFactory = ({ backends, config, identity, killSwitch,
   };
   // The result goes back through sanitizeOutput, which keeps only what an agent may see.
   try {
-    const result = await backend.callTool(tool.tool.name, { ...ctx.args }, timeoutMs, ctx.signal, meta, ctx.onProgress, onSend);
+    const result = await backend.callTool({
+      tool: tool.tool.name,
+      args: { ...ctx.args },
+      timeoutMs,
+      onSend,
+      correlationId: ctx.correlationId,
+      agent: ctx.agentName,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+      ...(meta ? { meta } : {}),
+      ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
+    });
     return { kind: 'result', result };
   } catch (error) {
     if (vetoed) return vetoed;
+    // The backend knows no byte reached the tool (refused before connecting, connection
+    // refused): the call counts as not dispatched, so an identical write may be made again.
+    if (isWardenError(error) && error.detail?.['notSent'] === true) ctx.facts['dispatched'] = false;
     throw error;
   }
 };

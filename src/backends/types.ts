@@ -1,0 +1,51 @@
+import type { CallToolResult } from '@modelcontextprotocol/client';
+
+export type BackendState = 'starting' | 'ready' | 'down' | 'closed';
+
+/** Why a server's tools are withdrawn from every agent. */
+export interface Quarantine {
+  readonly reason: 'drift' | 'expired';
+  readonly since: string;
+  /** What set it off: the connect, a tools/list_changed, or the periodic recheck. */
+  readonly trigger: PinTrigger;
+  readonly report?: import('../manifest/pin.ts').PinReport;
+  readonly diffDigest?: string;
+}
+
+/** persisted: raised by an earlier run against this same signed release. */
+export type PinTrigger = 'connect' | 'list_changed' | 'interval' | 'persisted';
+
+/** One tools/call as the dispatch stage hands it to a backend. */
+export interface ToolCall {
+  /** The tool's name on its server (not the exposed name). */
+  readonly tool: string;
+  readonly args: Record<string, unknown>;
+  readonly timeoutMs: number;
+  /** Aborted when the agent cancels the call. */
+  readonly signal?: AbortSignal;
+  /** The request's _meta for the server (the broker's identity token). */
+  readonly meta?: Record<string, unknown>;
+  readonly onProgress?: (progress: { progress: number; total?: number; message?: string }) => void;
+  /** Runs just before the request is sent, after every local refusal; may throw to stop it. */
+  readonly onSend?: () => void;
+  /** For audit records the backend writes about this call. */
+  readonly correlationId?: string;
+  readonly agent?: string;
+}
+
+/**
+ * What a call is dispatched to: a downstream MCP server (McpBackend) or an HTTP API the
+ * broker calls itself (HttpApiBackend). Backends throw nothing but WardenError.
+ */
+export interface ToolBackend {
+  readonly server: string;
+  readonly state: BackendState;
+  /** Set while the server's tools are withdrawn (drift, expired manifest). */
+  readonly quarantine: Quarantine | undefined;
+  /** Credential values this backend has been given (current and earlier), for output redaction. */
+  readonly credentialValues: ReadonlySet<string>;
+  /** Starts the backend. The promise settles after the first attempt, whatever its result. */
+  start(): Promise<void>;
+  close(): Promise<void>;
+  callTool(call: ToolCall): Promise<CallToolResult>;
+}
