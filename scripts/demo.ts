@@ -2,7 +2,9 @@
 // with the broker's verdict. It uses a fresh workspace written by `init`, over stdio
 // (as an MCP host would start it) and over Streamable HTTP (with and without a token):
 // read tools, a write that waits for a person's approval (given with the approvals
-// command), a retried write that runs once, a rate limit, and the kill switch.
+// command), a retried write that runs once, a rate limit, the kill switch, and native
+// HTTP tools on a small local API (started here) whose redirect to the cloud metadata
+// address the egress policy refuses.
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +14,7 @@ import { promisify } from 'node:util';
 import { Client, StreamableHTTPClientTransport, type CallToolResult } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import { writeWorkspace } from '../src/cli/init.ts';
+import { startTicketsApi } from '../examples/tickets-api/server.ts';
 import { cliScript, packageRoot } from '../src/paths.ts';
 
 interface Row {
@@ -27,9 +30,13 @@ const execFileAsync = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'mcp-warden-demo-'));
 const rows: Row[] = [];
 
+// The example tickets API, on an ephemeral loopback port; init signs its manifest for
+// that address and writes the key the API checks.
+const ticketsApi = await startTicketsApi({ keyFile: join(dir, 'workspace/secrets/tickets-api-key') });
 try {
-  const workspace = writeWorkspace(join(dir, 'workspace'), false);
-  console.log(`mcp-warden demo: workspace written by init at ${workspace.dir}\n`);
+  const workspace = writeWorkspace(join(dir, 'workspace'), false, { ticketsApiUrl: ticketsApi.url });
+  console.log(`mcp-warden demo: workspace written by init at ${workspace.dir}`);
+  console.log(`mcp-warden demo: the example tickets API listens on ${ticketsApi.url}\n`);
 
   // 1. stdio, exactly as an MCP host starts the broker.
   const stdio = new Client({ name: 'demo-agent', version: '1.0.0' });
@@ -51,6 +58,12 @@ try {
     ['everything__echo', { message: 'hello through the broker' }],
     ['everything__get-env', {}],
     ['filesystem__read_file', { path: '/etc/passwd' }],
+    // Native HTTP tools: the broker makes the request itself, with the API key injected.
+    ['tickets__list_tickets', { status: 'open' }],
+    ['tickets__get_ticket', { id: 1 }],
+    ['tickets__create_ticket', { title: 'Printer on floor 3 is jammed' }],
+    // The API answers with a redirect to 169.254.169.254: the egress policy refuses it.
+    ['tickets__get_attachment', { id: 1 }],
   ];
   const call = async (name: string, args: Record<string, unknown>, note = '') => {
     const result = (await stdio.callTool({ name, arguments: args })) as CallToolResult;
@@ -60,6 +73,12 @@ try {
     return result;
   };
   for (const [name, args] of script) await call(name, args);
+
+  // What the security team sees when it asks why (exit status 1: the request would be refused).
+  const egressCheck = await execFileAsync(process.execPath, [CLI, 'egress', 'check', '--config', workspace.config, 'http://169.254.169.254/latest/meta-data/'], { encoding: 'utf8', timeout: 60_000 }).catch(
+    (error: { stdout?: string }) => ({ stdout: error.stdout ?? '' }),
+  );
+  console.log(`$ mcp-warden egress check http://169.254.169.254/latest/meta-data/\n${indent(egressCheck.stdout)}`);
 
   // A write that needs a person's approval: the call is held until someone decides with
   // the approvals command, which the agent has no way to reach.
@@ -126,6 +145,10 @@ try {
   // oracle); the audit trail, which only the operator reads, records why.
   const audit = readFileSync(join(workspace.dir, 'audit/audit.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
   const causes = new Map(audit.map((record) => [record['correlationId'], [record['cause'], record['access']].filter(Boolean).join(', ')]));
+  // An egress refusal's record says which rule of the policy refused, and where the request would have gone.
+  for (const record of audit.filter((entry) => entry['event'] === 'egress.refused')) {
+    causes.set(record['correlationId'], `egress ${String(record['reason'])}${record['cause'] ? ` (${String(record['cause'])})` : ''}${record['address'] ? ` to ${String(record['address'])}, ${String(record['range'])}` : ''}`);
+  }
   for (const row of rows) {
     const cause = row.correlationId === undefined ? undefined : causes.get(row.correlationId);
     if (cause) row.detail = `${row.detail.split(':')[0]} (audit: ${cause})`;
@@ -134,6 +157,7 @@ try {
   console.log(`\nAgents see one refusal for unknown and ungranted tools alike; "audit:" is the reason the`);
   console.log(`broker recorded in its audit trail (${audit.length} records; the demo's temporary workspace is removed on exit).`);
 } finally {
+  await ticketsApi.close();
   rmSync(dir, { recursive: true, force: true });
 }
 

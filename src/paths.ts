@@ -19,6 +19,12 @@ export function notesServerScript(root: string): string {
   return existsSync(source) ? source : join(root, 'dist/examples/notes-server/server.js');
 }
 
+/** The example tickets HTTP API: the TypeScript source in a checkout, compiled JavaScript in a package. */
+export function ticketsApiScript(root: string): string {
+  const source = join(root, 'examples/tickets-api/server.ts');
+  return existsSync(source) ? source : join(root, 'dist/examples/tickets-api/server.js');
+}
+
 /** The CLI entry point, for the command lines init prints. */
 export function cliScript(root: string): string {
   return join(root, 'bin/mcp-warden');

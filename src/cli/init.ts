@@ -8,7 +8,7 @@ import { WardenError } from '../errors.ts';
 import { formatEnvelope } from '../manifest/envelope.ts';
 import { readSigningKey, writeKeyPair } from '../manifest/keys.ts';
 import { signManifestSource } from '../manifest/sign.ts';
-import { cliScript, notesServerScript, packageRoot } from '../paths.ts';
+import { cliScript, notesServerScript, packageRoot, ticketsApiScript } from '../paths.ts';
 import { newToken } from './token.ts';
 
 const HELP = `Usage: mcp-warden init DIR [--force]
@@ -22,9 +22,14 @@ Writes a complete, working example workspace into DIR:
   DIR/manifests/notes.manifest.signed.json  the same, signed with the publisher key
   DIR/manifests/everything.manifest.yaml  @modelcontextprotocol/server-everything, and
   DIR/manifests/everything.manifest.signed.json  signed
+  DIR/manifests/tickets.manifest.yaml   the example tickets HTTP API (native HTTP tools,
+                                        expected on http://127.0.0.1:7071/api), and
+  DIR/manifests/tickets.manifest.signed.json  signed
   DIR/demo-agent.token                  the demo agent's HTTP bearer token (mode 0600)
   DIR/secrets/notes-api-token           a random API token for the notes server (mode 0600),
                                         injected by the broker; agents never see it
+  DIR/secrets/tickets-api-key           the same for the tickets API (start it with
+                                        node examples/tickets-api/server.ts --key-file it)
 and prints how to register the broker in an MCP client.
 Existing files are never overwritten unless --force is given.
 `;
@@ -36,7 +41,17 @@ export interface Workspace {
   readonly token: string;
   /** False when @modelcontextprotocol/server-everything is not installed; its server is then disabled. */
   readonly hasEverything: boolean;
+  /** The key the example tickets API must be started with. */
+  readonly ticketsKeyFile: string;
 }
+
+export interface WorkspaceOptions {
+  /** Where the example tickets API listens. Default: http://127.0.0.1:7071/api */
+  readonly ticketsApiUrl?: string;
+}
+
+/** Where `npm start` runs the example tickets API. */
+export const DEFAULT_TICKETS_API_URL = 'http://127.0.0.1:7071/api';
 
 export async function runInit(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
@@ -54,7 +69,7 @@ export async function runInit(argv: string[]): Promise<number> {
  * Writes the example workspace. The manifests are the repository's own, with the command
  * pinned to this Node binary and cwd to this package, so the workspace works wherever it is.
  */
-export function writeWorkspace(target: string, force: boolean): Workspace {
+export function writeWorkspace(target: string, force: boolean, options: WorkspaceOptions = {}): Workspace {
   const root = packageRoot();
   const dir = resolve(target);
   const files = {
@@ -67,6 +82,9 @@ export function writeWorkspace(target: string, force: boolean): Workspace {
     publisherPub: join(dir, 'keys', 'demo-publisher.pub'),
     token: join(dir, 'demo-agent.token'),
     notesToken: join(dir, 'secrets', 'notes-api-token'),
+    tickets: join(dir, 'manifests', 'tickets.manifest.yaml'),
+    ticketsSigned: join(dir, 'manifests', 'tickets.manifest.signed.json'),
+    ticketsKey: join(dir, 'secrets', 'tickets-api-key'),
   };
   if (!force) {
     const existing = Object.values(files).filter((file) => existsSync(file));
@@ -88,6 +106,10 @@ export function writeWorkspace(target: string, force: boolean): Workspace {
   everything.setIn(['transport', 'args'], [everythingScript, 'stdio']);
   everything.setIn(['transport', 'cwd'], root);
 
+  const ticketsApiUrl = new URL(options.ticketsApiUrl ?? DEFAULT_TICKETS_API_URL);
+  const tickets = parseDocument(readFileSync(join(root, 'manifests/tickets.manifest.yaml'), 'utf8'));
+  tickets.setIn(['transport', 'baseUrl'], ticketsApiUrl.href.replace(/\/$/, ''));
+
   mkdirSync(join(dir, 'keys'), { recursive: true, mode: 0o700 });
   // With --force a new key replaces the old pair: everything below is signed with it.
   if (force) for (const file of [files.publisherKey, files.publisherPub]) rmSync(file, { force: true });
@@ -96,25 +118,34 @@ export function writeWorkspace(target: string, force: boolean): Workspace {
   const now = Date.now();
   const signedNotes = signManifestSource(notes.toJS(), files.notes, key, { now, validDays: 365 });
   const signedEverything = signManifestSource(everything.toJS(), files.everything, key, { now, validDays: 365 });
+  const signedTickets = signManifestSource(tickets.toJS(), files.tickets, key, { now, validDays: 365 });
 
   const token = newToken();
   const config = parseDocument(readFileSync(join(root, 'examples/workspace/warden.yaml'), 'utf8'));
   config.setIn(['agents', 'demo', 'tokenSha256'], sha256Hex(token));
   config.setIn(['trust', 'publishers', 'demo', 'keys'], config.createNode([publisher.publicKey], { flow: true }));
   if (!hasEverything) config.setIn(['servers', 'everything', 'enabled'], false);
+  // The egress rule for the tickets API names its origin and, since it is on loopback, its address.
+  config.setIn(['egress', 'allow', 0, 'destination'], ticketsApiUrl.origin);
+  config.setIn(['egress', 'allow', 0, 'addresses'], config.createNode([ticketsApiUrl.hostname.replace(/^\[|\]$/g, '')], { flow: true }));
+  config.setIn(['egress', 'allow', 0, 'paths'], config.createNode([`${ticketsApiUrl.pathname.replace(/\/$/, '')}/`], { flow: true }));
 
   mkdirSync(join(dir, 'manifests'), { recursive: true });
   writeFileSync(files.notes, notes.toString());
   writeFileSync(files.everything, everything.toString());
   writeFileSync(files.notesSigned, formatEnvelope(signedNotes.envelope));
   writeFileSync(files.everythingSigned, formatEnvelope(signedEverything.envelope));
+  writeFileSync(files.tickets, tickets.toString());
+  writeFileSync(files.ticketsSigned, formatEnvelope(signedTickets.envelope));
   writeFileSync(files.config, config.toString());
   writeFileSync(files.token, `${token}\n`, { mode: 0o600 });
   chmodSync(files.token, 0o600);
   mkdirSync(join(dir, 'secrets'), { recursive: true, mode: 0o700 });
   writeFileSync(files.notesToken, `${randomBytes(24).toString('base64url')}\n`, { mode: 0o600 });
   chmodSync(files.notesToken, 0o600);
-  return { dir, config: files.config, tokenFile: files.token, token, hasEverything };
+  writeFileSync(files.ticketsKey, `${randomBytes(24).toString('base64url')}\n`, { mode: 0o600 });
+  chmodSync(files.ticketsKey, 0o600);
+  return { dir, config: files.config, tokenFile: files.token, token, hasEverything, ticketsKeyFile: files.ticketsKey };
 }
 
 function registrationHelp(workspace: Workspace): string {
@@ -131,6 +162,9 @@ function registrationHelp(workspace: Workspace): string {
 ${everythingNote}
 Check it:
   ${cli} config check ${workspace.config}
+
+The tickets tools call an example HTTP API; start it in another terminal:
+  ${process.execPath} ${ticketsApiScript(packageRoot())} --key-file ${workspace.ticketsKeyFile}
 
 Register the broker as the only MCP server of your host (Claude Desktop, Claude Code,
 Cursor, VS Code) with this entry in its MCP configuration:

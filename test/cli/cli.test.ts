@@ -55,11 +55,17 @@ describe('mcp-warden CLI', () => {
     assert.ok(readFileSync(join(target, 'warden.yaml'), 'utf8').includes(sha256Hex(token)));
     const check = run(['config', 'check', join(target, 'warden.yaml')]);
     assert.equal(check.code, 0, check.stderr);
-    // Every tool each live server offers is signed: 8 of the notes server, 13 of server-everything.
+    // Every tool each live server offers is signed: 8 of the notes server, 13 of server-everything,
+    // and the 4 native HTTP tools of the tickets API.
     assert.match(check.stdout, /^accepted: server notes: example\.notes serial 1, signed by demo$/m);
     assert.match(check.stdout, /^accepted: server everything: modelcontextprotocol\.everything serial 1, signed by demo$/m);
-    assert.match(check.stdout, /ok: .* 2 server\(s\), 21 tool\(s\), 1 agent\(s\)/);
+    assert.match(check.stdout, /^accepted: server tickets: example\.tickets serial 1, signed by demo$/m);
+    assert.match(check.stdout, /ok: .* 3 server\(s\), 25 tool\(s\), 1 agent\(s\)/);
     assert.doesNotMatch(check.stdout, /refused/);
+    // The egress rule init writes covers every tickets tool: no warning.
+    assert.doesNotMatch(`${check.stdout}${check.stderr}`, /warning/);
+    assert.equal(statSync(join(target, 'secrets/tickets-api-key')).mode & 0o777, 0o600);
+    assert.match(init.stdout, /examples\/tickets-api\/server\.ts --key-file /);
     const again = run(['init', target]);
     assert.equal(again.code, 5);
     assert.match(again.stderr, /WARDEN_INIT_TARGET_EXISTS/);
