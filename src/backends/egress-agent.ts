@@ -35,28 +35,37 @@ export function createEgressAgent(policy: EgressPolicy, resolve: Resolver = syst
       return;
     }
     void (async () => {
-      let address: string;
+      let addresses: readonly string[];
       try {
-        const addresses = await addressesOf(host, resolve, origin);
+        addresses = await addressesOf(host, resolve, origin);
+        // Every address is checked, not only the one used: an answer that mixes a public
+        // address with a private one is refused whole.
         for (const candidate of addresses) {
           const refusal = checkAddress(rules, origin, candidate);
           if (refusal) throw refusal;
         }
-        address = addresses[0]!;
       } catch (error) {
         callback(error instanceof Error ? error : new Error(String(error)), null);
         return;
       }
       const isName = canonicalAddress(host) === undefined;
-      connectSocket(
-        {
-          ...options,
-          hostname: address,
-          // TLS: SNI and the certificate check use the name, never the address.
-          servername: options.protocol === 'https:' && isName ? (options.servername ?? host) : undefined,
-        } as buildConnector.Options,
-        callback,
-      );
+      // The checked addresses in the resolver's order, the next one tried when a connection fails.
+      const attempt = (index: number): void => {
+        connectSocket(
+          {
+            ...options,
+            hostname: addresses[index]!,
+            // TLS: SNI and the certificate check use the name, never the address.
+            servername: options.protocol === 'https:' && isName ? (options.servername ?? host) : undefined,
+          } as buildConnector.Options,
+          (error, socket) => {
+            if (error && index + 1 < addresses.length) attempt(index + 1);
+            else if (error) callback(error, null);
+            else callback(null, socket!);
+          },
+        );
+      };
+      attempt(0);
     })();
   };
 
@@ -68,7 +77,8 @@ export function createEgressAgent(policy: EgressPolicy, resolve: Resolver = syst
     bodyTimeout: 0,
   });
   return agent.compose((dispatch) => (options, handler) => {
-    const url = new URL(options.path, options.origin as string | URL);
+    // Concatenated, not resolved: a path such as //other.host/x stays a path on this origin.
+    const url = new URL(`${new URL(String(options.origin)).origin}${options.path}`);
     const refusal = checkRequest(policy, url, options.method);
     if (refusal) throw refusal;
     return dispatch(options, handler);
