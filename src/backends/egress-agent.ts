@@ -1,6 +1,6 @@
 import { lookup } from 'node:dns/promises';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
-import { checkAddress, checkRequest, EgressRefusal, hostOf, rulesForOrigin, type EgressPolicy } from '../guard/egress-rules.ts';
+import { checkAddress, checkRequest, EgressRefusal, hostOf, originText, rulesForOrigin, type EgressPolicy } from '../guard/egress-rules.ts';
 import { canonicalAddress } from '../guard/address-class.ts';
 
 /** Resolves a host name to every address it has. Injected in tests; the system resolver otherwise. */
@@ -9,7 +9,7 @@ export type Resolver = (hostname: string) => Promise<readonly string[]>;
 export const systemResolver: Resolver = async (hostname) => (await lookup(hostname, { all: true, order: 'verbatim' })).map((entry) => entry.address);
 
 /** Most addresses one name may resolve to before the answer is treated as hostile. */
-const MAX_ADDRESSES = 64;
+export const MAX_ADDRESSES = 64;
 
 /**
  * The one dispatcher every outbound request of the broker goes through (native HTTP tools
@@ -28,7 +28,7 @@ export function createEgressAgent(policy: EgressPolicy, resolve: Resolver = syst
   const connect: buildConnector.connector = (options, callback) => {
     const host = hostOf(options.hostname);
     const port = Number(options.port) || (options.protocol === 'https:' ? 443 : 80);
-    const origin = `${options.protocol}//${host.includes(':') ? `[${host}]` : host}:${port}`;
+    const origin = originText(options.protocol, host, port);
     const rules = rulesForOrigin(policy, options.protocol, host, port);
     if (rules.length === 0) {
       callback(new EgressRefusal('not-allowlisted', origin, `no egress rule allows ${origin}`), null);
@@ -77,16 +77,43 @@ export function createEgressAgent(policy: EgressPolicy, resolve: Resolver = syst
     bodyTimeout: 0,
   });
   return agent.compose((dispatch) => (options, handler) => {
-    // Concatenated, not resolved: a path such as //other.host/x stays a path on this origin.
-    const url = new URL(`${new URL(String(options.origin)).origin}${options.path}`);
-    const refusal = checkRequest(policy, url, options.method);
+    const refusal = checkRequest(policy, requestUrl(String(options.origin), options.path), options.method);
     if (refusal) throw refusal;
     return dispatch(options, handler);
   });
 }
 
-async function addressesOf(host: string, resolve: Resolver, origin: string): Promise<readonly string[]> {
-  if (canonicalAddress(host) !== undefined) return [host];
+/**
+ * The URL a request goes to, as the rules must judge it. undici sends the path exactly as
+ * given, so a path the URL parser would rewrite (dot segments, backslashes, a path that
+ * names another host) is judged by what it would be sent as: it is refused, since the
+ * rules could only judge its normalised form. An origin with user information is kept so
+ * that checkRequest refuses it.
+ */
+function requestUrl(origin: string, path: string): URL {
+  let base: URL;
+  let url: URL;
+  try {
+    base = new URL(origin);
+    // Concatenated, not resolved: //other.host/x stays a path on this origin.
+    url = new URL(`${base.protocol}//${base.username || base.password ? `${base.username}:${base.password}@` : ''}${base.host}${path}`);
+  } catch {
+    throw new EgressRefusal('not-allowlisted', origin, 'the request URL cannot be parsed');
+  }
+  if (`${url.pathname}${url.search}` !== path) {
+    throw new EgressRefusal('not-allowlisted', base.origin, 'the request path is not in normal form (dot segments, backslashes or characters the URL parser rewrites)');
+  }
+  return url;
+}
+
+/**
+ * The addresses a connection to host may use, canonical: the host itself when it is an
+ * address, else every address the resolver answers (one lookup). Throws EgressRefusal
+ * (unresolvable) for no answer, too many, or an answer that is not an address.
+ */
+export async function addressesOf(host: string, resolve: Resolver, origin: string): Promise<readonly string[]> {
+  const literal = canonicalAddress(host);
+  if (literal !== undefined) return [literal];
   let addresses: readonly string[];
   try {
     addresses = await resolve(host);
@@ -95,5 +122,11 @@ async function addressesOf(host: string, resolve: Resolver, origin: string): Pro
   }
   if (addresses.length === 0) throw new EgressRefusal('unresolvable', origin, `${host} resolves to no address`);
   if (addresses.length > MAX_ADDRESSES) throw new EgressRefusal('unresolvable', origin, `${host} resolves to more than ${MAX_ADDRESSES} addresses`);
-  return addresses;
+  // Canonical text, so the socket is opened to exactly the address checked and never
+  // handed to a resolver again (a resolver answering "127.0.0.1." or "2130706433" would be).
+  return addresses.map((address) => {
+    const canonical = canonicalAddress(address);
+    if (canonical === undefined) throw new EgressRefusal('unresolvable', origin, `${host} resolved to "${address}", which is not an IP address`);
+    return canonical;
+  });
 }

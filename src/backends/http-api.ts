@@ -100,7 +100,14 @@ export class HttpApiBackend implements ToolBackend {
       throw new WardenError('WARDEN_SERVER_QUARANTINED', `server "${this.server}" is quarantined: its signed manifest expired; the publisher must sign a new release`, { server: this.server, reason: 'expired' });
     }
     if (this.#state === 'closed') throw new WardenError('WARDEN_SERVER_UNAVAILABLE', `server "${this.server}" is stopped`, { server: this.server });
-    const credentials = this.#loadCredentials();
+    let credentials: readonly ResolvedCredential[];
+    try {
+      credentials = this.#loadCredentials();
+    } catch (error) {
+      // Where the value was looked for (a file path, a variable) is for the operator only.
+      const where = error instanceof WardenError ? error.message : String(error);
+      throw new WardenError('WARDEN_CREDENTIAL_MISSING', `server "${this.server}": a credential it needs is not available, so nothing was sent; the operator can see which in the audit trail`, { server: this.server, reason: where });
+    }
     if (this.#state === 'down') this.#state = 'ready';
     const template = this.#options.manifest.httpTemplates.get(call.tool);
     if (!template) throw new WardenError('WARDEN_INTERNAL', `server "${this.server}" has no request template for tool "${call.tool}"`, { server: this.server, tool: call.tool });
@@ -220,12 +227,13 @@ export class HttpApiBackend implements ToolBackend {
         tool: call.tool,
         reason,
         ...(reason !== refusal.reason ? { cause: refusal.reason } : {}),
-        // The template, not the filled path: argument values never reach the audit trail.
+        // The template, not the filled path, and no message (a refusal's message names the
+        // path it refused): argument values never reach the audit trail.
+        method: this.#options.manifest.httpTemplates.get(call.tool)?.method,
         path: pathText(templatePath),
         ...(refusal.origin === '' ? {} : { origin: refusal.origin }),
         ...(refusal.address === undefined ? {} : { address: refusal.address, range: refusal.range }),
         hop,
-        message: refusal.message,
       },
       this.#options.logger,
     );

@@ -204,6 +204,9 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
   });
 }
 
+/** Where cloud providers serve instance credentials: a block that covers them is worth a warning. */
+const METADATA_ADDRESSES = ['169.254.169.254', 'fd00:ec2::254'];
+
 /**
  * The egress rules, each refused at load when it cannot mean what it says. A server whose
  * own URL no rule allows is a warning: its requests would all be refused.
@@ -214,6 +217,14 @@ function compileEgress(raw: RawConfig, servers: ReadonlyMap<string, Manifest>, p
       return compileEgressRule(rule, `/egress/allow/${index}`);
     } catch (error) {
       throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /egress/allow/${index}: ${(error as Error).message}`, { file: path });
+    }
+  });
+  rules.forEach((rule, index) => {
+    for (const block of rule.addresses) {
+      // Legal, but it undoes what the address check is for.
+      if (METADATA_ADDRESSES.some((address) => block.contains(address))) {
+        warnings.push(`/egress/allow/${index}/addresses: ${block.text} includes the cloud metadata address (169.254.169.254 or fd00:ec2::254); list only the addresses ${rule.destination} uses`);
+      }
     }
   });
   const policy: EgressPolicy = {
@@ -227,8 +238,9 @@ function compileEgress(raw: RawConfig, servers: ReadonlyMap<string, Manifest>, p
   for (const [server, manifest] of servers) {
     const transport = manifest.transport;
     if (transport.type === 'http') {
-      const refusal = checkRequest(policy, new URL(transport.url), 'POST');
-      if (refusal) warnings.push(`/servers/${server}: ${refusal.message}, so the broker cannot connect to it; add an egress rule (see docs/egress.md)`);
+      // Streamable HTTP: POST for messages, GET for the server's stream, DELETE to end the session.
+      const refused = ['POST', 'GET', 'DELETE'].map((method) => checkRequest(policy, new URL(transport.url), method)).filter((refusal) => refusal !== undefined);
+      if (refused.length > 0) warnings.push(`/servers/${server}: ${refused.map((refusal) => refusal.message).join('; ')}, so the broker cannot use it fully; add an egress rule (see docs/egress.md)`);
     }
     if (transport.type !== 'http-api') continue;
     for (const tool of manifest.tools) {

@@ -58,13 +58,26 @@ export interface AddressBlock {
   contains(address: string): boolean;
 }
 
-/** Parses "a.b.c.d/n", "x::y/n", or a single address (a /32 or /128). Throws on anything else. */
+/**
+ * Parses "a.b.c.d/n", "x::y/n", or a single address (a /32 or /128). Throws on anything
+ * else, and on a block that could never contain an address: IPv4 not in dotted decimal,
+ * an IPv6 zone, and IPv4-mapped IPv6 (::ffff:a.b.c.d), which addresses are compared as
+ * the IPv4 address they reach — write that instead.
+ */
 export function parseAddressBlock(text: string): AddressBlock {
-  const cidr = text.includes('/') ? text : `${text}/${ipaddr.IPv4.isValidFourPartDecimal(text) ? 32 : 128}`;
-  if (!ipaddr.isValidCIDR(cidr)) throw new Error(`"${text}" is not an IP address or CIDR block`);
-  const [network, bits] = ipaddr.parseCIDR(cidr);
-  if (network.kind() === 'ipv4' && !ipaddr.IPv4.isValidFourPartDecimal(cidr.slice(0, cidr.indexOf('/')))) {
-    throw new Error(`"${text}": write IPv4 in dotted decimal (a.b.c.d)`);
+  const slash = text.indexOf('/');
+  const address = slash === -1 ? text : text.slice(0, slash);
+  const canonical = canonicalAddress(address);
+  if (canonical === undefined || address.startsWith('[')) throw new Error(`"${text}" is not an IP address or CIDR block`);
+  const isV4 = !canonical.includes(':');
+  if (isV4 && !ipaddr.IPv4.isValidFourPartDecimal(address)) throw new Error(`"${text}": write IPv4 in dotted decimal (a.b.c.d)`);
+  const bitsText = slash === -1 ? (isV4 ? '32' : '128') : text.slice(slash + 1);
+  const bits = /^\d{1,3}$/.test(bitsText) ? Number(bitsText) : Number.NaN;
+  if (!(bits >= 0 && bits <= (isV4 ? 32 : 128))) throw new Error(`"${text}": the prefix length must be 0-${isV4 ? 32 : 128}`);
+  // The URL parser's reading, as for every address the broker compares (not ipaddr.js's own).
+  const network = ipaddr.parse(canonical);
+  if (network.kind() === 'ipv6' && (network as ipaddr.IPv6).isIPv4MappedAddress()) {
+    throw new Error(`"${text}" is an IPv4-mapped IPv6 block; write the IPv4 block it maps (a.b.c.d/n)`);
   }
   return {
     text,

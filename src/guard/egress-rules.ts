@@ -53,7 +53,7 @@ export interface EgressPolicy {
   readonly connectTimeoutMs: number;
   readonly maxResponseBytes: number;
   readonly maxHeaderBytes: number;
-  /** Redirects followed for GET and HEAD; 0: none. */
+  /** Redirects a native HTTP tool's GET follows; 0: none. */
   readonly maxRedirects: number;
 }
 
@@ -91,6 +91,7 @@ export function compileEgressRule(raw: RawEgressRule, path: string): EgressRule 
     if (host.startsWith('[') || !host.split('.').every((label) => LABEL.test(label))) {
       throw new Error(`destination "${raw.destination}": "${match[3]}" is not a DNS name (write internationalised names in their xn-- form)`);
     }
+    if (wildcard && !host.includes('.')) throw new Error(`destination "${raw.destination}": a wildcard must name a domain (*.example.com), not a whole top-level domain`);
   }
   const addresses = (raw.addresses ?? []).map((text) => parseAddressBlock(text));
   if (address !== undefined) {
@@ -121,8 +122,15 @@ export function hostOf(hostname: string): string {
   return canonicalAddress(bare) ?? bare.toLowerCase().replace(/\.$/, '');
 }
 
-function portOf(url: URL): number {
+/** The URL's port, or its scheme's default. */
+export function portOf(url: URL): number {
   return url.port === '' ? DEFAULT_PORT[url.protocol as 'http:' | 'https:'] : Number(url.port);
+}
+
+/** scheme://host[:port] as URL.origin writes it (the default port left out), for messages and audit records. */
+export function originText(scheme: string, host: string, port: number): string {
+  const shownHost = host.includes(':') ? `[${host}]` : host;
+  return port === DEFAULT_PORT[scheme as 'http:' | 'https:'] ? `${scheme}//${shownHost}` : `${scheme}//${shownHost}:${port}`;
 }
 
 /** Rules whose scheme, host and port match: at connect time, these decide which addresses are allowed. */
