@@ -15,6 +15,7 @@ const VERBS: ReadonlyMap<string, { run: Verb; summary: string }> = new Map<strin
   ['policy', { run: async (argv) => (await import('./policy.ts')).runPolicy(argv), summary: 'explain what the broker would do with one agent\'s call, or list an agent\'s tools' }],
   ['approvals', { run: async (argv) => (await import('./approvals.ts')).runApprovals(argv), summary: 'list, show, approve or deny calls waiting for a person\'s approval' }],
   ['killswitch', { run: async (argv) => (await import('./killswitch.ts')).runKillswitch(argv), summary: 'refuse every call (on), allow only reads (readonly), or resume (off)' }],
+  ['egress', { run: async (argv) => (await import('./egress.ts')).runEgress(argv), summary: 'check whether the broker would send a request to a URL, and which rule decides' }],
 ]);
 
 export const USAGE = `mcp-warden ${VERSION}: an MCP tool-server security broker.
@@ -37,7 +38,7 @@ In an incident (takes effect on running brokers within a second):
 
 Exit codes:
   0  success
-  1  any other failure
+  1  any other failure; egress check: the broker would refuse the request
   2  usage error: unknown command or option, unknown agent
   3  config file unreadable or invalid
   4  a manifest unreadable, invalid or refused

@@ -3,11 +3,14 @@ import type { CatalogTool } from '../catalog/build.ts';
 import { SEPARATOR } from '../catalog/build.ts';
 import type { AgentPolicy, WardenConfig } from '../config/types.ts';
 import { WardenError, type WardenErrorCode } from '../errors.ts';
+import { canonicalAddress } from '../guard/address-class.ts';
+import { hostOf, type EgressReason } from '../guard/egress-rules.ts';
 import type { RateLimit } from '../guard/rate-limits.ts';
 import { INVISIBLE } from '../guard/invisible.ts';
 import { findGrant, matchingGrants, type Grant } from '../policy/grants.ts';
 import type { QuarantineRecord } from '../state/store.ts';
 import type { KillSwitchRecord } from '../state/switches.ts';
+import { requestFacts, type Unmatched } from './egress.ts';
 
 const HELP = `Usage: mcp-warden policy explain --config FILE --agent AGENT --tool TOOL [--json]
        mcp-warden policy list --config FILE --agent AGENT [--json]
@@ -27,7 +30,10 @@ explain  The decision for one call by AGENT to the exposed tool TOOL (<server>__
          writes are deduplicated, the grant that decided (as a config path such as
          /agents/AGENT/allow/0) and any others that also match, the kill switch, and the
          limits that apply (agent, tool and broker rate and concurrency limits, the call
-         timeout, the result cap).
+         timeout, the result cap). For a native HTTP tool, the request it makes (method,
+         base URL and path, arguments as {name}); for it and for a Streamable HTTP
+         server's tool, whether the egress rules allow that request (mcp-warden egress
+         check says more): a request they refuse fails whatever the decision.
 list     The tools AGENT's tools/list shows with the kill switch off, sorted by name, each
          with its access class, approval, deduplication and tool limits; and the kill
          switch, when it is not off.
@@ -190,6 +196,25 @@ interface Explanation {
   readonly killSwitch: { readonly state: KillSwitchRecord['state']; readonly changedAt: string | null; readonly changedBy: string | null };
   readonly quarantine?: { readonly reason: string; readonly since: string };
   readonly limits?: ToolLimits;
+  /** Native HTTP tools: the request each call makes, placeholders as {name}. */
+  readonly request?: { readonly method: string; readonly url: string };
+  /** Native HTTP tools and Streamable HTTP servers' tools: what the egress rules say of their requests. */
+  readonly egress?: EgressFacts;
+}
+
+interface EgressFacts {
+  readonly method: string;
+  /**
+   * What was checked, as config load checks it: a native HTTP tool's URL up to its first
+   * placeholder (what every call starts with), or a Streamable HTTP server's URL.
+   */
+  readonly url: string;
+  readonly verdict: 'allow' | 'deny';
+  readonly reason: EgressReason | null;
+  readonly message: string;
+  /** The rule that allows it. */
+  readonly rule: { readonly path: string; readonly destination: string } | null;
+  readonly unmatched: Unmatched | null;
 }
 
 function explain(config: WardenConfig, agent: AgentPolicy, name: string, state: StateFacts): Explanation {
@@ -203,7 +228,7 @@ function explain(config: WardenConfig, agent: AgentPolicy, name: string, state: 
   const access = tool.tool.access;
   const decider = findGrant(agent.grants, name, access);
   const nameOnly = agent.grants.filter((grant) => !grant.access.has(access) && grant.matchers.some((matches) => matches(name)));
-  const common = { ...base, server, toolInfo, limits, matchNameOnly: nameOnly.map((grant) => grantFacts(agent, grant)) };
+  const common = { ...base, server, toolInfo, limits, ...outboundOf(config, tool), matchNameOnly: nameOnly.map((grant) => grantFacts(agent, grant)) };
   if (!decider) {
     if (nameOnly.length > 0) {
       const fixes = nameOnly.map((grant) => `grant ${grantPath(agent, grant)} covers [${[...grant.access].join(', ')}]; add ${access} to its access`).join('; ');
@@ -302,6 +327,24 @@ function factsOf(config: WardenConfig, tool: CatalogTool): ToolFacts {
     deduplicated,
     deduplicationWindowSeconds: deduplicated ? config.idempotency.windowMs / 1000 : null,
   };
+}
+
+/** The request a tool's calls make, for tools the broker sends over HTTP itself, and the egress verdict for it. */
+function outboundOf(config: WardenConfig, tool: CatalogTool): Pick<Explanation, 'request' | 'egress'> {
+  const transport = config.servers.get(tool.server)?.transport;
+  if (transport?.type === 'http') return { egress: egressFacts(config, new URL(transport.url), 'POST') };
+  const http = tool.tool.http;
+  if (transport?.type !== 'http-api' || !http) return {};
+  // The path up to its first placeholder, as config load checks it for its warnings.
+  const fixed = http.path.split('{')[0]!;
+  return { request: { method: http.method, url: `${transport.baseUrl}${http.path}` }, egress: egressFacts(config, new URL(`${transport.baseUrl}${fixed}`), http.method) };
+}
+
+function egressFacts(config: WardenConfig, url: URL, method: string): EgressFacts {
+  const facts = requestFacts(config.egress, url, method);
+  const rule = facts.rule ? { path: facts.rule.path, destination: facts.rule.destination } : null;
+  const message = facts.refusal?.message ?? `rule ${rule?.path} (${rule?.destination}) allows ${method} ${url.pathname} on ${url.origin}`;
+  return { method, url: url.href, verdict: facts.allowed ? 'allow' : 'deny', reason: facts.refusal?.reason ?? null, message, rule, unmatched: facts.unmatched };
 }
 
 function approvalFacts(config: WardenConfig, grant: Grant): ApprovalFacts | undefined {
@@ -437,6 +480,7 @@ function formatExplanation(facts: Explanation): string {
         : `  not deduplicated: ${tool.access === 'read' ? 'a read tool' : 'its manifest signs it idempotent'}, each call runs`,
     );
   }
+  if (facts.egress) lines.push(...egressLines(facts));
   if (facts.grant) lines.push(`decided by: ${grantText(facts.grant)}${facts.alsoMatching.length > 0 ? ' (the strictest approval among the matching grants wins; among equals, the first)' : ''}`);
   for (const other of facts.alsoMatching) lines.push(`also matches: ${grantText(other)}`);
   for (const other of facts.matchNameOnly) lines.push(`matches the name only: ${grantText(other)}`);
@@ -444,6 +488,20 @@ function formatExplanation(facts: Explanation): string {
   lines.push(`kill switch: ${ks.state}${ks.changedAt ? ` (set by ${printable(ks.changedBy ?? '')} at ${ks.changedAt})` : ''}${ks.state === 'readonly' ? '; only read tools may be called' : ks.state === 'on' ? '; every call is refused' : ''}`);
   if (facts.limits) lines.push('limits:', ...limitLines(facts.limits).map((line) => `  ${line}`));
   return `${lines.join('\n')}\n`;
+}
+
+function egressLines(facts: Explanation): string[] {
+  const egress = facts.egress!;
+  const lines = [facts.request ? `request: ${facts.request.method} ${printable(facts.request.url)}` : `server URL: ${egress.method} ${printable(egress.url)} (Streamable HTTP)`];
+  const checked = `${egress.method} ${printable(egress.url)}`;
+  if (egress.verdict === 'allow') {
+    const host = hostOf(new URL(egress.url).hostname);
+    const addresses = canonicalAddress(host) === undefined ? `; the addresses of ${host} are checked when the broker connects (mcp-warden egress check --resolve)` : '';
+    lines.push(`  egress: allowed by ${egress.rule?.path} (${printable(egress.rule?.destination ?? '')}), checked for ${checked}${addresses}`);
+  } else {
+    lines.push(`  egress: deny [${egress.reason}]: ${printable(egress.message)}, checked for ${checked}; ${facts.request ? 'every call of this tool is refused' : 'the broker cannot connect to this server'} (WARDEN_EGRESS_DENIED); add a rule to /egress/allow`);
+  }
+  return lines;
 }
 
 function decisionText(facts: Explanation): string {

@@ -327,3 +327,116 @@ describe('policy list', () => {
     assert.deepEqual(JSON.parse(run(['policy', 'list', '--config', CONFIG, '--agent', 'empty', '--json']).stdout).tools, []);
   });
 });
+
+describe('policy explain: outbound requests and egress', () => {
+  // A config of its own, so the servers above keep their listings and messages.
+  const egressDir = join(dir, 'egress');
+  const input = { type: 'object', properties: { id: { type: 'string' } }, required: ['id'], additionalProperties: false };
+  writeManifest(join(egressDir, 'manifests/api.json'), {
+    manifestVersion: 1,
+    name: 'test.api',
+    version: '1.0.0',
+    serial: 1,
+    transport: { type: 'http-api', baseUrl: 'http://127.0.0.1:7071/api' },
+    tools: [
+      { name: 'get_item', description: 'Read an item.', access: 'read', inputSchema: input, http: { method: 'GET', path: '/items/{id}' } },
+      { name: 'get_part', description: 'Read a part of an item.', access: 'read', inputSchema: input, http: { method: 'GET', path: '/items/{id}/part' } },
+      { name: 'delete_item', description: 'Delete an item.', access: 'destructive', inputSchema: input, http: { method: 'DELETE', path: '/items/{id}' } },
+      { name: 'stats', description: 'Counts.', access: 'read', inputSchema: object, http: { method: 'GET', path: '/stats' } },
+    ],
+  });
+  const mcpTool = [{ name: 'echo', description: 'Echo.', access: 'read', inputSchema: object }];
+  writeManifest(join(egressDir, 'manifests/remote.json'), { manifestVersion: 1, name: 'test.remote', version: '1.0.0', serial: 1, transport: { type: 'http', url: 'http://127.0.0.1:7090/mcp' }, tools: mcpTool });
+  writeManifest(join(egressDir, 'manifests/far.json'), { manifestVersion: 1, name: 'test.far', version: '1.0.0', serial: 1, transport: { type: 'http', url: 'https://mcp.example.com/mcp' }, tools: mcpTool });
+  writeManifest(join(egressDir, 'manifests/named.json'), { manifestVersion: 1, name: 'test.named', version: '1.0.0', serial: 1, transport: { type: 'http', url: 'https://mcp.example.org/mcp' }, tools: mcpTool });
+  writeManifest(join(egressDir, 'manifests/notes.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS));
+  const EGRESS_CONFIG = writeConfig(join(egressDir, 'warden.yaml'), {
+    version: 1,
+    servers: { api: { manifest: 'api.json' }, remote: { manifest: 'remote.json' }, far: { manifest: 'far.json' }, named: { manifest: 'named.json' }, notes: { manifest: 'notes.json' } },
+    agents: { a: { allow: [{ tools: ['api__*', 'remote__*', 'far__*', 'named__*', 'notes__list_notes'], access: ['read', 'destructive'] }] } },
+    egress: {
+      allow: [
+        { destination: 'http://127.0.0.1:7071', addresses: ['127.0.0.1'], methods: ['GET'], paths: ['/api/items/'] },
+        { destination: 'http://127.0.0.1:7090', addresses: ['127.0.0.1'], methods: ['POST'], paths: ['/mcp'] },
+        { destination: 'https://*.example.org' },
+      ],
+    },
+  });
+
+  it('a native HTTP tool: the request it makes, and the rule that allows it (checked up to the first placeholder)', () => {
+    const result = run(['policy', 'explain', '--config', EGRESS_CONFIG, '--agent', 'a', '--tool', 'api__get_part']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^decision: allow$/m);
+    assert.match(result.stdout, /^request: GET http:\/\/127\.0\.0\.1:7071\/api\/items\/\{id\}\/part$/m);
+    assert.match(result.stdout, /^ {2}egress: allowed by \/egress\/allow\/0 \(http:\/\/127\.0\.0\.1:7071\), checked for GET http:\/\/127\.0\.0\.1:7071\/api\/items\/$/m);
+    const facts = explain('a', 'api__get_item', EGRESS_CONFIG);
+    assert.deepEqual(facts['request'], { method: 'GET', url: 'http://127.0.0.1:7071/api/items/{id}' });
+    assert.deepEqual(facts['egress'], {
+      method: 'GET',
+      url: 'http://127.0.0.1:7071/api/items/',
+      verdict: 'allow',
+      reason: null,
+      message: 'rule /egress/allow/0 (http://127.0.0.1:7071) allows GET /api/items/ on http://127.0.0.1:7071',
+      rule: { path: '/egress/allow/0', destination: 'http://127.0.0.1:7071' },
+      unmatched: null,
+    });
+  });
+
+  it('a native HTTP tool the egress rules refuse: deny not-allowlisted with what did not match; the policy decision is unchanged', () => {
+    const method = explain('a', 'api__delete_item', EGRESS_CONFIG);
+    assert.equal(method['decision'], 'allow', 'the grant still covers it');
+    assert.deepEqual(method['request'], { method: 'DELETE', url: 'http://127.0.0.1:7071/api/items/{id}' });
+    assert.equal(method['egress'].verdict, 'deny');
+    assert.equal(method['egress'].reason, 'not-allowlisted');
+    assert.equal(method['egress'].unmatched, 'method-or-path');
+    assert.equal(method['egress'].rule, null);
+    const path = explain('a', 'api__stats', EGRESS_CONFIG);
+    assert.equal(path['egress'].url, 'http://127.0.0.1:7071/api/stats');
+    assert.equal(path['egress'].verdict, 'deny');
+    assert.match(path['egress'].message, /no egress rule allows GET \/api\/stats on http:\/\/127\.0\.0\.1:7071/);
+    const text = run(['policy', 'explain', '--config', EGRESS_CONFIG, '--agent', 'a', '--tool', 'api__delete_item']);
+    assert.match(text.stdout, /^ {2}egress: deny \[not-allowlisted\]: no egress rule allows DELETE \/api\/items\/ on http:\/\/127\.0\.0\.1:7071, .*every call of this tool is refused \(WARDEN_EGRESS_DENIED\)/m);
+    // The same check config load warns with.
+    const warnings = loadConfig(EGRESS_CONFIG).warnings.join('\n');
+    assert.match(warnings, /tool delete_item: no egress rule allows DELETE \/api\/items\//);
+    assert.match(warnings, /tool stats: /);
+    assert.doesNotMatch(warnings, /tool get_item:/);
+  });
+
+  it('a Streamable HTTP server\'s tool: the egress verdict for POST to the server URL', () => {
+    const allowed = explain('a', 'remote__echo', EGRESS_CONFIG);
+    assert.equal(allowed['request'], undefined);
+    assert.deepEqual(allowed['egress'], {
+      method: 'POST',
+      url: 'http://127.0.0.1:7090/mcp',
+      verdict: 'allow',
+      reason: null,
+      message: 'rule /egress/allow/1 (http://127.0.0.1:7090) allows POST /mcp on http://127.0.0.1:7090',
+      rule: { path: '/egress/allow/1', destination: 'http://127.0.0.1:7090' },
+      unmatched: null,
+    });
+    const text = run(['policy', 'explain', '--config', EGRESS_CONFIG, '--agent', 'a', '--tool', 'remote__echo']);
+    assert.match(text.stdout, /^server URL: POST http:\/\/127\.0\.0\.1:7090\/mcp \(Streamable HTTP\)$/m);
+    assert.match(text.stdout, /^ {2}egress: allowed by \/egress\/allow\/1/m);
+
+    const refused = explain('a', 'far__echo', EGRESS_CONFIG);
+    assert.equal(refused['egress'].verdict, 'deny');
+    assert.equal(refused['egress'].reason, 'not-allowlisted');
+    assert.equal(refused['egress'].unmatched, 'origin');
+    const farText = run(['policy', 'explain', '--config', EGRESS_CONFIG, '--agent', 'a', '--tool', 'far__echo']);
+    assert.match(farText.stdout, /^ {2}egress: deny \[not-allowlisted\]: no egress rule allows https:\/\/mcp\.example\.com, .*the broker cannot connect to this server/m);
+
+    // A host name: its addresses are checked only when the broker connects, and the text says so.
+    const named = run(['policy', 'explain', '--config', EGRESS_CONFIG, '--agent', 'a', '--tool', 'named__echo']);
+    assert.match(named.stdout, /^ {2}egress: allowed by \/egress\/allow\/2 \(https:\/\/\*\.example\.org\), checked for POST https:\/\/mcp\.example\.org\/mcp; the addresses of mcp\.example\.org are checked when the broker connects/m);
+    assert.doesNotMatch(text.stdout, /addresses of/, 'an IP-address host needs no lookup');
+  });
+
+  it('a stdio tool has no request or egress facts; a refused tool none either', () => {
+    const stdio = explain('a', 'notes__list_notes', EGRESS_CONFIG);
+    assert.equal(stdio['request'], undefined);
+    assert.equal(stdio['egress'], undefined);
+    assert.doesNotMatch(run(['policy', 'explain', '--config', EGRESS_CONFIG, '--agent', 'a', '--tool', 'notes__list_notes']).stdout, /egress|request:/);
+    assert.equal(explain('a', 'api__nothing', EGRESS_CONFIG)['egress'], undefined);
+  });
+});
