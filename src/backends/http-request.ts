@@ -57,7 +57,10 @@ export function compileHttpTemplate(raw: RawHttpTemplate, inputSchema: Readonly<
   if (!raw.path.startsWith('/')) throw new Error('path must start with /');
   const literal = path.filter((part) => typeof part === 'string').join('');
   if (!PATH_LITERAL.test(literal)) throw new Error('path may hold only URL path characters outside placeholders (put the query string under query)');
-  if (raw.path.split('/').some((segment) => segment === '.' || segment === '..') || raw.path.includes('//')) throw new Error('path may not have empty, . or .. segments');
+  // The URL parser also reads %2e as a dot: /a/%2e%2e/b would silently become /b.
+  if (raw.path.split('/').some((segment) => ['.', '..'].includes(segment.replace(/%2e/gi, '.'))) || raw.path.includes('//')) {
+    throw new Error('path may not have empty, . or .. segments (nor %2e forms of them)');
+  }
   for (const part of path) {
     if (typeof part === 'string') continue;
     known('path')(part.arg);
@@ -192,7 +195,11 @@ function fill(parts: Template, args: Readonly<Record<string, unknown>>, place: s
 }
 
 function scalar(name: string, value: unknown, place: string): string {
-  if (typeof value === 'string') return value;
+  if (typeof value === 'string') {
+    // A lone surrogate has no UTF-8 form: encoding would throw, or silently send U+FFFD.
+    if (!value.isWellFormed()) throw invalid(`argument "${name}" holds a lone UTF-16 surrogate, which cannot go into ${place}`);
+    return value;
+  }
   if (typeof value === 'number' && Number.isFinite(value)) return String(value);
   if (typeof value === 'boolean') return String(value);
   if (value === undefined) throw invalid(`argument "${name}" is required in ${place}`);

@@ -32,6 +32,11 @@ const EXPECTED_TOOLS = [
   'notes__server_info',
   'everything__echo',
   'everything__get-sum',
+  // The tickets API's native tools (their API is not running here; listing needs none).
+  'tickets__list_tickets',
+  'tickets__get_ticket',
+  'tickets__get_attachment',
+  'tickets__create_ticket',
 ];
 
 describe('stdio agent on the init workspace', () => {
