@@ -5,8 +5,9 @@ import { McpBackend } from './backends/mcp.ts';
 import { HttpApiBackend } from './backends/http-api.ts';
 import { createEgressAgent, type Resolver } from './backends/egress-agent.ts';
 import type { ToolBackend } from './backends/types.ts';
-import { findEgressRefusal, type EgressPolicy } from './guard/egress-rules.ts';
-import { fetch as undiciFetch, type Dispatcher } from 'undici';
+import { egressFetch } from './backends/egress-fetch.ts';
+import type { EgressPolicy } from './guard/egress-rules.ts';
+import type { Dispatcher } from 'undici';
 import type { FetchLike } from '@modelcontextprotocol/client';
 import type { ExposedDefinition } from './catalog/build.ts';
 import type { WardenConfig } from './config/types.ts';
@@ -173,21 +174,14 @@ export class Broker {
     });
   }
 
-  /**
-   * The fetch a Streamable HTTP server's transport uses: the broker's egress-controlled
-   * dispatcher (as in force at each request), and every refusal audited with its reason.
-   */
+  /** A Streamable HTTP server's fetch: through the egress dispatcher in force, each refusal audited. */
   #egressFetch(server: string): FetchLike {
-    return async (url, init) => {
-      try {
-        return (await undiciFetch(url, { ...(init as object), dispatcher: this.#egress.dispatcher })) as unknown as Response;
-      } catch (error) {
-        const refusal = findEgressRefusal(error);
-        if (!refusal) throw error;
-        writeOrLog(this.audit, { event: 'egress.refused', server, reason: refusal.reason, origin: refusal.origin, ...(refusal.address === undefined ? {} : { address: refusal.address, range: refusal.range }), message: refusal.message }, this.logger);
-        throw refusal;
-      }
-    };
+    return egressFetch({
+      dispatcher: () => this.#egress.dispatcher,
+      requestLimitMs: () => this.#config.limits.maxCallTimeoutMs + this.#config.limits.connectTimeoutMs,
+      onRefused: (refusal) =>
+        writeOrLog(this.audit, { event: 'egress.refused', server, reason: refusal.reason, origin: refusal.origin, ...(refusal.address === undefined ? {} : { address: refusal.address, range: refusal.range }), message: refusal.message }, this.logger),
+    });
   }
 
   #buildPipeline(): CallPipeline {

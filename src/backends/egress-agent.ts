@@ -23,7 +23,8 @@ export const MAX_ADDRESSES = 64;
  * A refusal is an EgressRefusal, which undici passes to the caller as the error (or its cause).
  */
 export function createEgressAgent(policy: EgressPolicy, resolve: Resolver = systemResolver): Dispatcher {
-  const connectSocket = buildConnector({ timeout: policy.connectTimeoutMs });
+  // HTTP/1.1 only: over HTTP/2 undici does not apply maxHeaderSize, so the header cap would not hold.
+  const connectSocket = buildConnector({ timeout: policy.connectTimeoutMs, allowH2: false });
 
   const connect: buildConnector.connector = (options, callback) => {
     const host = hostOf(options.hostname);
@@ -49,7 +50,10 @@ export function createEgressAgent(policy: EgressPolicy, resolve: Resolver = syst
         return;
       }
       const isName = canonicalAddress(host) === undefined;
-      // The checked addresses in the resolver's order, the next one tried when a connection fails.
+      // The checked addresses in the resolver's order, the next one tried when a connection
+      // fails, but only within connectTimeoutMs of the first attempt: a name with many dead
+      // addresses cannot hold a call for one timeout per address.
+      const started = Date.now();
       const attempt = (index: number): void => {
         connectSocket(
           {
@@ -59,7 +63,7 @@ export function createEgressAgent(policy: EgressPolicy, resolve: Resolver = syst
             servername: options.protocol === 'https:' && isName ? (options.servername ?? host) : undefined,
           } as buildConnector.Options,
           (error, socket) => {
-            if (error && index + 1 < addresses.length) attempt(index + 1);
+            if (error && index + 1 < addresses.length && Date.now() - started < policy.connectTimeoutMs) attempt(index + 1);
             else if (error) callback(error, null);
             else callback(null, socket!);
           },
@@ -71,8 +75,10 @@ export function createEgressAgent(policy: EgressPolicy, resolve: Resolver = syst
 
   const agent = new Agent({
     connect,
+    allowH2: false,
     maxHeaderSize: policy.maxHeaderBytes,
-    // Callers bound each request with their own deadline (the tool's timeout).
+    // Callers bound each request with their own deadline: a native tool's timeout; for a
+    // Streamable HTTP server, the broker's fetch (calls) or nothing (its event stream).
     headersTimeout: 0,
     bodyTimeout: 0,
   });

@@ -119,8 +119,7 @@ export class HttpApiBackend implements ToolBackend {
     const identity = call.meta?.[IDENTITY_META_KEY];
     if (typeof identity === 'string') secretHeaders[IDENTITY_HEADER] = identity;
 
-    const { dispatcher, policy } = this.#options.egress();
-    const refused = checkRequest(policy, built.url, built.method);
+    const refused = checkRequest(this.#options.egress().policy, built.url, built.method);
     if (refused) throw this.#egressRefused(refused, call, template.path, 0);
 
     call.onSend?.();
@@ -129,9 +128,12 @@ export class HttpApiBackend implements ToolBackend {
     let url = built.url;
     let response: Dispatcher.ResponseData | undefined;
     let hop = 0;
+    // The policy in force at each hop: a redirect answered after a reload obeys the new rules.
+    let { dispatcher, policy } = this.#options.egress();
     try {
       for (; ; hop++) {
         if (hop > 0) {
+          ({ dispatcher, policy } = this.#options.egress());
           const again = checkRequest(policy, url, built.method);
           if (again) throw this.#egressRefused(again, call, template.path, hop);
         }
@@ -164,22 +166,22 @@ export class HttpApiBackend implements ToolBackend {
         }
         url = next;
       }
-      return await this.#toResult(response!, url.origin, policy, call, template.path);
+      return await this.#toResult(response!, url.origin, policy, call, template.path, hop);
     } catch (error) {
       await response?.body.dump().catch(() => undefined);
       if (error instanceof WardenError) throw error;
-      throw this.#translate(error, call, deadline, hop);
+      throw this.#translate(error, call, deadline, hop, url.origin, template.path);
     }
   }
 
-  async #toResult(response: Dispatcher.ResponseData, origin: string, policy: EgressPolicy, call: ToolCall, templatePath: unknown): Promise<CallToolResult> {
+  async #toResult(response: Dispatcher.ResponseData, origin: string, policy: EgressPolicy, call: ToolCall, templatePath: unknown, hop: number): Promise<CallToolResult> {
     const encoding = headerValue(response.headers, 'content-encoding');
     if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
       throw new WardenError('WARDEN_DOWNSTREAM_ERROR', `server "${this.server}" answered with content-encoding ${printable(encoding)}, which the broker does not decode`, { server: this.server });
     }
     const declared = Number(headerValue(response.headers, 'content-length'));
     if (Number.isFinite(declared) && declared > policy.maxResponseBytes) {
-      throw this.#egressRefused(new EgressRefusal('too-large', origin, `the response is ${declared} bytes; the limit is ${policy.maxResponseBytes}`), call, templatePath, 0);
+      throw this.#egressRefused(new EgressRefusal('too-large', origin, `the response is ${declared} bytes; the limit is ${policy.maxResponseBytes}`), call, templatePath, hop);
     }
     const chunks: Buffer[] = [];
     let size = 0;
@@ -188,7 +190,7 @@ export class HttpApiBackend implements ToolBackend {
       // Stop reading at the cap: an endless or huge body costs no more than the cap.
       if (size > policy.maxResponseBytes) {
         response.body.destroy();
-        throw this.#egressRefused(new EgressRefusal('too-large', origin, `the response is over ${policy.maxResponseBytes} bytes`), call, templatePath, 0);
+        throw this.#egressRefused(new EgressRefusal('too-large', origin, `the response is over ${policy.maxResponseBytes} bytes`), call, templatePath, hop);
       }
       chunks.push(chunk);
     }
@@ -199,6 +201,8 @@ export class HttpApiBackend implements ToolBackend {
       const excerpt = text.length > ERROR_EXCERPT_CHARS ? `${text.slice(0, ERROR_EXCERPT_CHARS)}...` : text;
       return { content: [{ type: 'text', text: `HTTP ${status}${status >= 300 && status <= 399 ? ' (redirects are not followed for this request)' : ''}${excerpt === '' ? '' : `: ${excerpt}`}` }], isError: true };
     }
+    // No content (204, 205, or an empty body), whatever type it claims: an empty result.
+    if (status === 204 || status === 205 || size === 0) return { content: [{ type: 'text', text: '' }] };
     if (type === 'application/json' || type.endsWith('+json')) {
       let value: unknown;
       try {
@@ -247,12 +251,12 @@ export class HttpApiBackend implements ToolBackend {
     return new WardenError(code, message, { server: this.server, egress: reason, ...(reason !== refusal.reason ? { cause: refusal.reason } : {}), ...(notSent ? { notSent } : {}) });
   }
 
-  #translate(error: unknown, call: ToolCall, deadline: AbortSignal, hop: number): WardenError {
+  #translate(error: unknown, call: ToolCall, deadline: AbortSignal, hop: number, origin: string, templatePath: unknown): WardenError {
     if (call.signal?.aborted) return new WardenError('WARDEN_CALL_CANCELLED', 'the agent cancelled the call', { server: this.server });
     if (deadline.aborted) return new WardenError('WARDEN_DOWNSTREAM_TIMEOUT', `server "${this.server}" did not answer within ${call.timeoutMs} ms`, { server: this.server });
     const code = (error as { code?: unknown }).code;
     if (code === 'UND_ERR_HEADERS_OVERFLOW') {
-      return this.#egressRefused(new EgressRefusal('too-large', '', `the response headers are over ${this.#options.egress().policy.maxHeaderBytes} bytes`), call, undefined, 0);
+      return this.#egressRefused(new EgressRefusal('too-large', origin, `the response headers are over ${this.#options.egress().policy.maxHeaderBytes} bytes`), call, templatePath, hop);
     }
     const network = typeof code === 'string' ? code : 'error';
     if (CONNECT_ERRORS.has(network)) {

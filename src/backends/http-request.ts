@@ -57,6 +57,10 @@ export function compileHttpTemplate(raw: RawHttpTemplate, inputSchema: Readonly<
   if (!raw.path.startsWith('/')) throw new Error('path must start with /');
   const literal = path.filter((part) => typeof part === 'string').join('');
   if (!PATH_LITERAL.test(literal)) throw new Error('path may hold only URL path characters outside placeholders (put the query string under query)');
+  // A % that is not a complete escape could be completed by an argument (.%{v} with v = 2e).
+  for (const part of path) {
+    if (typeof part === 'string' && /%(?![0-9A-Fa-f]{2})/.test(part)) throw new Error('path: % must start an escape of two hex digits, as in %20');
+  }
   // The URL parser also reads %2e as a dot: /a/%2e%2e/b would silently become /b.
   if (raw.path.split('/').some((segment) => ['.', '..'].includes(segment.replace(/%2e/gi, '.'))) || raw.path.includes('//')) {
     throw new Error('path may not have empty, . or .. segments (nor %2e forms of them)');
@@ -139,6 +143,8 @@ export function buildHttpRequest(baseUrl: string, template: HttpRequestTemplate,
   const basePath = base.pathname.replace(/\/$/, '');
   const path = template.path.map((part) => (typeof part === 'string' ? part : pathSegment(part.arg, args[part.arg]))).join('');
   const url = new URL(`${base.origin}${basePath}${path}`);
+  // The URL parser must take the path as built: anything it rewrites was not signed.
+  if (url.pathname !== `${basePath}${path}`) throw invalid('the arguments would change the shape of the request path');
 
   for (const [name, parts] of template.query) {
     const lone = parts.length === 1 && typeof parts[0] !== 'string' ? parts[0]!.arg : undefined;
@@ -176,6 +182,11 @@ export function buildHttpRequest(baseUrl: string, template: HttpRequestTemplate,
 function pathSegment(name: string, value: unknown): string {
   const text = scalar(name, value, 'a path segment');
   if (text === '' || text === '.' || text === '..') throw invalid(`argument "${name}" cannot be empty, "." or ".." in a URL path`);
+  // Encoded, a / is %2F and stays in one segment; but many servers decode %2F before they
+  // resolve dot segments, so a value that would climb once decoded is refused.
+  if (text.split(/[/\\]/).some((part) => part === '.' || part === '..')) {
+    throw invalid(`argument "${name}" cannot hold "." or ".." between slashes in a URL path`);
+  }
   return encodeURIComponent(text);
 }
 

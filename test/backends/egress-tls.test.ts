@@ -15,7 +15,7 @@ describe('egress dispatcher over TLS', () => {
       timeout: 60_000,
     });
     const results = new Map(stdout.trim().split('\n').map((line) => {
-      const parsed = JSON.parse(line) as { host: string; status?: number; body?: { servername: string | null; host: string }; error?: string };
+      const parsed = JSON.parse(line) as { host: string; status?: number; body?: { servername: string | null; host: string; httpVersion?: string }; error?: string };
       return [parsed.host, parsed] as const;
     }));
     // api.test resolves (in the probe) to 127.0.0.1; the certificate names api.test only.
@@ -27,5 +27,8 @@ describe('egress dispatcher over TLS', () => {
     assert.equal(results.get('other.test')?.error, 'ERR_TLS_CERT_ALTNAME_INVALID');
     // The bare address: no name to verify against, and the certificate has no IP entry.
     assert.equal(results.get('127.0.0.1')?.error, 'ERR_TLS_CERT_ALTNAME_INVALID');
+    // A server that offers HTTP/2 is spoken to in HTTP/1.1, where the header cap holds.
+    assert.equal(results.get('h2-capable')?.status, 200);
+    assert.equal(results.get('h2-capable')?.body?.httpVersion, '1.1');
   });
 });

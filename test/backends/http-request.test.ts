@@ -121,13 +121,12 @@ describe('buildHttpRequest encodes each argument for where it goes', () => {
     assert.equal(pathFor('abc-123'), '/api/items/abc-123');
     assert.equal(pathFor('user@example.com'), '/api/items/user%40example.com');
     assert.equal(pathFor('a//b'), '/api/items/a%2F%2Fb');
-    assert.equal(pathFor('a/../../admin'), '/api/items/a%2F..%2F..%2Fadmin');
+    assert.equal(pathFor('group/project'), '/api/items/group%2Fproject');
     assert.equal(pathFor('%2f'), '/api/items/%252f');
     assert.equal(pathFor('%2e%2e'), '/api/items/%252e%252e');
     assert.equal(pathFor('?admin=1'), '/api/items/%3Fadmin%3D1');
     assert.equal(pathFor('#frag'), '/api/items/%23frag');
     assert.equal(pathFor('a\\b'), '/api/items/a%5Cb');
-    assert.equal(pathFor('..\\..'), '/api/items/..%5C..');
     assert.equal(pathFor('日本'), '/api/items/%E6%97%A5%E6%9C%AC');
     assert.equal(pathFor('😀'), '/api/items/%F0%9F%98%80');
     assert.equal(pathFor('...'), '/api/items/...');
@@ -137,6 +136,19 @@ describe('buildHttpRequest encodes each argument for where it goes', () => {
 
   it('a path argument that is empty, . or .. is refused', () => {
     for (const id of ['', '.', '..']) assert.equal(buildOutcome(idTemplate, { id }), 'WARDEN_ARGUMENTS_INVALID', JSON.stringify(id));
+  });
+
+  it('a path argument that would climb once a server decodes %2F (. or .. between slashes or backslashes) is refused', () => {
+    // Encoded it stays one segment, but many servers decode %2F before resolving dot segments.
+    for (const id of ['../../secret.txt', 'a/../../admin', 'a/..', './x', '..\\..', 'a\\..\\b', 'x/./y']) {
+      assert.equal(buildOutcome(idTemplate, { id }), 'WARDEN_ARGUMENTS_INVALID', JSON.stringify(id));
+    }
+  });
+
+  it('a % in a path template must start a complete escape: an argument cannot complete it into a dot segment', () => {
+    refusesToCompile({ method: 'GET', path: '/v1/.%{v}/users' }, schema(['v']), 'a lone % before a placeholder');
+    refusesToCompile({ method: 'GET', path: '/v1/100%' }, schema([]), 'a trailing %');
+    assert.doesNotThrow(() => compileHttpTemplate({ method: 'GET', path: '/v1/a%20b/{v}' }, schema(['v'])));
   });
 
   it('a path argument that is not a scalar (object, array, null, non-finite number, absent) is refused', () => {

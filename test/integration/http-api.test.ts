@@ -368,11 +368,11 @@ describe('native HTTP tools: requests', () => {
     assert.equal(got[0]!.headers['x-kind'], undefined);
   });
 
-  it('path arguments cannot climb out: encoded dots, backslashes and unicode stay one segment; . and .. are refused unsent', async () => {
+  it('path arguments cannot climb out: encoded dots and unicode stay one segment; ., .. and dot segments between slashes are refused unsent', async () => {
     const cases: [string, string][] = [
       ['%2e%2e', '/api/items/%252e%252e'],
       ['%2f..%2fadmin', '/api/items/%252f..%252fadmin'],
-      ['..\\..\\etc', '/api/items/..%5C..%5Cetc'],
+      ['group/project', '/api/items/group%2Fproject'],
       ['日本', '/api/items/%E6%97%A5%E6%9C%AC'],
       ['...', '/api/items/...'],
     ];
@@ -381,7 +381,8 @@ describe('native HTTP tools: requests', () => {
       assert.equal(refusalCode(result), undefined, textOf(result));
       assert.deepEqual(got.map((r) => r.url), [url], id);
     }
-    for (const id of ['..', '.', '']) {
+    // Also what would climb once a server decodes %2F or reads \\ as a separator.
+    for (const id of ['..', '.', '', '../../secret.txt', '..\\..\\etc', 'a/../admin']) {
       const { value: result, got } = await receivedDuring(() => broker.callTool('a', 'api__get_item', { id }));
       assert.equal(refusalCode(result), 'WARDEN_ARGUMENTS_INVALID', JSON.stringify(id));
       assert.equal(got.length, 0, 'a refused request never arrives');
