@@ -59,8 +59,9 @@ export function createEgressAgent(policy: EgressPolicy, resolve: Resolver = syst
           {
             ...options,
             hostname: addresses[index]!,
-            // TLS: SNI and the certificate check use the name, never the address.
-            servername: options.protocol === 'https:' && isName ? (options.servername ?? host) : undefined,
+            // TLS: SNI and the certificate check use the name the rules judged, never the
+            // address (nor a name taken from a Host header).
+            servername: options.protocol === 'https:' && isName ? host : undefined,
           } as buildConnector.Options,
           (error, socket) => {
             if (error && index + 1 < addresses.length && Date.now() - started < policy.connectTimeoutMs) attempt(index + 1);
