@@ -382,11 +382,10 @@ export class Broker {
     await this.#loadIdentity(next);
     // A new egress policy gets a new dispatcher: no connection checked under the old rules is reused.
     let retiredEgress: Dispatcher | undefined;
+    // Unchanged text keeps the dispatcher and the policy it was built from.
     if (next.egress.source !== previous.egress.source) {
       retiredEgress = this.#egress.dispatcher;
       this.#egress = { dispatcher: createEgressAgent(next.egress, this.#resolve), policy: next.egress };
-    } else if (next.egress !== this.#egress.policy) {
-      this.#egress = { dispatcher: this.#egress.dispatcher, policy: next.egress };
     }
     const backends = new Map<string, ToolBackend>();
     const started: string[] = [];

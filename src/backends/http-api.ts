@@ -45,6 +45,8 @@ export class HttpApiBackend implements ToolBackend {
   readonly server: string;
   readonly #options: HttpApiBackendOptions;
   readonly #transport: HttpApiTransport;
+  /** The signed manifest's expiry, ms since the epoch; checked on every call. */
+  readonly #expiresAt: number;
   readonly #credentialValues = new Set<string>();
   #credentials: readonly ResolvedCredential[] | undefined;
   #state: BackendState = 'starting';
@@ -56,6 +58,7 @@ export class HttpApiBackend implements ToolBackend {
     this.server = options.server;
     this.#options = options;
     this.#transport = options.manifest.transport;
+    this.#expiresAt = Date.parse(options.manifest.expiresAt);
   }
 
   get state(): BackendState {
@@ -119,6 +122,8 @@ export class HttpApiBackend implements ToolBackend {
     const identity = call.meta?.[IDENTITY_META_KEY];
     if (typeof identity === 'string') secretHeaders[IDENTITY_HEADER] = identity;
 
+    // The dispatcher checks this again; checked here first so that a refused request is
+    // refused before onSend, which uses up an approval and marks a write in flight.
     const refused = checkRequest(this.#options.egress().policy, built.url, built.method);
     if (refused) throw this.#egressRefused(refused, call, template.path, 0);
 
@@ -279,7 +284,7 @@ export class HttpApiBackend implements ToolBackend {
 
   #checkExpiry(): void {
     const { manifest } = this.#options;
-    if (this.#quarantine || Date.parse(manifest.expiresAt) > Date.now()) return;
+    if (this.#quarantine || this.#expiresAt > Date.now()) return;
     this.#quarantine = { reason: 'expired', since: new Date().toISOString(), trigger: 'interval' };
     this.#options.logger.warn({ server: this.server, expiresAt: manifest.expiresAt }, 'server quarantined: its signed manifest expired');
     writeOrLog(this.#options.audit, { event: 'server.quarantined', server: this.server, manifest: manifest.name, serial: manifest.serial, reason: 'expired', trigger: 'interval', expiresAt: manifest.expiresAt }, this.#options.logger);
