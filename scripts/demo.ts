@@ -2,9 +2,10 @@
 // with the broker's verdict. It uses a fresh workspace written by `init`, over stdio
 // (as an MCP host would start it) and over Streamable HTTP (with and without a token):
 // read tools, a write that waits for a person's approval (given with the approvals
-// command), a retried write that runs once, a rate limit, the kill switch, and native
-// HTTP tools on a small local API (started here) whose redirect to the cloud metadata
-// address the egress policy refuses.
+// command), a retried write that runs once, a rate limit, the kill switch, native HTTP
+// tools on a small local API (started here) whose redirect to the cloud metadata address
+// the egress policy refuses, code tools in isolated-vm sandboxes, and code mode: the
+// agent's own JavaScript calling its tools, each call checked like a direct one.
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -64,6 +65,9 @@ try {
     ['tickets__create_ticket', { title: 'Printer on floor 3 is jammed' }],
     // The API answers with a redirect to 169.254.169.254: the egress policy refuses it.
     ['tickets__get_attachment', { id: 1 }],
+    // Code tools: a signed JavaScript module, run in a fresh isolated-vm isolate per call.
+    ['text__word_stats', { text: 'the broker checks the call, then the sandbox runs the code', top: 2 }],
+    ['text__slugify', { text: 'Quarterly Report: Q3 2026!' }],
   ];
   const call = async (name: string, args: Record<string, unknown>, note = '') => {
     const result = (await stdio.callTool({ name, arguments: args })) as CallToolResult;
@@ -73,6 +77,22 @@ try {
     return result;
   };
   for (const [name, args] of script) await call(name, args);
+
+  // Code mode: one call runs the agent's code, which reads every note and counts words
+  // through the tools above; only the summary comes back into the conversation.
+  const summary = [
+    'const notes = JSON.parse(await tools.notes.list_notes({}));',
+    "let text = '';",
+    "for (const { id } of notes) text += JSON.parse(await tools.notes.get_note({ id })).body + '\\n';",
+    'const stats = await tools.text.word_stats({ text, top: 3 });',
+    'console.log(`read ${notes.length} notes`);',
+    'return { notes: notes.length, words: stats.words, top: stats.top.map((entry) => entry.word) };',
+  ].join('\n');
+  console.log(`warden__run_code, the agent's code:\n${indent(summary)}`);
+  await call('warden__run_code', { code: summary }, 'code mode, 1 + n + 1 tool calls');
+  // Each call the code makes is validated like a direct one: the refusal reaches the code as an error.
+  await call('warden__run_code', { code: "try { await tools.notes.get_note({ id: '1' }); } catch (error) { return error.code; }" }, 'code mode, a bad inner call');
+  await call('warden__run_code', { code: 'while (true) {}' }, 'code mode, an endless loop');
 
   // What the security team sees when it asks why (exit status 1: the request would be refused).
   const egressCheck = await execFileAsync(process.execPath, [CLI, 'egress', 'check', '--config', workspace.config, 'http://169.254.169.254/latest/meta-data/'], { encoding: 'utf8', timeout: 60_000 }).catch(

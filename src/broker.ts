@@ -3,6 +3,11 @@ import type { CallToolResult, ListToolsResult } from '@modelcontextprotocol/serv
 import { memoryAuditTrail, openAuditTrail, writeOrLog, type AuditTrail } from './audit/trail.ts';
 import { McpBackend } from './backends/mcp.ts';
 import { HttpApiBackend } from './backends/http-api.ts';
+import { SandboxBackend } from './backends/sandbox.ts';
+import { CodeModeBackend, type CodeModeTool } from './backends/code-mode.ts';
+import { CODE_MODE_SERVER, RUN_CODE } from './catalog/builtin.ts';
+import { SandboxPool } from './sandbox/pool.ts';
+import { describeCodeMode } from './sandbox/typed-api.ts';
 import { createEgressAgent, type Resolver } from './backends/egress-agent.ts';
 import type { ToolBackend } from './backends/types.ts';
 import { egressFetch } from './backends/egress-fetch.ts';
@@ -15,7 +20,7 @@ import { WardenError, type WardenErrorCode } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { memoryLimitStore, type LimitStore } from './guard/rate-limits.ts';
 import { buildCallPipeline, type CallPipeline } from './pipeline/pipeline.ts';
-import type { AskUser, CallOutcome, PipelineDeps, Progress, Refusal, UserInput } from './pipeline/types.ts';
+import { REFUSAL_META_KEY, type AskUser, type CallOutcome, type PipelineDeps, type Progress, type Refusal, type UserInput } from './pipeline/types.ts';
 import { ApprovalWaiter } from './policy/approval-waiter.ts';
 import { findGrant } from './policy/grants.ts';
 import { secretForms } from './guard/sanitize-output.ts';
@@ -44,10 +49,11 @@ export interface CallOptions {
   /** The client's idempotency key from the request's _meta, unchecked. */
   readonly idempotencyKey?: unknown;
   readonly userInput?: UserInput;
+  /** A call made by code mode: the run's correlation id, recorded with the call. */
+  readonly parentCorrelationId?: string;
 }
 
-/** Prefix of the `_meta` key that carries a refusal's code to the agent's host. */
-export const REFUSAL_META_KEY = 'mcp-warden/refusal';
+export { REFUSAL_META_KEY };
 /** The kill switch and approvals are seen within this long of being changed. */
 export const STATE_POLL_MS = 250;
 /** Expired idempotency records and approvals are cleared this often. */
@@ -56,6 +62,8 @@ const PRUNE_MS = 60_000;
 /** One agent-visible tool: its server and its definition. */
 interface VisibleTool {
   readonly server: string;
+  /** The tool's name on its server. */
+  readonly tool: string;
   readonly access: 'read' | 'write' | 'destructive';
   readonly definition: ExposedDefinition;
 }
@@ -92,6 +100,9 @@ export class Broker {
   #poll: NodeJS.Timeout | undefined;
   #lastPrune = 0;
   readonly #toolsListeners = new Set<(agents: ReadonlySet<string>) => void>();
+  /** Sandbox workers: one pool for code tools, one for code mode (so a run never waits on itself). */
+  readonly #pools: { readonly tools: SandboxPool; readonly codeMode: SandboxPool };
+  readonly #codeMode: CodeModeBackend;
 
   constructor(config: WardenConfig, options: BrokerOptions = {}) {
     this.#config = config;
@@ -108,7 +119,17 @@ export class Broker {
     this.#backoff = options.backoff;
     this.#resolve = options.resolve;
     this.#egress = { dispatcher: createEgressAgent(config.egress, options.resolve), policy: config.egress };
-    this.#backends = new Map();
+    this.#pools = {
+      tools: this.#createPool('tools', config.sandbox.workers),
+      codeMode: this.#createPool('code-mode', config.sandbox.codeMode.workers),
+    };
+    this.#codeMode = new CodeModeBackend({
+      pool: this.#pools.codeMode,
+      settings: () => this.#config.sandbox,
+      toolsFor: (agent) => this.#codeModeTools(agent),
+      call: (agent, name, args, { signal, parentCorrelationId }) => this.callTool(agent, name, args, { signal, parentCorrelationId }),
+    });
+    this.#backends = new Map([[CODE_MODE_SERVER, this.#codeMode]]);
     for (const server of config.servers.keys()) this.#backends.set(server, this.#createBackend(config, server));
     this.#pipeline = this.#buildPipeline();
     this.#visible = visibleTools(config);
@@ -122,8 +143,9 @@ export class Broker {
     return this.#config;
   }
 
+  /** The configured servers' backends (code mode, the broker's own, is not one of them). */
   get backends(): ReadonlyMap<string, ToolBackend> {
-    return this.#backends;
+    return new Map([...this.#backends].filter(([server]) => server !== CODE_MODE_SERVER));
   }
 
   /** The kill switch as this broker enforces it now. */
@@ -144,6 +166,18 @@ export class Broker {
   #createBackend(config: WardenConfig, server: string): ToolBackend {
     const manifest = config.servers.get(server);
     if (!manifest) throw new WardenError('WARDEN_INTERNAL', `no manifest for server ${server}`);
+    if (manifest.transport.type === 'sandbox') {
+      return new SandboxBackend({
+        server,
+        manifest,
+        pool: this.#pools.tools,
+        settings: () => this.#config.sandbox,
+        logger: this.logger,
+        audit: this.audit,
+        recheckMs: config.pinning.recheckMs,
+        onToolsChanged: () => this.#listedChanges(),
+      });
+    }
     if (manifest.transport.type === 'http-api') {
       return new HttpApiBackend({
         server,
@@ -172,6 +206,25 @@ export class Broker {
       ...(this.#backoff ? { backoff: this.#backoff } : {}),
       ...(manifest.transport.type === 'http' ? { fetch: this.#egressFetch(server) } : {}),
     });
+  }
+
+  #createPool(name: 'tools' | 'code-mode', workers: number): SandboxPool {
+    const { sandbox } = this.#config;
+    return new SandboxPool({
+      workers,
+      warmIsolates: sandbox.warmIsolates,
+      warmMemoryMb: sandbox.limits.memoryMb,
+      workerMemoryMb: sandbox.workerMemoryMb,
+      logger: this.logger,
+      onWorkerEvent: (event) => writeOrLog(this.audit, { event: 'sandbox.worker', pool: name, state: event.state, reason: event.reason, exitCode: event.exitCode, signal: event.signal }, this.logger),
+    });
+  }
+
+  /** What an agent's code may call: what its tools/list shows now, less code mode itself. */
+  #codeModeTools(agentName: string): readonly CodeModeTool[] {
+    return this.#currentTools(agentName)
+      .filter((tool) => tool.server !== CODE_MODE_SERVER)
+      .map((tool) => ({ server: tool.server, tool: tool.tool, exposedName: tool.definition.name, definition: tool.definition }));
   }
 
   /** A Streamable HTTP server's fetch: through the egress dispatcher in force, each refusal audited. */
@@ -336,15 +389,22 @@ export class Broker {
   async start(): Promise<void> {
     await this.#loadIdentity(this.#config);
     const config = this.#config;
-    writeOrLog(this.audit, { event: 'broker.start', config: config.file, configSha256: config.sha256, servers: [...this.#backends.keys()], rejected: [...config.rejected.keys()], killSwitch: this.#killSwitch }, this.logger);
+    writeOrLog(this.audit, { event: 'broker.start', config: config.file, configSha256: config.sha256, servers: [...config.servers.keys()], rejected: [...config.rejected.keys()], killSwitch: this.#killSwitch }, this.logger);
     if (this.#killSwitch !== 'off') this.logger.warn({ killSwitch: this.#killSwitch }, `the kill switch is ${this.#killSwitch} (mcp-warden killswitch off turns it off)`);
-    this.#auditManifests(config, new Set(this.#backends.keys()));
+    this.#auditManifests(config, new Set(config.servers.keys()));
     try {
       this.#auditDecisions();
     } catch (error) {
       this.logger.error({ err: (error as Error).message }, 'cannot read the decisions made while the broker was stopped');
     }
-    await Promise.all([...this.#backends.values()].map((backend) => backend.start()));
+    // Workers start now only where they will be used; otherwise on the first run.
+    const needsTools = [...config.servers.values()].some((manifest) => manifest.transport.type === 'sandbox');
+    const needsCodeMode = [...config.agents.keys()].some((agent) => this.#visible.get(agent)?.some((tool) => tool.definition.name === RUN_CODE));
+    await Promise.all([
+      ...[...this.#backends.values()].map((backend) => backend.start()),
+      ...(needsTools ? [this.#pools.tools.start()] : []),
+      ...(needsCodeMode ? [this.#pools.codeMode.start()] : []),
+    ]);
   }
 
   async #loadIdentity(config: WardenConfig): Promise<void> {
@@ -387,7 +447,7 @@ export class Broker {
       retiredEgress = this.#egress.dispatcher;
       this.#egress = { dispatcher: createEgressAgent(next.egress, this.#resolve), policy: next.egress };
     }
-    const backends = new Map<string, ToolBackend>();
+    const backends = new Map<string, ToolBackend>([[CODE_MODE_SERVER, this.#codeMode]]);
     const started: string[] = [];
     for (const server of next.servers.keys()) {
       const current = this.#backends.get(server);
@@ -435,8 +495,10 @@ export class Broker {
   listTools(agentName: string): ListToolsResult {
     const tools = this.#currentTools(agentName);
     this.audit.write({ event: 'tools/list', correlationId: randomUUID(), agent: agentName, decision: 'allow', outcome: 'ok', count: tools.length, ...(this.#killSwitch === 'off' ? {} : { killSwitch: this.#killSwitch }) });
+    // Code mode describes this agent's own tools as a typed API.
+    const definitions = tools.map((tool) => (tool.definition.name === RUN_CODE ? { ...tool.definition, description: describeCodeMode(this.#codeModeTools(agentName), this.#config.sandbox) } : tool.definition));
     // The manifest schema guarantees inputSchema.type === 'object', which the SDK's type wants.
-    return { tools: tools.map((tool) => tool.definition) as unknown as ListToolsResult['tools'] };
+    return { tools: definitions as unknown as ListToolsResult['tools'] };
   }
 
   /** Runs one tools/call for a caller that cannot ask a user: never a question, never throws. */
@@ -460,7 +522,7 @@ export class Broker {
       toolName,
       args,
       startedAt: performance.now(),
-      facts: {},
+      facts: options.parentCorrelationId === undefined ? {} : { parentCorrelationId: options.parentCorrelationId },
       callSecrets: [],
       sendGuards: [],
       ...(options.signal ? { signal: options.signal } : {}),
@@ -484,6 +546,7 @@ export class Broker {
     if (this.#poll) clearInterval(this.#poll);
     this.#poll = undefined;
     await Promise.all([...this.#backends.values()].map((backend) => backend.close()));
+    await Promise.all([this.#pools.tools.close(), this.#pools.codeMode.close()]);
     await closeDispatcher(this.#egress.dispatcher);
     writeOrLog(this.audit, { event: 'broker.stop' }, this.logger);
     this.audit.close();
@@ -497,7 +560,7 @@ function visibleTools(config: WardenConfig): Map<string, readonly VisibleTool[]>
   for (const [name, agent] of config.agents) {
     const tools = [...config.catalog.values()]
       .filter((tool) => findGrant(agent.grants, tool.exposedName, tool.tool.access) !== undefined)
-      .map((tool) => ({ server: tool.server, access: tool.tool.access, definition: tool.definition }));
+      .map((tool) => ({ server: tool.server, tool: tool.tool.name, access: tool.tool.access, definition: tool.definition }));
     visible.set(name, Object.freeze(tools));
   }
   return visible;
@@ -537,6 +600,11 @@ function restartOnlyChange(before: WardenConfig, after: WardenConfig): string | 
     ['http', (config) => config.http],
     ['identity', (config) => config.identity],
     ['log.level', (config) => config.log.level],
+    // The worker pools are made once.
+    ['sandbox.workers', (config) => config.sandbox.workers],
+    ['sandbox.codeMode.workers', (config) => config.sandbox.codeMode.workers],
+    ['sandbox.warmIsolates', (config) => config.sandbox.warmIsolates],
+    ['sandbox.workerMemoryMb', (config) => config.sandbox.workerMemoryMb],
   ];
   for (const [name, read] of fixed) {
     if (JSON.stringify(read(before)) !== JSON.stringify(read(after))) return name;

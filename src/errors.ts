@@ -37,6 +37,8 @@ export const ERRORS = {
   WARDEN_CALL_CANCELLED: { exit: 1, summary: 'the agent cancelled the call (or disconnected); the downstream call was cancelled too' },
   WARDEN_EGRESS_DENIED: { exit: 1, summary: 'the broker\'s egress policy refused an outbound request (destination not allowlisted, private address, redirect to a refused destination, too many redirects); nothing was sent there' },
   WARDEN_RESPONSE_TOO_LARGE: { exit: 1, summary: 'an HTTP API\'s response (body or headers) is over the egress size cap; reading stopped at the cap' },
+  WARDEN_SANDBOX_LIMIT: { exit: 1, summary: 'sandboxed code (a code tool, or code mode) went over a limit (CPU time, memory, wall time, input, output, tool calls) and was stopped; the message says which' },
+  WARDEN_SANDBOX_CRASHED: { exit: 1, summary: 'the sandbox worker running the code died; the broker replaced it and carries on, and only this call failed' },
   WARDEN_DOWNSTREAM_ERROR: { exit: 1, summary: 'the downstream server answered with a protocol error or an invalid result' },
   WARDEN_INTERNAL: { exit: 1, summary: 'a broker check failed unexpectedly; the call was refused (fail closed)' },
 } as const;

@@ -29,3 +29,8 @@ export function ticketsApiScript(root: string): string {
 export function cliScript(root: string): string {
   return join(root, 'bin/mcp-warden');
 }
+
+/** The example code tools' module (the same file in a checkout and in a package). */
+export function textToolsModule(root: string): string {
+  return join(root, 'sandboxes/text-tools.js');
+}

@@ -20,7 +20,8 @@ export interface AuditRecord {
     | 'killswitch.changed'
     | 'config.reloaded'
     | 'config.refused'
-    | 'egress.refused';
+    | 'egress.refused'
+    | 'sandbox.worker';
   readonly correlationId?: string;
   readonly agent?: string;
   readonly tool?: string;

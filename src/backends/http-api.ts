@@ -8,6 +8,7 @@ import type { Logger } from '../log.ts';
 import type { HttpApiTransport, Manifest } from '../manifest/types.ts';
 import { BROKER_INFO } from '../version.ts';
 import { resolveCredentials, type ResolvedCredential } from './credentials.ts';
+import { ExpiryWatch } from './expiry-watch.ts';
 import { buildHttpRequest } from './http-request.ts';
 import type { BackendState, Quarantine, ToolBackend, ToolCall } from './types.ts';
 
@@ -45,20 +46,18 @@ export class HttpApiBackend implements ToolBackend {
   readonly server: string;
   readonly #options: HttpApiBackendOptions;
   readonly #transport: HttpApiTransport;
-  /** The signed manifest's expiry, ms since the epoch; checked on every call. */
-  readonly #expiresAt: number;
+  /** The signed manifest's expiry, checked on every call. */
+  readonly #expiry: ExpiryWatch;
   readonly #credentialValues = new Set<string>();
   #credentials: readonly ResolvedCredential[] | undefined;
   #state: BackendState = 'starting';
-  #quarantine: Quarantine | undefined;
-  #expiryTimer: NodeJS.Timeout | undefined;
 
   constructor(options: HttpApiBackendOptions) {
     if (options.manifest.transport.type !== 'http-api') throw new WardenError('WARDEN_INTERNAL', `server "${options.server}" is not an HTTP API`);
     this.server = options.server;
     this.#options = options;
     this.#transport = options.manifest.transport;
-    this.#expiresAt = Date.parse(options.manifest.expiresAt);
+    this.#expiry = new ExpiryWatch(options);
   }
 
   get state(): BackendState {
@@ -66,7 +65,7 @@ export class HttpApiBackend implements ToolBackend {
   }
 
   get quarantine(): Quarantine | undefined {
-    return this.#quarantine;
+    return this.#expiry.quarantine;
   }
 
   get credentialValues(): ReadonlySet<string> {
@@ -76,7 +75,7 @@ export class HttpApiBackend implements ToolBackend {
   /** Nothing to connect to: reads the credentials and is ready. A credential missing now is read again at each call. */
   async start(): Promise<void> {
     if (this.#state === 'closed') return;
-    this.#checkExpiry();
+    this.#expiry.start();
     try {
       this.#loadCredentials();
     } catch (error) {
@@ -84,22 +83,20 @@ export class HttpApiBackend implements ToolBackend {
       const reason = error instanceof Error ? error.message : String(error);
       this.#options.logger.warn({ server: this.server, reason }, 'HTTP API credentials are not available');
       writeOrLog(this.#options.audit, { event: 'server.state', server: this.server, state: 'down', reason }, this.#options.logger);
-      this.#scheduleExpiryCheck();
       return;
     }
     this.#state = 'ready';
     writeOrLog(this.#options.audit, { event: 'server.state', server: this.server, state: 'ready', kind: 'http-api', manifest: this.#options.manifest.name, serial: this.#options.manifest.serial }, this.#options.logger);
-    this.#scheduleExpiryCheck();
   }
 
   async close(): Promise<void> {
     this.#state = 'closed';
-    clearInterval(this.#expiryTimer);
+    this.#expiry.stop();
   }
 
   async callTool(call: ToolCall): Promise<CallToolResult> {
-    this.#checkExpiry();
-    if (this.#quarantine) {
+    this.#expiry.check();
+    if (this.#expiry.quarantine) {
       throw new WardenError('WARDEN_SERVER_QUARANTINED', `server "${this.server}" is quarantined: its signed manifest expired; the publisher must sign a new release`, { server: this.server, reason: 'expired' });
     }
     if (this.#state === 'closed') throw new WardenError('WARDEN_SERVER_UNAVAILABLE', `server "${this.server}" is stopped`, { server: this.server });
@@ -280,21 +277,6 @@ export class HttpApiBackend implements ToolBackend {
     for (const { value } of credentials) this.#credentialValues.add(value);
     this.#credentials = credentials;
     return credentials;
-  }
-
-  #checkExpiry(): void {
-    const { manifest } = this.#options;
-    if (this.#quarantine || this.#expiresAt > Date.now()) return;
-    this.#quarantine = { reason: 'expired', since: new Date().toISOString(), trigger: 'interval' };
-    this.#options.logger.warn({ server: this.server, expiresAt: manifest.expiresAt }, 'server quarantined: its signed manifest expired');
-    writeOrLog(this.#options.audit, { event: 'server.quarantined', server: this.server, manifest: manifest.name, serial: manifest.serial, reason: 'expired', trigger: 'interval', expiresAt: manifest.expiresAt }, this.#options.logger);
-    this.#options.onToolsChanged?.();
-  }
-
-  #scheduleExpiryCheck(): void {
-    clearInterval(this.#expiryTimer);
-    this.#expiryTimer = setInterval(() => this.#checkExpiry(), this.#options.recheckMs ?? 300_000);
-    this.#expiryTimer.unref();
   }
 }
 

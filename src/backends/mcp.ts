@@ -99,7 +99,7 @@ export class McpBackend implements ToolBackend {
   constructor(options: BackendOptions) {
     this.server = options.server;
     const transport = options.manifest.transport;
-    if (transport.type === 'http-api') throw new WardenError('WARDEN_INTERNAL', `server "${options.server}" is an HTTP API, not an MCP server`);
+    if (transport.type === 'http-api' || transport.type === 'sandbox') throw new WardenError('WARDEN_INTERNAL', `server "${options.server}" is not an MCP server`);
     this.#transportSpec = transport;
     this.#options = options;
     this.#backoff = options.backoff ?? DEFAULT_BACKOFF;

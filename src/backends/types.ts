@@ -31,11 +31,14 @@ export interface ToolCall {
   /** For audit records the backend writes about this call. */
   readonly correlationId?: string;
   readonly agent?: string;
+  /** The call's audit facts, for what only the backend knows (CPU time of a sandboxed run). */
+  readonly facts?: Record<string, unknown>;
 }
 
 /**
- * What a call is dispatched to: a downstream MCP server (McpBackend) or an HTTP API the
- * broker calls itself (HttpApiBackend). Backends throw nothing but WardenError.
+ * What a call is dispatched to: a downstream MCP server (McpBackend), an HTTP API the
+ * broker calls itself (HttpApiBackend), a code tool (SandboxBackend) or code mode
+ * (CodeModeBackend). Backends throw nothing but WardenError.
  */
 export interface ToolBackend {
   readonly server: string;

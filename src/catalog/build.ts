@@ -35,12 +35,14 @@ export function exposedName(server: string, tool: string): string {
 }
 
 /**
- * Builds the one catalog of exposed tools from the manifests. Server keys cannot contain
+ * Builds the one catalog of exposed tools from the manifests and the broker's own tools. Server keys cannot contain
  * an underscore (config schema), so `<server>__<tool>` is unambiguous; collisions are
  * still checked, since a check that cannot fail costs nothing here.
  */
-export function buildCatalog(servers: ReadonlyMap<string, Manifest>, configFile: string): ReadonlyMap<string, CatalogTool> {
+export function buildCatalog(servers: ReadonlyMap<string, Manifest>, configFile: string, builtins: readonly CatalogTool[] = []): ReadonlyMap<string, CatalogTool> {
   const catalog = new Map<string, CatalogTool>();
+  // The broker's own tools (code mode); the config refuses a server with their key.
+  for (const tool of builtins) catalog.set(tool.exposedName, tool);
   for (const [server, manifest] of servers) {
     for (const tool of manifest.tools) {
       const name = exposedName(server, tool.name);

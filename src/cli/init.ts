@@ -8,13 +8,14 @@ import { WardenError } from '../errors.ts';
 import { formatEnvelope } from '../manifest/envelope.ts';
 import { readSigningKey, writeKeyPair } from '../manifest/keys.ts';
 import { signManifestSource } from '../manifest/sign.ts';
-import { cliScript, notesServerScript, packageRoot, ticketsApiScript } from '../paths.ts';
+import { cliScript, notesServerScript, packageRoot, textToolsModule, ticketsApiScript } from '../paths.ts';
 import { newToken } from './token.ts';
 
 const HELP = `Usage: mcp-warden init DIR [--force]
 
 Writes a complete, working example workspace into DIR:
-  DIR/warden.yaml                       config: two servers, one agent named "demo"
+  DIR/warden.yaml                       config: four servers, one agent named "demo"
+                                        (granted code mode: warden__run_code)
   DIR/keys/demo-publisher.key, .pub     a publisher key pair (the secret key mode 0600),
                                         trusted in warden.yaml for example.* and
                                         modelcontextprotocol.*
@@ -25,6 +26,9 @@ Writes a complete, working example workspace into DIR:
   DIR/manifests/tickets.manifest.yaml   the example tickets HTTP API (native HTTP tools,
                                         expected on http://127.0.0.1:7071/api), and
   DIR/manifests/tickets.manifest.signed.json  signed
+  DIR/manifests/text.manifest.yaml      example code tools (sandboxes/text-tools.js, run in
+                                        isolated-vm sandboxes), and
+  DIR/manifests/text.manifest.signed.json  signed, pinning the module's SHA-256
   DIR/demo-agent.token                  the demo agent's HTTP bearer token (mode 0600)
   DIR/secrets/notes-api-token           a random API token for the notes server (mode 0600),
                                         injected by the broker; agents never see it
@@ -85,6 +89,8 @@ export function writeWorkspace(target: string, force: boolean, options: Workspac
     tickets: join(dir, 'manifests', 'tickets.manifest.yaml'),
     ticketsSigned: join(dir, 'manifests', 'tickets.manifest.signed.json'),
     ticketsKey: join(dir, 'secrets', 'tickets-api-key'),
+    text: join(dir, 'manifests', 'text.manifest.yaml'),
+    textSigned: join(dir, 'manifests', 'text.manifest.signed.json'),
   };
   if (!force) {
     const existing = Object.values(files).filter((file) => existsSync(file));
@@ -110,6 +116,10 @@ export function writeWorkspace(target: string, force: boolean, options: Workspac
   const tickets = parseDocument(readFileSync(join(root, 'manifests/tickets.manifest.yaml'), 'utf8'));
   tickets.setIn(['transport', 'baseUrl'], ticketsApiUrl.href.replace(/\/$/, ''));
 
+  // The code tools' module stays in this package; signing pins its SHA-256.
+  const text = parseDocument(readFileSync(join(root, 'manifests/text.manifest.yaml'), 'utf8'));
+  text.setIn(['transport', 'module'], textToolsModule(root));
+
   mkdirSync(join(dir, 'keys'), { recursive: true, mode: 0o700 });
   // With --force a new key replaces the old pair: everything below is signed with it.
   if (force) for (const file of [files.publisherKey, files.publisherPub]) rmSync(file, { force: true });
@@ -119,6 +129,7 @@ export function writeWorkspace(target: string, force: boolean, options: Workspac
   const signedNotes = signManifestSource(notes.toJS(), files.notes, key, { now, validDays: 365 });
   const signedEverything = signManifestSource(everything.toJS(), files.everything, key, { now, validDays: 365 });
   const signedTickets = signManifestSource(tickets.toJS(), files.tickets, key, { now, validDays: 365 });
+  const signedText = signManifestSource(text.toJS(), files.text, key, { now, validDays: 365 });
 
   const token = newToken();
   const config = parseDocument(readFileSync(join(root, 'examples/workspace/warden.yaml'), 'utf8'));
@@ -137,6 +148,8 @@ export function writeWorkspace(target: string, force: boolean, options: Workspac
   writeFileSync(files.everythingSigned, formatEnvelope(signedEverything.envelope));
   writeFileSync(files.tickets, tickets.toString());
   writeFileSync(files.ticketsSigned, formatEnvelope(signedTickets.envelope));
+  writeFileSync(files.text, text.toString());
+  writeFileSync(files.textSigned, formatEnvelope(signedText.envelope));
   writeFileSync(files.config, config.toString());
   writeFileSync(files.token, `${token}\n`, { mode: 0o600 });
   chmodSync(files.token, 0o600);

@@ -22,6 +22,9 @@ sign     Signs a manifest (YAML or JSON) with a key from "mcp-warden keygen" and
          replaced by .signed.json). issuedAt defaults to now and expiresAt to now plus
          --valid-days (default 365). Refuses a manifest that breaks the schema, has an
          expiry in the past, or has invisible or control characters in any text.
+         A code tool's module (transport.module, relative to OUT's folder) is read
+         and its SHA-256 pinned in transport.sha256: filled in when absent, and the
+         manifest refused when the file does not match the one written there.
          Given an already signed manifest, adds this key's signature (for publishers
          whose threshold is above 1) and writes it back to FILE (or OUT).
 verify   Says whether the broker configured by CONFIG would accept FILE, and if not,
@@ -72,14 +75,17 @@ function sign(file: string, keyFile: string, out: string | undefined, validDays:
   const key = readSigningKey(keyFile);
   const now = Date.now();
   const existing = readEnvelopeIfSigned(file);
+  const target = out ?? (existing ? file : defaultSignedName(file));
+  // A code tool's module path is relative to the signed file's folder, as the broker reads it.
   const { envelope, manifest } = existing
     ? addSignature(existing, file, key, now)
-    : signManifestSource(readDocument(file, 'WARDEN_MANIFEST_UNREADABLE'), file, key, { now, validDays });
-  const target = out ?? (existing ? file : defaultSignedName(file));
+    : signManifestSource(readDocument(file, 'WARDEN_MANIFEST_UNREADABLE'), file, key, { now, validDays, moduleBase: dirname(resolve(target)) });
   writeAtomically(target, formatEnvelope(envelope));
   process.stdout.write(
     `${existing ? 'added a signature to' : 'signed'} ${manifest.name} serial ${manifest.serial} (version ${manifest.version}), expires ${manifest.expiresAt}\n` +
-      `  key id: ${key.keyId}\n  signatures: ${envelope.signatures.length}\n  wrote: ${target}\n`,
+      `  key id: ${key.keyId}\n  signatures: ${envelope.signatures.length}\n` +
+      (manifest.transport.type === 'sandbox' ? `  module: ${manifest.transport.module}\n  module sha256: ${manifest.transport.sha256}\n` : '') +
+      `  wrote: ${target}\n`,
   );
   return 0;
 }

@@ -1,11 +1,14 @@
 import { parseArgs } from 'node:util';
 import type { CatalogTool } from '../catalog/build.ts';
 import { SEPARATOR } from '../catalog/build.ts';
+import { CODE_MODE_SERVER } from '../catalog/builtin.ts';
 import type { AgentPolicy, WardenConfig } from '../config/types.ts';
 import { WardenError, type WardenErrorCode } from '../errors.ts';
 import { canonicalAddress } from '../guard/address-class.ts';
 import { hostOf, type EgressReason } from '../guard/egress-rules.ts';
 import type { RateLimit } from '../guard/rate-limits.ts';
+import type { SandboxLimitSettings } from '../manifest/types.ts';
+import { runLimits } from '../sandbox/failures.ts';
 import { INVISIBLE } from '../guard/invisible.ts';
 import { findGrant, matchingGrants, type Grant } from '../policy/grants.ts';
 import type { QuarantineRecord } from '../state/store.ts';
@@ -31,7 +34,9 @@ explain  The decision for one call by AGENT to the exposed tool TOOL (<server>__
          /agents/AGENT/allow/0) and any others that also match, the kill switch, and the
          limits that apply (agent, tool and broker rate and concurrency limits, the call
          timeout, the result cap). For a native HTTP tool, the request it makes (method,
-         base URL and path, arguments as {name}); for it and for a Streamable HTTP
+         base URL and path, arguments as {name}); for a code tool, its pinned module
+         and its sandbox limits; for code mode (warden__run_code), its limits and caps;
+         for a native HTTP tool and for a Streamable HTTP
          server's tool, whether the egress rules allow that request (mcp-warden egress
          check says more): a request they refuse fails whatever the decision.
 list     The tools AGENT's tools/list shows with the kill switch off, sorted by name, each
@@ -200,6 +205,17 @@ interface Explanation {
   readonly request?: { readonly method: string; readonly url: string };
   /** Native HTTP tools and Streamable HTTP servers' tools: what the egress rules say of their requests. */
   readonly egress?: EgressFacts;
+  /** Code tools and code mode: where the code comes from and the limits it runs under. */
+  readonly sandbox?: SandboxFacts;
+}
+
+interface SandboxFacts {
+  readonly kind: 'code-tool' | 'code-mode';
+  /** Code tools: the module the signed manifest pins. */
+  readonly module?: { readonly path: string; readonly sha256: string };
+  readonly limits: SandboxLimitSettings;
+  /** Code mode: the caps on the tool calls one run makes. */
+  readonly calls?: { readonly max: number; readonly concurrency: number };
 }
 
 interface EgressFacts {
@@ -228,7 +244,7 @@ function explain(config: WardenConfig, agent: AgentPolicy, name: string, state: 
   const access = tool.tool.access;
   const decider = findGrant(agent.grants, name, access);
   const nameOnly = agent.grants.filter((grant) => !grant.access.has(access) && grant.matchers.some((matches) => matches(name)));
-  const common = { ...base, server, toolInfo, limits, ...outboundOf(config, tool), matchNameOnly: nameOnly.map((grant) => grantFacts(agent, grant)) };
+  const common = { ...base, server, toolInfo, limits, ...outboundOf(config, tool), ...sandboxOf(config, tool), matchNameOnly: nameOnly.map((grant) => grantFacts(agent, grant)) };
   if (!decider) {
     if (nameOnly.length > 0) {
       const fixes = nameOnly.map((grant) => `grant ${grantPath(agent, grant)} covers [${[...grant.access].join(', ')}]; add ${access} to its access`).join('; ');
@@ -329,6 +345,18 @@ function factsOf(config: WardenConfig, tool: CatalogTool): ToolFacts {
   };
 }
 
+/** Where a code tool's code comes from and the limits its calls run under (at the call timeout the policy allows). */
+function sandboxOf(config: WardenConfig, tool: CatalogTool): Pick<Explanation, 'sandbox'> {
+  const { sandbox } = config;
+  const timeoutMs = Math.min(tool.tool.timeoutMs ?? config.limits.callTimeoutMs, config.limits.maxCallTimeoutMs);
+  if (tool.server === CODE_MODE_SERVER) {
+    return { sandbox: { kind: 'code-mode', limits: runLimits(sandbox.limits, sandbox.limits, undefined, timeoutMs), calls: { max: sandbox.codeMode.maxCalls, concurrency: sandbox.codeMode.concurrency } } };
+  }
+  const transport = config.servers.get(tool.server)?.transport;
+  if (transport?.type !== 'sandbox') return {};
+  return { sandbox: { kind: 'code-tool', module: { path: transport.module, sha256: transport.sha256 }, limits: runLimits(sandbox.limits, sandbox.maxLimits, tool.tool.sandbox, timeoutMs) } };
+}
+
 /** The request a tool's calls make, for tools the broker sends over HTTP itself, and the egress verdict for it. */
 function outboundOf(config: WardenConfig, tool: CatalogTool): Pick<Explanation, 'request' | 'egress'> {
   const transport = config.servers.get(tool.server)?.transport;
@@ -387,7 +415,8 @@ function limitsOf(config: WardenConfig, agent: AgentPolicy, tool: CatalogTool): 
   const override = config.rateLimits.tools.find((entry) => entry.matchers.some((matches) => matches(tool.exposedName)));
   const { timeoutMs, maxResultBytes } = tool.tool;
   let timeoutSource = '/limits/callTimeoutMs';
-  if (timeoutMs !== undefined) timeoutSource = timeoutMs > config.limits.maxCallTimeoutMs ? `/limits/maxCallTimeoutMs (caps the manifest's timeoutMs ${timeoutMs})` : `the manifest's timeoutMs`;
+  if (tool.server === CODE_MODE_SERVER) timeoutSource = timeoutMs !== undefined && timeoutMs > config.limits.maxCallTimeoutMs ? '/limits/maxCallTimeoutMs (caps /sandbox/limits/wallMs)' : '/sandbox/limits/wallMs';
+  else if (timeoutMs !== undefined) timeoutSource = timeoutMs > config.limits.maxCallTimeoutMs ? `/limits/maxCallTimeoutMs (caps the manifest's timeoutMs ${timeoutMs})` : `the manifest's timeoutMs`;
   const resultFromManifest = maxResultBytes !== undefined && maxResultBytes < config.limits.maxResultBytes;
   return {
     agent: limitFacts(agent.rateLimit, own ? `/agents/${agent.name}/rateLimit over /rateLimits/perAgent` : '/rateLimits/perAgent'),
@@ -473,7 +502,8 @@ function formatExplanation(facts: Explanation): string {
   }
   if (facts.toolInfo) {
     const tool = facts.toolInfo;
-    lines.push(`tool: server ${tool.server} (${tool.manifest} serial ${tool.serial}), access ${tool.access}${tool.idempotent ? ', signed idempotent' : ''}`);
+    const origin = tool.server === CODE_MODE_SERVER ? "the broker's own (code mode)" : `server ${tool.server} (${tool.manifest} serial ${tool.serial})`;
+    lines.push(`tool: ${origin}, access ${tool.access}${tool.idempotent ? ', signed idempotent' : ''}`);
     lines.push(
       tool.deduplicated
         ? `  writes are deduplicated: repeats within ${tool.deduplicationWindowSeconds} s get the first result; the tool runs once`
@@ -481,6 +511,7 @@ function formatExplanation(facts: Explanation): string {
     );
   }
   if (facts.egress) lines.push(...egressLines(facts));
+  if (facts.sandbox) lines.push(...sandboxLines(facts.sandbox));
   if (facts.grant) lines.push(`decided by: ${grantText(facts.grant)}${facts.alsoMatching.length > 0 ? ' (the strictest approval among the matching grants wins; among equals, the first)' : ''}`);
   for (const other of facts.alsoMatching) lines.push(`also matches: ${grantText(other)}`);
   for (const other of facts.matchNameOnly) lines.push(`matches the name only: ${grantText(other)}`);
@@ -502,6 +533,15 @@ function egressLines(facts: Explanation): string[] {
     lines.push(`  egress: deny [${egress.reason}]: ${printable(egress.message)}, checked for ${checked}; ${facts.request ? 'every call of this tool is refused' : 'the broker cannot connect to this server'} (WARDEN_EGRESS_DENIED); add a rule to /egress/allow`);
   }
   return lines;
+}
+
+function sandboxLines(sandbox: SandboxFacts): string[] {
+  const { memoryMb, cpuMs, wallMs, inputBytes, outputBytes } = sandbox.limits;
+  const limits = `  sandbox limits: ${memoryMb} MB, ${cpuMs} ms of CPU, ${wallMs} ms in all, ${inputBytes} bytes in, ${outputBytes} bytes out (/sandbox, docs/sandbox.md)`;
+  if (sandbox.kind === 'code-mode') {
+    return [`code mode: the agent's code runs in a sandbox; each tool call it makes is judged like a direct call, up to ${sandbox.calls?.max} per run, ${sandbox.calls?.concurrency} at once`, limits];
+  }
+  return [`code tool: module ${printable(sandbox.module?.path ?? '')}, pinned sha256 ${sandbox.module?.sha256}`, limits];
 }
 
 function decisionText(facts: Explanation): string {

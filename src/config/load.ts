@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { WardenError } from '../errors.ts';
@@ -6,7 +7,8 @@ import { buildCatalog } from '../catalog/build.ts';
 import { loadSignedManifest } from '../manifest/load.ts';
 import { ManifestRejection } from '../manifest/rejections.ts';
 import { compileTrust, type RawTrust, type TrustPolicy } from '../manifest/trust.ts';
-import type { Manifest } from '../manifest/types.ts';
+import type { Manifest, SandboxLimitSettings } from '../manifest/types.ts';
+import { CODE_MODE_SERVER, RUN_CODE, runCodeTool } from '../catalog/builtin.ts';
 import { openStateStore, type ManifestHistory } from '../state/store.ts';
 import { compileGlob, compileGrants, type RawGrant } from '../policy/grants.ts';
 import type { RateLimit } from '../guard/rate-limits.ts';
@@ -16,7 +18,7 @@ import { listenProblem, parseListen } from './listen.ts';
 import { readDocumentWithDigest } from './read-document.ts';
 import { describeSchemaErrors } from './schema-errors.ts';
 import configSchema from './warden-config.schema.json' with { type: 'json' };
-import type { AgentPolicy, CredentialSource, RateLimits, RejectedServer, WardenConfig } from './types.ts';
+import type { AgentPolicy, CredentialSource, RateLimits, RejectedServer, SandboxSettings, WardenConfig } from './types.ts';
 
 export const DEFAULTS = {
   manifestsDir: 'manifests',
@@ -45,6 +47,18 @@ export const DEFAULTS = {
   egressMaxResponseBytes: 1024 * 1024, // 1 MiB
   egressMaxHeaderBytes: 16 * 1024, // 16 KiB
   egressMaxRedirects: 3,
+  sandboxWarmIsolates: 2,
+  sandboxWorkerMemoryMb: 512,
+  sandboxLimits: {
+    memoryMb: 64,
+    cpuMs: 1000, // 1 s
+    wallMs: 30_000, // 30 s
+    inputBytes: 1024 * 1024, // 1 MiB
+    outputBytes: 64 * 1024, // 64 KiB
+    consoleBytes: 64 * 1024, // 64 KiB
+  },
+  codeModeMaxCalls: 50,
+  codeModeConcurrency: 4,
 } as const;
 
 const validateConfig = new Ajv2020({ allErrors: true, strict: true }).compile(configSchema);
@@ -73,6 +87,14 @@ interface RawConfig {
   state?: { dir?: string };
   pinning?: { recheckSeconds?: number };
   egress?: { allow?: RawEgressRule[]; connectTimeoutMs?: number; maxResponseBytes?: number; maxHeaderBytes?: number; maxRedirects?: number };
+  sandbox?: {
+    workers?: number;
+    warmIsolates?: number;
+    workerMemoryMb?: number;
+    limits?: Partial<SandboxLimitSettings>;
+    maxLimits?: Partial<SandboxLimitSettings>;
+    codeMode?: { workers?: number; maxCalls?: number; concurrency?: number };
+  };
 }
 
 export interface LoadConfigOptions {
@@ -100,6 +122,10 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
   }
   const raw = data as unknown as RawConfig;
   const warnings: string[] = [];
+  if (CODE_MODE_SERVER in raw.servers) {
+    throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /servers/${CODE_MODE_SERVER}: the server key "${CODE_MODE_SERVER}" is the broker's own (${CODE_MODE_SERVER}__run_code); choose another`, { file: path });
+  }
+  const sandbox = compileSandbox(raw, path);
 
   const manifestsDir = resolve(dir, raw.manifestsDir ?? DEFAULTS.manifestsDir);
   const trust = compileTrust(raw.trust, path);
@@ -117,7 +143,9 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
   for (const [name, entry] of Object.entries(raw.servers)) {
     if (entry.identity && servers.has(name)) identityTokens.set(name, { audience: entry.identity.audience ?? name, lifetimeSeconds: entry.identity.lifetimeSeconds ?? DEFAULTS.identityLifetimeSeconds });
   }
-  const catalog = buildCatalog(servers, path);
+  // Code mode exists only where a grant names it (a wildcard never does).
+  const codeMode = Object.values(raw.agents).some((agent) => agent.allow.some((grant) => grant.tools.includes(RUN_CODE)));
+  const catalog = buildCatalog(servers, path, codeMode ? [runCodeTool(sandbox)] : []);
   const credentials = loadCredentialSources(raw, servers, dir, path, warnings);
 
   const agents = new Map<string, AgentPolicy>();
@@ -194,6 +222,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
     },
     rateLimits,
     egress,
+    sandbox,
     approvals: {
       waitMs: (raw.approvals?.waitSeconds ?? DEFAULTS.approvalWaitSeconds) * 1000,
       expireMs: (raw.approvals?.expireSeconds ?? DEFAULTS.approvalExpireSeconds) * 1000,
@@ -202,6 +231,30 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
     log: { level: raw.log?.level ?? DEFAULTS.logLevel },
     warnings,
   });
+}
+
+/** The sandbox settings with their defaults; a default limit above its maximum is refused. */
+function compileSandbox(raw: RawConfig, path: string): SandboxSettings {
+  const limits: SandboxLimitSettings = { ...DEFAULTS.sandboxLimits, ...raw.sandbox?.limits };
+  const maxLimits: SandboxLimitSettings = { ...limits, ...raw.sandbox?.maxLimits };
+  for (const [name, value] of Object.entries(limits) as [keyof SandboxLimitSettings, number][]) {
+    if (value > maxLimits[name]) {
+      throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /sandbox/limits/${name}: ${value} is above sandbox.maxLimits.${name} (${maxLimits[name]})`, { file: path });
+    }
+  }
+  const cpus = availableParallelism();
+  return {
+    workers: raw.sandbox?.workers ?? cpus,
+    warmIsolates: raw.sandbox?.warmIsolates ?? DEFAULTS.sandboxWarmIsolates,
+    workerMemoryMb: raw.sandbox?.workerMemoryMb ?? DEFAULTS.sandboxWorkerMemoryMb,
+    limits,
+    maxLimits,
+    codeMode: {
+      workers: raw.sandbox?.codeMode?.workers ?? cpus,
+      maxCalls: raw.sandbox?.codeMode?.maxCalls ?? DEFAULTS.codeModeMaxCalls,
+      concurrency: raw.sandbox?.codeMode?.concurrency ?? DEFAULTS.codeModeConcurrency,
+    },
+  };
 }
 
 /** Where cloud providers serve instance credentials: a block that covers them is worth a warning. */

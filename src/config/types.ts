@@ -1,6 +1,6 @@
 import type { ArgumentLimits } from '../guard/argument-limits.ts';
 import type { CatalogTool } from '../catalog/build.ts';
-import type { Manifest } from '../manifest/types.ts';
+import type { Manifest, SandboxLimitSettings } from '../manifest/types.ts';
 import type { Grant, Matcher } from '../policy/grants.ts';
 import type { RateLimit } from '../guard/rate-limits.ts';
 import type { RejectionReason } from '../manifest/rejections.ts';
@@ -36,6 +36,18 @@ export interface RateLimits {
 export interface ListenAddress {
   readonly host: string;
   readonly port: number;
+}
+
+export interface SandboxSettings {
+  /** Worker processes for code tools. */
+  readonly workers: number;
+  readonly warmIsolates: number;
+  readonly workerMemoryMb: number;
+  /** Each run's limits, unless a code tool asks for others. */
+  readonly limits: SandboxLimitSettings;
+  /** The most a code tool may ask for. */
+  readonly maxLimits: SandboxLimitSettings;
+  readonly codeMode: { readonly workers: number; readonly maxCalls: number; readonly concurrency: number };
 }
 
 /** Where a credential's value comes from. */
@@ -78,6 +90,8 @@ export interface WardenConfig {
   readonly rateLimits: RateLimits;
   /** Where outbound requests may go; compiled at load. */
   readonly egress: EgressPolicy;
+  /** Code tools and code mode: the worker pools and each run's limits. */
+  readonly sandbox: SandboxSettings;
   readonly approvals: { readonly waitMs: number; readonly expireMs: number };
   readonly idempotency: { readonly windowMs: number };
   readonly log: { readonly level: string };

@@ -13,6 +13,7 @@ import { checkManifestPolicy, verifyEnvelope } from './verify.ts';
 import { compileArgumentSchema, type ArgumentValidator } from '../guard/argument-schema.ts';
 import { compileOutputScope, type OutputScope } from '../guard/output-scope.ts';
 import { compileHttpTemplate, type HttpRequestTemplate } from '../backends/http-request.ts';
+import { readModuleFile } from './module-file.ts';
 
 const ajv = new Ajv2020({ allErrors: true, strict: true });
 addFormats.default(ajv, ['date-time']);
@@ -32,7 +33,8 @@ interface RawManifest {
   transport:
     | { type: 'stdio'; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; era?: Era }
     | { type: 'http'; url: string; era?: Era }
-    | { type: 'http-api'; baseUrl: string };
+    | { type: 'http-api'; baseUrl: string }
+    | { type: 'sandbox'; module: string; sha256: string };
   tools: ManifestTool[];
   credentials?: { name: string; env?: string; header?: string; prefix?: string }[];
 }
@@ -91,7 +93,10 @@ function readCapped(file: string): Buffer {
 }
 
 export interface BuildOptions {
-  /** Resolve a stdio command to an absolute path now (the broker); false when only signing. */
+  /**
+   * The broker loading it: resolve a stdio command to an absolute path, and read a code
+   * tool's module and check it against its pinned SHA-256. False when only signing.
+   */
   readonly resolveCommand: boolean;
   readonly searchPath?: string | undefined;
   readonly digest?: string;
@@ -126,6 +131,7 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
   const outputScopes = new Map<string, OutputScope>();
   const httpTemplates = new Map<string, HttpRequestTemplate>();
   const isHttpApi = raw.transport.type === 'http-api';
+  const isSandbox = raw.transport.type === 'sandbox';
   raw.tools.forEach((tool, index) => {
     if (validators.has(tool.name)) throw invalid(`/tools/${index}/name`, `tool "${tool.name}" is declared twice`);
     const conflict = annotationConflict(tool);
@@ -142,6 +148,10 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
     if (isHttpApi !== (tool.http !== undefined)) {
       throw invalid(`/tools/${index}`, isHttpApi ? 'a tool of an http-api server needs http: the request it makes (method and path)' : 'http applies to tools of an http-api server only');
     }
+    if (isSandbox && tool.access !== 'read') {
+      throw invalid(`/tools/${index}/access`, 'a code tool runs with no network, files or state, so it changes nothing: declare access: read');
+    }
+    if (!isSandbox && tool.sandbox !== undefined) throw invalid(`/tools/${index}/sandbox`, 'sandbox limits apply to tools of a sandbox server only');
     if (tool.http) {
       try {
         httpTemplates.set(tool.name, compileHttpTemplate(tool.http, tool.inputSchema));
@@ -169,12 +179,23 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
   } else if (raw.transport.type === 'http') {
     const url = parseUrl(raw.transport.url, '/transport/url');
     transport = { type: 'http', url: url.href, era: raw.transport.era ?? 'auto' };
-  } else {
+  } else if (raw.transport.type === 'http-api') {
     const url = parseUrl(raw.transport.baseUrl, '/transport/baseUrl');
     if (url.search !== '' || url.hash !== '' || raw.transport.baseUrl.includes('?') || raw.transport.baseUrl.includes('#')) {
       throw invalid('/transport/baseUrl', 'a base URL has no query or fragment; put query parameters under each tool\'s http.query');
     }
     transport = { type: 'http-api', baseUrl: url.href.replace(/\/$/, '') };
+  } else {
+    transport = { type: 'sandbox', module: resolve(base, raw.transport.module), sha256: raw.transport.sha256 };
+  }
+  // What runs is the text read here, checked against the signed digest; the file is not read again.
+  let moduleSource: string | undefined;
+  if (transport.type === 'sandbox' && options.resolveCommand) {
+    const module = readModuleFile(transport.module);
+    if (module.sha256 !== transport.sha256) {
+      throw new ManifestRejection('module-modified', `the module ${transport.module} has SHA-256 ${module.sha256}; the signed manifest pins ${transport.sha256}. The publisher must sign a release for the changed file`, { module: transport.module, sha256: module.sha256 });
+    }
+    moduleSource = module.source;
   }
 
   const credentials = checkCredentials(raw, transport);
@@ -196,6 +217,7 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
     ...(raw.description === undefined ? {} : { description: raw.description }),
     ...(raw.instructions === undefined ? {} : { instructions: raw.instructions }),
     transport,
+    ...(moduleSource === undefined ? {} : { moduleSource }),
     tools: raw.tools,
     credentials,
     validators,
@@ -264,6 +286,7 @@ function checkCredentials(raw: RawManifest, transport: Manifest['transport']): M
   const targets = new Set<string>();
   return (raw.credentials ?? []).map((credential, index) => {
     const fail = (why: string) => new ManifestRejection('invalid-manifest', `at /credentials/${index}: ${why}`, { path: `/credentials/${index}` });
+    if (transport.type === 'sandbox') throw fail('a code tool runs with no network and gets no credentials');
     if (names.has(credential.name)) throw fail(`credential "${credential.name}" is declared twice`);
     names.add(credential.name);
     if (transport.type === 'stdio') {

@@ -28,6 +28,8 @@ export const REJECTIONS = {
   'unexpected-name': { exit: 39, summary: 'the manifest\'s name is not the one the config expects for this server (servers.<key>.name)' },
   'rollback': { exit: 40, summary: 'a manifest with a higher serial has already been accepted for this name' },
   'equivocation': { exit: 41, summary: 'a different manifest with the same serial has already been accepted for this name' },
+  'module-unreadable': { exit: 42, summary: 'a code tool\'s module file (transport.module) cannot be read, is not UTF-8 text or is over the size limit' },
+  'module-modified': { exit: 43, summary: 'a code tool\'s module file differs from the SHA-256 the signed manifest pins (transport.sha256)' },
 } as const;
 
 export type RejectionReason = keyof typeof REJECTIONS;

@@ -1,8 +1,10 @@
+import { dirname, resolve } from 'node:path';
 import canonicalize from 'canonicalize';
 import { WardenError } from '../errors.ts';
 import { signMessage } from './ed25519.ts';
 import { decodeBase64Strict, PAYLOAD_TYPE, preAuthEncoding, type Envelope } from './envelope.ts';
 import { buildManifest } from './load.ts';
+import { readModuleFile } from './module-file.ts';
 import { ManifestRejection } from './rejections.ts';
 import { parseStrictJson } from './strict-json.ts';
 import type { Manifest } from './types.ts';
@@ -14,17 +16,26 @@ export interface SigningKey {
   readonly keyId: string;
 }
 
+export interface SignOptions {
+  readonly now: number;
+  readonly validDays: number;
+  /** Where the signed file goes: a code tool's module path is relative to it. Default: FILE's folder. */
+  readonly moduleBase?: string;
+}
+
 /**
  * Signs a manifest source (parsed YAML or JSON). issuedAt defaults to now and expiresAt to
- * now + validDays; everything else is the owner's. Refuses what the broker would refuse
- * for its content: a schema or rule violation, invisible characters, a past expiry.
+ * now + validDays; a code tool's module SHA-256 is filled in from the file; everything else
+ * is the owner's. Refuses what the broker would refuse for its content: a schema or rule
+ * violation, invisible characters, a past expiry, a module that is not the pinned one.
  */
-export function signManifestSource(source: unknown, file: string, key: SigningKey, options: { now: number; validDays: number }): { envelope: Envelope; manifest: Manifest } {
+export function signManifestSource(source: unknown, file: string, key: SigningKey, options: SignOptions): { envelope: Envelope; manifest: Manifest } {
   if (typeof source !== 'object' || source === null || Array.isArray(source)) {
     throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: a manifest is a mapping (name, serial, transport, tools, ...)`, { file });
   }
   const issuedAt = new Date(options.now).toISOString().replace(/\.\d{3}Z$/, 'Z');
-  const document = { issuedAt, expiresAt: new Date(options.now + options.validDays * DAY_MS).toISOString().replace(/\.\d{3}Z$/, 'Z'), ...source };
+  const pinned = pinModule(source as Record<string, unknown>, file, options.moduleBase ?? dirname(resolve(file)));
+  const document = { issuedAt, expiresAt: new Date(options.now + options.validDays * DAY_MS).toISOString().replace(/\.\d{3}Z$/, 'Z'), ...pinned };
   let text: string | undefined;
   try {
     text = canonicalize(document);
@@ -78,6 +89,27 @@ function checkForSigning(document: unknown, file: string, now: number): Manifest
     throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: issuedAt is not before expiresAt`, { file });
   }
   return manifest;
+}
+
+/**
+ * A code tool's manifest with transport.sha256 set from its module file: the owner signs
+ * the digest of the file as it is now. A digest already written must match the file.
+ */
+function pinModule(source: Record<string, unknown>, file: string, base: string): Record<string, unknown> {
+  const transport = source['transport'];
+  if (typeof transport !== 'object' || transport === null || (transport as Record<string, unknown>)['type'] !== 'sandbox') return source;
+  const { module, sha256 } = transport as Record<string, unknown>;
+  if (typeof module !== 'string' || module === '') return source; // the schema check reports it
+  let actual: string;
+  try {
+    actual = readModuleFile(resolve(base, module)).sha256;
+  } catch (error) {
+    throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /transport/module: ${(error as Error).message}`, { file });
+  }
+  if (sha256 !== undefined && sha256 !== actual) {
+    throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /transport/sha256: the module's SHA-256 is ${actual}, not ${String(sha256)}; remove sha256 to pin the file as it is now, or restore the file`, { file });
+  }
+  return { ...source, transport: { ...transport, sha256: actual } };
 }
 
 function signature(payload: Buffer, key: SigningKey): { keyid: string; sig: string } {

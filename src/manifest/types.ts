@@ -23,6 +23,18 @@ export interface ManifestTool {
   readonly annotations?: Readonly<ToolAnnotations>;
   /** http-api servers only: the request this tool makes (compiled into Manifest.httpTemplates). */
   readonly http?: RawHttpTemplate;
+  /** sandbox servers only: the limits this code tool asks for, each capped by the config's sandbox.maxLimits. */
+  readonly sandbox?: Readonly<Partial<SandboxLimitSettings>>;
+}
+
+/** Limits of one sandboxed run, as the config and manifests set them. */
+export interface SandboxLimitSettings {
+  readonly memoryMb: number;
+  readonly cpuMs: number;
+  readonly wallMs: number;
+  readonly inputBytes: number;
+  readonly outputBytes: number;
+  readonly consoleBytes: number;
 }
 
 export interface ToolAnnotations {
@@ -69,6 +81,15 @@ export interface HttpApiTransport {
   readonly baseUrl: string;
 }
 
+/** Code tools: a JavaScript module the broker runs in its sandbox workers. */
+export interface SandboxTransport {
+  readonly type: 'sandbox';
+  /** Absolute path of the module file, resolved at load. */
+  readonly module: string;
+  /** The SHA-256 the signed manifest pins; the file matched it when loaded. */
+  readonly sha256: string;
+}
+
 export interface Manifest {
   /** Compiled input-schema validators, by tool name; compiled once, at load. */
   readonly validators: ReadonlyMap<string, ArgumentValidator>;
@@ -93,7 +114,9 @@ export interface Manifest {
   readonly digest: string;
   /** The keys that signed it, as verification established; empty for an unsigned source. */
   readonly signers: readonly { readonly keyId: string; readonly publisher: string }[];
-  readonly transport: StdioTransport | HttpTransport | HttpApiTransport;
+  readonly transport: StdioTransport | HttpTransport | HttpApiTransport | SandboxTransport;
+  /** sandbox servers: the module's text, read and checked against its pinned SHA-256 at load; what runs is this, never the file read again. */
+  readonly moduleSource?: string;
   readonly tools: readonly ManifestTool[];
   readonly credentials: readonly ManifestCredential[];
 }

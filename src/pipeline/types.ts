@@ -12,6 +12,9 @@ import type { WardenErrorCode } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Grant } from '../policy/grants.ts';
 
+/** The `_meta` key that carries a refusal's code (and hints) to the agent's host. */
+export const REFUSAL_META_KEY = 'mcp-warden/refusal';
+
 /** One tools/call as it passes the stages. Stages fill in what they establish. */
 export interface CallContext {
   readonly correlationId: string;

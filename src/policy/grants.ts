@@ -1,3 +1,5 @@
+import { CODE_MODE_SERVER } from '../catalog/builtin.ts';
+import { SEPARATOR } from '../catalog/build.ts';
 import type { ManifestTool } from '../manifest/types.ts';
 
 export type Access = ManifestTool['access'];
@@ -38,11 +40,24 @@ export function compileGrants(raw: readonly RawGrant[]): readonly Grant[] {
     patterns: grant.tools,
     // Writes are never granted by accident: a grant covers reads unless it says otherwise.
     access: new Set(grant.access ?? ['read']),
-    matchers: grant.tools.map(compileGlob),
+    matchers: grant.tools.map(compileGrantPattern),
     approval: grant.approval ?? 'none',
     // Never approve silently: without a way to ask the user, refuse unless the rule says otherwise.
     fallback: grant.fallback ?? 'refuse',
   }));
+}
+
+/** Names of the broker's own tools (code mode). */
+const BUILTIN_PREFIX = `${CODE_MODE_SERVER}${SEPARATOR}`;
+
+/**
+ * A grant's pattern. A wildcard never matches the broker's own tools: code mode is
+ * granted by its exact name, so no existing "*" grant starts running agents' code.
+ */
+function compileGrantPattern(pattern: string): Matcher {
+  const glob = compileGlob(pattern);
+  if (!pattern.includes('*') && !pattern.includes('?')) return glob;
+  return (name) => !name.startsWith(BUILTIN_PREFIX) && glob(name);
 }
 
 /**

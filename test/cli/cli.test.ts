@@ -56,11 +56,12 @@ describe('mcp-warden CLI', () => {
     const check = run(['config', 'check', join(target, 'warden.yaml')]);
     assert.equal(check.code, 0, check.stderr);
     // Every tool each live server offers is signed: 8 of the notes server, 13 of server-everything,
-    // and the 4 native HTTP tools of the tickets API.
+    // the 4 native HTTP tools of the tickets API and the 3 code tools; and code mode (warden__run_code).
     assert.match(check.stdout, /^accepted: server notes: example\.notes serial 1, signed by demo$/m);
     assert.match(check.stdout, /^accepted: server everything: modelcontextprotocol\.everything serial 1, signed by demo$/m);
     assert.match(check.stdout, /^accepted: server tickets: example\.tickets serial 1, signed by demo$/m);
-    assert.match(check.stdout, /ok: .* 3 server\(s\), 25 tool\(s\), 1 agent\(s\)/);
+    assert.match(check.stdout, /^accepted: server text: example\.text serial 1, signed by demo$/m);
+    assert.match(check.stdout, /ok: .* 4 server\(s\), 29 tool\(s\), 1 agent\(s\)/);
     assert.doesNotMatch(check.stdout, /refused/);
     // The egress rule init writes covers every tickets tool: no warning.
     assert.doesNotMatch(`${check.stdout}${check.stderr}`, /warning/);
