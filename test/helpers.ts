@@ -1,3 +1,5 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -12,6 +14,8 @@ import { formatEnvelope } from '../src/manifest/envelope.ts';
 import { keyId, publicKeyOf } from '../src/manifest/ed25519.ts';
 import { signManifestSource } from '../src/manifest/sign.ts';
 import type { WardenConfig } from '../src/config/types.ts';
+import { WardenError } from '../src/errors.ts';
+import { ManifestRejection, type RejectionReason } from '../src/manifest/rejections.ts';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const CLI = join(ROOT, 'bin/mcp-warden');
@@ -127,4 +131,46 @@ export async function startBroker(config: WardenConfig, options: BrokerOptions =
   const broker = new Broker(config, { logger: pino({ level: 'silent' }), audit: 'memory', ...options });
   await broker.start();
   return broker;
+}
+
+/** What fn throws, which must be a WardenError with this code (and a message matching pattern). */
+export function expectWardenError(fn: () => unknown, code: string, pattern?: RegExp): WardenError {
+  const caught = thrownBy(fn);
+  assert.ok(caught instanceof WardenError, `expected a WardenError (${code}), got ${String(caught)}`);
+  assert.equal(caught.code, code, caught.message);
+  if (pattern) assert.match(caught.message, pattern);
+  return caught;
+}
+
+/** What fn throws, which must be a ManifestRejection for this reason (and a message matching pattern). */
+export function expectRejection(fn: () => unknown, reason: RejectionReason, pattern?: RegExp): ManifestRejection {
+  const caught = thrownBy(fn);
+  assert.ok(caught instanceof ManifestRejection, `expected a ManifestRejection (${reason}), got ${String(caught)}`);
+  assert.equal(caught.reason, reason, caught.message);
+  if (pattern) assert.match(caught.message, pattern);
+  return caught;
+}
+
+function thrownBy(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (error) {
+    return error;
+  }
+  return undefined;
+}
+
+/** Runs the CLI to completion. */
+export function runCli(args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** A publisher key pair made by `mcp-warden keygen`: dir/prefix.key and dir/prefix.pub. */
+export function keygenCli(dir: string, prefix: string): { keyId: string; publicKey: string } {
+  const result = runCli(['keygen', '--out', join(dir, prefix)]);
+  assert.equal(result.code, 0, result.stderr);
+  const keyId = /key id: ([0-9a-f]{64})/.exec(result.stdout)?.[1];
+  assert.ok(keyId, result.stdout);
+  return { keyId, publicKey: readFileSync(join(dir, `${prefix}.pub`), 'utf8').trim() };
 }

@@ -47,6 +47,7 @@ export const DEFAULTS = {
   egressMaxResponseBytes: 1024 * 1024, // 1 MiB
   egressMaxHeaderBytes: 16 * 1024, // 16 KiB
   egressMaxRedirects: 3,
+  sandboxMaxDefaultWorkers: 8,
   sandboxWarmIsolates: 2,
   sandboxWorkerMemoryMb: 512,
   sandboxLimits: {
@@ -242,7 +243,8 @@ function compileSandbox(raw: RawConfig, path: string): SandboxSettings {
       throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /sandbox/limits/${name}: ${value} is above sandbox.maxLimits.${name} (${maxLimits[name]})`, { file: path });
     }
   }
-  const cpus = availableParallelism();
+  // One worker per CPU, as the pools' default, but not dozens on a large machine: each is a process.
+  const cpus = Math.min(availableParallelism(), DEFAULTS.sandboxMaxDefaultWorkers);
   return {
     workers: raw.sandbox?.workers ?? cpus,
     warmIsolates: raw.sandbox?.warmIsolates ?? DEFAULTS.sandboxWarmIsolates,

@@ -101,6 +101,8 @@ export interface BuildOptions {
   readonly searchPath?: string | undefined;
   readonly digest?: string;
   readonly signers?: Manifest['signers'];
+  /** The folder relative paths (cwd, module) are resolved against. Default: the file's folder. */
+  readonly base?: string;
 }
 
 /**
@@ -161,7 +163,7 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
     }
   });
 
-  const base = dirname(resolve(file));
+  const base = options.base ?? dirname(resolve(file));
   let transport: Manifest['transport'];
   if (raw.transport.type === 'stdio') {
     const cwd = resolve(base, raw.transport.cwd ?? '.');

@@ -34,7 +34,8 @@ export function signManifestSource(source: unknown, file: string, key: SigningKe
     throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: a manifest is a mapping (name, serial, transport, tools, ...)`, { file });
   }
   const issuedAt = new Date(options.now).toISOString().replace(/\.\d{3}Z$/, 'Z');
-  const pinned = pinModule(source as Record<string, unknown>, file, options.moduleBase ?? dirname(resolve(file)));
+  const base = options.moduleBase ?? dirname(resolve(file));
+  const pinned = pinModule(source as Record<string, unknown>, file, base);
   const document = { issuedAt, expiresAt: new Date(options.now + options.validDays * DAY_MS).toISOString().replace(/\.\d{3}Z$/, 'Z'), ...pinned };
   let text: string | undefined;
   try {
@@ -45,7 +46,7 @@ export function signManifestSource(source: unknown, file: string, key: SigningKe
   if (text === undefined) throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: the manifest holds a value JSON cannot represent (such as .inf or .nan)`, { file });
   const payload = Buffer.from(text, 'utf8');
   // Check exactly what the broker will parse, not the source object.
-  const manifest = checkForSigning(JSON.parse(text), file, options.now);
+  const manifest = checkForSigning(JSON.parse(text), file, options.now, base);
   return { envelope: { payloadType: PAYLOAD_TYPE, payload: payload.toString('base64'), signatures: [signature(payload, key)] }, manifest };
 }
 
@@ -74,10 +75,10 @@ export function addSignature(envelope: Envelope, file: string, key: SigningKey, 
   return { envelope: { ...envelope, signatures: [...envelope.signatures, signature(payload, key)] }, manifest };
 }
 
-function checkForSigning(document: unknown, file: string, now: number): Manifest {
+function checkForSigning(document: unknown, file: string, now: number, base?: string): Manifest {
   let manifest: Manifest;
   try {
-    manifest = buildManifest(document, file, { resolveCommand: false });
+    manifest = buildManifest(document, file, { resolveCommand: false, ...(base === undefined ? {} : { base }) });
   } catch (error) {
     if (error instanceof ManifestRejection) throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: ${error.message}`, { file, reason: error.reason });
     throw error;

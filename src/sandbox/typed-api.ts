@@ -45,14 +45,34 @@ export function describeCodeMode(tools: readonly BoundTool[], settings: SandboxS
     }
     block += '  };\n';
     if (intro.length + body.length + block.length > MAX_DESCRIPTION_CHARS) {
-      for (const member of members) left.push(`tools.${server}.${member.tool}`);
+      for (const member of members) left.push(`tools${access(server)}${access(member.tool)}`);
       continue;
     }
     body += block;
   }
-  const more = left.length > 0 ? `\n(Also available, not described here for length: ${left.join(', ')}.)` : '';
+  const more = left.length > 0 ? `\n${alsoAvailable(left, MAX_DESCRIPTION_CHARS - intro.length - body.length)}` : '';
   if (tools.length === 0) return `${intro}\n\nYou have no tools to call from code right now.`;
   return `${intro}\n\nYour tools:\ndeclare const tools: {\n${body}};${more}`;
+}
+
+/** The tools left out for length, named as code reaches them, as many as fit in `room` characters. */
+function alsoAvailable(names: readonly string[], room: number): string {
+  let line = '(Also available, not described here for length:';
+  let shown = 0;
+  for (const name of names) {
+    const rest = names.length - shown - 1;
+    // Room for this name and, if any are left after it, for the count of those.
+    if (line.length + name.length + 2 + (rest > 0 ? 24 : 2) > room) break;
+    line += `${shown === 0 ? ' ' : ', '}${name}`;
+    shown++;
+  }
+  const hidden = names.length - shown;
+  return `${line}${hidden > 0 ? `${shown === 0 ? '' : ','} and ${hidden} more` : ''}.)`;
+}
+
+/** A member access that is valid JavaScript for any name. */
+function access(name: string): string {
+  return IDENTIFIER.test(name) ? `.${name}` : `[${JSON.stringify(name)}]`;
 }
 
 function property(name: string): string {

@@ -1,32 +1,18 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { REJECTIONS } from '../../src/manifest/rejections.ts';
-import { CLI, NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, writeYaml } from '../helpers.ts';
+import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, writeYaml, keygenCli, runCli as run } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir('warden-signing-');
 after(cleanup);
 
-function run(args: string[]) {
-  const result = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
 const source = (overrides: Record<string, unknown> = {}) => ({ ...stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS), name: 'acme.notes', ...overrides });
 
-function keygen(prefix: string): { keyId: string; publicKey: string } {
-  const result = run(['keygen', '--out', join(dir, prefix)]);
-  assert.equal(result.code, 0, result.stderr);
-  const keyId = /key id: ([0-9a-f]{64})/.exec(result.stdout)?.[1];
-  assert.ok(keyId, result.stdout);
-  return { keyId, publicKey: readFileSync(join(dir, `${prefix}.pub`), 'utf8').trim() };
-}
-
-const ACME = keygen('acme');
-const ACME2 = keygen('acme2');
+const ACME = keygenCli(dir, 'acme');
+const ACME2 = keygenCli(dir, 'acme2');
 
 function config(name: string, trust: Record<string, unknown>): string {
   return writeYaml(join(dir, `${name}.yaml`), { version: 1, manifestsDir: '.', servers: {}, agents: {}, trust, state: { dir: `${name}-state` } });

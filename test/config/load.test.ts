@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config/load.ts';
 import { WardenError } from '../../src/errors.ts';
-import { NOTES_SERVER, NOTES_TOOLS, startBroker, stdioManifest, TEST_PUBLISHER, tempDir, writeConfig, writeManifest, writeYaml } from '../helpers.ts';
+import { NOTES_SERVER, NOTES_TOOLS, startBroker, stdioManifest, TEST_PUBLISHER, tempDir, writeConfig, writeManifest, writeYaml, expectWardenError as expectCode } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir();
 after(cleanup);
@@ -26,19 +26,6 @@ let counter = 0;
 function configFile(data: string | Record<string, unknown>): string {
   const file = join(dir, `config-${counter++}.yaml`);
   return typeof data === 'string' ? writeYaml(file, data) : writeConfig(file, data);
-}
-
-function expectCode(fn: () => unknown, code: string, pattern?: RegExp): WardenError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught instanceof WardenError, `expected a WardenError, got ${String(caught)}`);
-  assert.equal(caught.code, code);
-  if (pattern) assert.match(caught.message, pattern);
-  return caught;
 }
 
 describe('loadConfig', () => {

@@ -4,9 +4,9 @@ import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { buildManifest, loadSignedManifest, resolveCommand } from '../../src/manifest/load.ts';
-import { ManifestRejection, type RejectionReason } from '../../src/manifest/rejections.ts';
+import { ManifestRejection } from '../../src/manifest/rejections.ts';
 import { compileTrust } from '../../src/manifest/trust.ts';
-import { NOTES_SERVER, NOTES_TOOLS, ROOT, stdioManifest, TEST_PUBLISHER, TEST_TRUST, tempDir, writeManifest, writeYaml } from '../helpers.ts';
+import { NOTES_SERVER, NOTES_TOOLS, ROOT, stdioManifest, TEST_PUBLISHER, TEST_TRUST, tempDir, writeManifest, writeYaml, expectRejection } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir();
 after(cleanup);
@@ -36,13 +36,6 @@ function rejectionOf(fn: () => unknown): ManifestRejection {
     return error;
   }
   assert.fail('expected a ManifestRejection, but nothing was thrown');
-}
-
-function expectRejection(fn: () => unknown, reason: RejectionReason, pattern?: RegExp): ManifestRejection {
-  const rejection = rejectionOf(fn);
-  assert.equal(rejection.reason, reason, rejection.message);
-  if (pattern) assert.match(rejection.message, pattern);
-  return rejection;
 }
 
 /** A repository manifest source, signed by the test publisher into a temporary folder. */
