@@ -126,6 +126,7 @@ export class Broker {
     this.#codeMode = new CodeModeBackend({
       pool: this.#pools.codeMode,
       settings: () => this.#config.sandbox,
+      maxResultBytes: () => this.#config.limits.maxResultBytes,
       toolsFor: (agent) => this.#codeModeTools(agent),
       call: (agent, name, args, { signal, parentCorrelationId }) => this.callTool(agent, name, args, { signal, parentCorrelationId }),
     });

@@ -174,3 +174,9 @@ export function keygenCli(dir: string, prefix: string): { keyId: string; publicK
   assert.ok(keyId, result.stdout);
   return { keyId, publicKey: readFileSync(join(dir, `${prefix}.pub`), 'utf8').trim() };
 }
+
+/** The example code tools' manifest (manifests/text.manifest.yaml), named test.<name>, its module path made absolute. */
+export function textToolsManifest(name = 'text'): Record<string, unknown> {
+  const source = parse(readFileSync(join(ROOT, 'manifests/text.manifest.yaml'), 'utf8')) as Record<string, unknown> & { transport: Record<string, unknown> };
+  return { ...source, name: `test.${name}`, transport: { ...source.transport, module: join(ROOT, 'sandboxes/text-tools.js') } };
+}

@@ -23,6 +23,8 @@ export interface CodeModeBackendOptions {
   /** Code mode's own worker pool: a run waiting on a code tool never waits for its own worker. */
   readonly pool: SandboxPool;
   readonly settings: () => SandboxSettings;
+  /** The broker's cap on a result's text (limits.maxResultBytes): the console gives way to the result. */
+  readonly maxResultBytes: () => number;
   /** What this agent may call from code now: what its tools/list shows, less code mode itself. */
   readonly toolsFor: (agent: string) => readonly CodeModeTool[];
   /** One call through the whole pipeline, as the agent: never throws, refusals are tool errors. */
@@ -104,7 +106,7 @@ export class CodeModeBackend implements ToolBackend {
     };
     let outcome;
     try {
-      outcome = await this.#options.pool.run({ kind: 'code', code, tools: [...tools.keys()], limits }, { ...(call.signal ? { signal: call.signal } : {}), onCall });
+      outcome = await this.#options.pool.run({ kind: 'code', code, tools: [...tools.keys()], maxCalls: settings.codeMode.maxCalls, limits }, { ...(call.signal ? { signal: call.signal } : {}), onCall });
     } finally {
       ended.abort();
     }
@@ -116,15 +118,35 @@ export class CodeModeBackend implements ToolBackend {
       } catch {
         throw new WardenError('WARDEN_SANDBOX_CRASHED', 'The code failed: the sandbox returned a malformed result.', { reason: 'protocol' });
       }
-      const structured = { result, console: outcome.console };
+      const structured = { result, console: fitConsole({ result }, outcome.console, this.#options.maxResultBytes()) };
       return { content: [{ type: 'text', text: JSON.stringify(structured) }], structuredContent: structured };
     }
     if (outcome.reason === 'thrown') {
-      const structured = { error: outcome.message ?? 'the code threw', console: outcome.console };
+      const error = outcome.message ?? 'the code threw';
+      const structured = { error, console: fitConsole({ error }, outcome.console, this.#options.maxResultBytes()) };
       return { content: [{ type: 'text', text: `The code threw: ${structured.error}${outcome.console === '' ? '' : `\nConsole output:\n${outcome.console}`}` }], structuredContent: structured, isError: true };
     }
     throw runFailure(outcome, limits, 'The code', call.signal?.aborted === true);
   }
+}
+
+const CONSOLE_CUT = '\n[console output cut to fit the result size limit]\n';
+
+/**
+ * The console output, cut from the end so that the result and the console together fit
+ * the broker's result cap: a result cut by the cap would lose its structured form.
+ */
+function fitConsole(rest: Record<string, unknown>, text: string, maxBytes: number): string {
+  const size = (console: string) => Buffer.byteLength(JSON.stringify({ ...rest, console }));
+  if (size(text) <= maxBytes) return text;
+  let keep = Math.max(0, maxBytes - size(CONSOLE_CUT));
+  // JSON escaping makes some characters longer: shrink until it fits (bounded).
+  for (let attempt = 0; attempt < 16 && keep > 0; attempt++) {
+    const candidate = `${text.slice(0, keep)}${CONSOLE_CUT}`;
+    if (size(candidate) <= maxBytes) return candidate;
+    keep = Math.floor(keep * 0.8);
+  }
+  return size(CONSOLE_CUT) <= maxBytes ? CONSOLE_CUT : '';
 }
 
 function failed(code: string, message: string): Answer {

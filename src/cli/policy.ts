@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import type { CatalogTool } from '../catalog/build.ts';
 import { SEPARATOR } from '../catalog/build.ts';
-import { CODE_MODE_SERVER } from '../catalog/builtin.ts';
+import { CODE_MODE_SERVER, RUN_CODE } from '../catalog/builtin.ts';
 import type { AgentPolicy, WardenConfig } from '../config/types.ts';
 import { WardenError, type WardenErrorCode } from '../errors.ts';
 import { canonicalAddress } from '../guard/address-class.ts';
@@ -298,6 +298,12 @@ function unknownTool(config: WardenConfig, name: string): Pick<Explanation, 'dec
   }
   const key = name.slice(0, separator);
   const toolName = name.slice(separator + SEPARATOR.length);
+  if (key === CODE_MODE_SERVER) {
+    const reason = name === RUN_CODE
+      ? `code mode (${RUN_CODE}) exists only when a grant names it exactly, and none does; add a grant with tools [${RUN_CODE}] (a wildcard never covers it; docs/sandbox.md)`
+      : `the broker's own tools are ${RUN_CODE} only`;
+    return { decision: 'deny', cause: 'no-such-tool', reason };
+  }
   const refused = config.rejected.get(key);
   if (refused) {
     return {

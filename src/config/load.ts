@@ -176,6 +176,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
   }
   const rateLimits = compileRateLimits(raw, catalog, warnings);
   const egress = compileEgress(raw, servers, path, warnings);
+  warnCappedSandboxLimits(servers, sandbox, warnings);
 
   const listenText = raw.http?.listen ?? DEFAULTS.listen;
   const listen = parseListen(listenText);
@@ -257,6 +258,17 @@ function compileSandbox(raw: RawConfig, path: string): SandboxSettings {
       concurrency: raw.sandbox?.codeMode?.concurrency ?? DEFAULTS.codeModeConcurrency,
     },
   };
+}
+
+/** A code tool that asks for more than the policy maximum gets the maximum: legal, but worth saying. */
+function warnCappedSandboxLimits(servers: ReadonlyMap<string, Manifest>, sandbox: SandboxSettings, warnings: string[]): void {
+  for (const [server, manifest] of servers) {
+    for (const tool of manifest.tools) {
+      for (const [name, value] of Object.entries(tool.sandbox ?? {}) as [keyof SandboxLimitSettings, number][]) {
+        if (value > sandbox.maxLimits[name]) warnings.push(`/servers/${server}: tool ${tool.name} asks for sandbox ${name} ${value}; /sandbox/maxLimits/${name} caps it at ${sandbox.maxLimits[name]}`);
+      }
+    }
+  }
 }
 
 /** Where cloud providers serve instance credentials: a block that covers them is worth a warning. */

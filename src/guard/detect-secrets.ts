@@ -12,6 +12,8 @@ import type { SecretLintRuleContext, SecretLintRuleCreator, SecretLintSourceCode
  */
 
 export const DETECTED = '[redacted: secret]';
+/** A reported value shorter than this is not searched for elsewhere in the text (it would mask ordinary words). */
+const MIN_SECRET_CHARS = 8;
 
 interface LoadedRule {
   readonly rule: SecretLintRuleCreator<unknown>;
@@ -54,9 +56,15 @@ export async function findSecrets(text: string): Promise<[number, number][]> {
     const context: SecretLintRuleContext = {
       sharedOptions: {},
       createTranslator: () => ((id: string, data: unknown) => ({ message: id, data })) as never,
-      report: ({ range }) => {
+      report: ({ range, message }) => {
         const [start, end] = range;
         if (Number.isInteger(start) && Number.isInteger(end) && start >= 0 && end > start && end <= text.length) ranges.push([start, end]);
+        // Some rules report a range that does not cover the secret (the AWS secret key rule
+        // gives the match's start with the secret's length), so the secret the rule names
+        // is masked too, wherever it occurs.
+        for (const secret of reportedSecrets(message)) {
+          for (let at = text.indexOf(secret); at !== -1; at = text.indexOf(secret, at + secret.length)) ranges.push([at, at + secret.length]);
+        }
       },
       // Ignoring a finding is never honoured: output cannot switch detection off.
       ignore: () => undefined,
@@ -79,6 +87,15 @@ export async function maskSecrets(text: string, counts: { detected: number }): P
   }
   counts.detected += ranges.length;
   return out + text.slice(at);
+}
+
+/** The values a rule's report names (the key, token or credential it found); never a file name. */
+function reportedSecrets(message: unknown): string[] {
+  const data = (message as { data?: unknown } | null)?.data;
+  if (typeof data !== 'object' || data === null) return [];
+  return Object.entries(data)
+    .filter(([name, value]) => name !== 'FILE_NAME' && typeof value === 'string' && value.length >= MIN_SECRET_CHARS)
+    .map(([, value]) => value as string);
 }
 
 function merge(ranges: [number, number][]): [number, number][] {

@@ -107,6 +107,9 @@ function pinModule(source: Record<string, unknown>, file: string, base: string):
   } catch (error) {
     throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /transport/module: ${(error as Error).message}`, { file });
   }
+  if (sha256 !== undefined && typeof sha256 !== 'string') {
+    throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /transport/sha256: write it as a quoted string of 64 hex digits (YAML reads an unquoted all-digit value as a number), or remove it to have it filled in`, { file });
+  }
   if (sha256 !== undefined && sha256 !== actual) {
     throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /transport/sha256: the module's SHA-256 is ${actual}, not ${String(sha256)}; remove sha256 to pin the file as it is now, or restore the file`, { file });
   }

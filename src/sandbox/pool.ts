@@ -60,10 +60,10 @@ const DEFAULT_MAX_QUEUED = 256;
 const MAX_RESPAWN_DELAY_MS = 30_000;
 /** Kept of a worker's stderr, bytes. */
 const STDERR_TAIL_BYTES = 4096;
-/** Tool calls one run may have the worker forward, whatever the caller's own cap. */
-const MAX_FORWARDED_CALLS = 10_000;
 const MAX_TOOL_PATH = 200;
 const MAX_CALL_ARGS = 1024 * 1024;
+/** What V8 prints when it ends a process whose isolate ran out of heap. */
+const OUT_OF_MEMORY = /out of memory|allocation failed/i;
 const REASONS: ReadonlySet<string> = new Set<FailureReason>(['thrown', 'invalid', 'cpu', 'memory', 'wall', 'output', 'cancelled', 'crashed']);
 
 interface Assignment {
@@ -149,6 +149,11 @@ export class SandboxPool {
       if (hooks.signal?.aborted) return cancelled();
       throw new WardenError('WARDEN_SERVER_UNAVAILABLE', this.#closed ? 'the sandbox is stopped' : `the sandbox cannot run code: ${this.#unavailable ?? 'no worker is running'}`);
     }
+    // Cancelled while the worker was being handed over: give it back unused.
+    if (hooks.signal?.aborted) {
+      this.#release(worker);
+      return cancelled();
+    }
     return new Promise<RunOutcome>((resolve) => {
       const assignment: Assignment = {
         id: this.#nextId++,
@@ -160,7 +165,6 @@ export class SandboxPool {
         calls: 0,
         onAbort: () => this.#end(worker, assignment, 'cancelled'),
       };
-      worker.state = 'busy';
       worker.assignment = assignment;
       // The worker stops the run at its wall time; if it cannot, it is killed a little later.
       assignment.timer = setTimeout(() => this.#kill(worker, 'wall'), job.limits.wallMs + KILL_GRACE_MS);
@@ -182,9 +186,17 @@ export class SandboxPool {
     await Promise.all(exits);
   }
 
-  /** An idle worker, waiting in the queue for one if need be; undefined when cancelled meanwhile. */
+  /**
+   * A worker reserved for the caller (busy from this moment, so no other run can take it),
+   * waiting in the queue for one if need be; undefined when cancelled meanwhile.
+   */
   async #acquire(signal: AbortSignal | undefined): Promise<Worker | undefined> {
-    for (const worker of this.#workers) if (worker.state === 'idle') return worker;
+    for (const worker of this.#workers) {
+      if (worker.state === 'idle') {
+        worker.state = 'busy';
+        return worker;
+      }
+    }
     if (this.#unavailable && ![...this.#workers].some((worker) => worker.state !== 'dead')) {
       throw new WardenError('WARDEN_SERVER_UNAVAILABLE', `the sandbox cannot run code: ${this.#unavailable}`);
     }
@@ -195,7 +207,7 @@ export class SandboxPool {
       const waiter = {
         take: (worker: Worker | undefined) => {
           signal?.removeEventListener('abort', onAbort);
-          resolve(this.#closed ? undefined : worker);
+          resolve(worker);
         },
       };
       const onAbort = () => {
@@ -208,11 +220,11 @@ export class SandboxPool {
     });
   }
 
-  /** A worker became idle: the first waiter gets it. */
+  /** A worker became idle: the first waiter gets it, reserved, or it waits for the next run. */
   #release(worker: Worker): void {
-    worker.state = 'idle';
     const waiter = this.#queue.shift();
-    if (waiter) waiter.take(worker);
+    worker.state = waiter ? 'busy' : 'idle';
+    waiter?.take(worker);
   }
 
   #spawn(): Promise<void> {
@@ -299,7 +311,9 @@ export class SandboxPool {
     const message = raw as FromWorker | null;
     if (!assignment || typeof message !== 'object' || message === null) return this.#kill(worker, 'crashed');
     if (message.t === 'call') {
-      if (message.id !== assignment.id || !Number.isSafeInteger(message.call) || message.call < 0 || typeof message.tool !== 'string' || message.tool.length > MAX_TOOL_PATH || typeof message.args !== 'string' || message.args.length > MAX_CALL_ARGS || ++assignment.calls > MAX_FORWARDED_CALLS) {
+      // The worker forwards no more calls than the job allows: more is a worker out of control.
+      const allowed = assignment.job.kind === 'code' ? assignment.job.maxCalls : 0;
+      if (message.id !== assignment.id || !Number.isSafeInteger(message.call) || message.call < 0 || typeof message.tool !== 'string' || message.tool.length > MAX_TOOL_PATH || typeof message.args !== 'string' || message.args.length > MAX_CALL_ARGS || ++assignment.calls > allowed) {
         return this.#kill(worker, 'crashed');
       }
       void this.#forwardCall(worker, assignment, message.call, message.tool, message.args);
@@ -364,11 +378,17 @@ export class SandboxPool {
     worker.child.stderr?.removeAllListeners();
     const assignment = worker.assignment;
     if (assignment) {
-      const reason: FailureReason = assignment.ending ?? 'crashed';
+      // V8 ends the process itself when an isolate's heap cannot grow (it says so on stderr,
+      // which only V8 and Node write to: guest console output is captured, never printed).
+      const reason: FailureReason = assignment.ending ?? (OUT_OF_MEMORY.test(worker.stderr) ? 'memory' : 'crashed');
       this.#crashed++;
       this.#finish(worker, assignment, { ok: false, reason, console: '', cpuMs: 0 });
-      this.#options.logger.warn({ exitCode, signal, reason }, 'a sandbox worker ended during a run; starting another');
+      this.#options.logger.warn({ exitCode, signal, reason, stderr: worker.stderr.trim() }, 'a sandbox worker ended during a run; starting another');
       this.#options.onWorkerEvent?.({ state: 'crashed', reason, exitCode, signal, stderr: worker.stderr.trim() });
+    } else if (!wasStarting && !this.#closed) {
+      this.#crashed++;
+      this.#options.logger.warn({ exitCode, signal, stderr: worker.stderr.trim() }, 'an idle sandbox worker ended; starting another');
+      this.#options.onWorkerEvent?.({ state: 'crashed', reason: 'idle', exitCode, signal, stderr: worker.stderr.trim() });
     } else if (wasStarting && !this.#closed) {
       this.#startFailures++;
       const why = worker.stderr.trim().split('\n').at(-1) ?? '';

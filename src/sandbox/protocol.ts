@@ -40,6 +40,8 @@ export interface CodeJob {
   readonly code: string;
   /** The tools it may call, as "server.tool" paths. */
   readonly tools: readonly string[];
+  /** Calls the worker forwards; the guest's later calls fail at once, in the worker. */
+  readonly maxCalls: number;
   readonly limits: SandboxLimits;
 }
 

@@ -318,9 +318,16 @@ async function runJob(id: number, job: SandboxJob): Promise<void> {
   const run: Current = { id, job, sandbox: undefined, stopped: undefined, cpuBase: 0n, cpuSeen: 0 };
   current = run;
   const wall = setTimeout(() => stop('wall'), job.limits.wallMs);
+  let disposedAt: number | undefined;
   const watch = setInterval(() => {
-    if (process.memoryUsage.rss() > settings.maxRssMb * 1024 * 1024) endProcess(run, 'memory');
-    else if (cpuUsedMs(run) > job.limits.cpuMs + CPU_GRACE_MS) endProcess(run, 'cpu');
+    if (process.memoryUsage.rss() > settings.maxRssMb * 1024 * 1024) return endProcess(run, 'memory');
+    if (cpuUsedMs(run) > job.limits.cpuMs + CPU_GRACE_MS) return endProcess(run, 'cpu');
+    // Disposed (over its heap limit, or stopped) yet still not done: a built-in that does
+    // not check for termination holds it, and its CPU time can no longer be read.
+    if (run.sandbox?.isolate.isDisposed) {
+      disposedAt ??= Date.now();
+      if (Date.now() - disposedAt > CPU_GRACE_MS) endProcess(run, run.stopped ?? 'memory');
+    }
   }, WATCH_MS);
   const sink: Sink = { console: '', consoleBytes: 0, consoleLimit: job.limits.consoleBytes, truncated: false, onCall: undefined };
   let outcome: RunOutcome;
@@ -366,6 +373,7 @@ async function runCode(run: Current, sandbox: Prepared, job: CodeJob, sink: Sink
   const allowed = new Set(job.tools);
   const settled = new Set<number>();
   const calls = new Map<number, true>();
+  let forwarded = 0;
   sink.onCall = (call, tool, args) => {
     if (run.stopped || calls.has(call)) return;
     calls.set(call, true);
@@ -373,6 +381,11 @@ async function runCode(run: Current, sandbox: Prepared, job: CodeJob, sink: Sink
       void settleCall(run, sandbox, call, false, JSON.stringify({ code: 'WARDEN_TOOL_NOT_FOUND', message: `no tool ${tool} is available here` }));
       return;
     }
+    if (forwarded >= job.maxCalls) {
+      void settleCall(run, sandbox, call, false, JSON.stringify({ code: 'WARDEN_SANDBOX_LIMIT', message: `This run has made its ${job.maxCalls} tool calls (sandbox limit codeMode.maxCalls).` }));
+      return;
+    }
+    forwarded++;
     send({ t: 'call', id: run.id, call, tool, args });
   };
   settlers.set(run.id, (call, ok, json) => {

@@ -34,6 +34,19 @@ describe('secret detection (secretlint recommended rules)', () => {
     });
   }
 
+  it('masks all of a secret, not only the range its rule reports (the AWS secret key rule reports the key name), wherever it occurs', async () => {
+    const key = 'Xq2ZP7kM9vLw3RtY8bNc4HdF6gJe1SaU0iOpQwEr';
+    const out = await maskSecrets(`config: aws_secret_access_key=${key}\nlater: ${key}`, { detected: 0 });
+    for (let at = 0; at + 8 <= key.length; at++) assert.ok(!out.includes(key.slice(at, at + 8)), out);
+    assert.match(out, /^config: \[redacted: secret\]/);
+  });
+
+  it('a file name a rule reports is not masked elsewhere', async () => {
+    const text = `${SAMPLES['github']} is in settings.json; settings.json has more`;
+    const out = await maskSecrets(text, { detected: 0 });
+    assert.ok(out.includes('settings.json has more'), out);
+  });
+
   it('a secretlint-disable comment in the output does not silence detection', async () => {
     const out = await maskSecrets(`// secretlint-disable\n${SAMPLES['github']}\n// secretlint-enable`, { detected: 0 });
     assert.ok(!out.includes(SAMPLES['github']!));
