@@ -14,6 +14,7 @@
  * This file imports nothing at run time but Node's built-ins: the permission model lets it
  * read only itself and the addon.
  */
+import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type * as IVM from 'isolated-vm';
 import type { CodeJob, FailureReason, FromWorker, ModuleJob, RunOutcome, SandboxJob, ToWorker, WorkerSettings } from './protocol.ts';
@@ -77,7 +78,8 @@ function show(value) {
   }
 }
 function write(level, args) {
-  if (consoleLeft <= 0) return;
+  // One line past the budget still goes out, so that the worker marks the cut.
+  if (consoleLeft < 0) return;
   let line = level === 'log' ? '' : '[' + level + '] ';
   for (let i = 0; i < args.length; i++) line += (i === 0 ? '' : ' ') + show(args[i]);
   line += '\n';
@@ -232,7 +234,7 @@ async function prepare(memoryMb: number): Promise<Prepared> {
   }, { ignored: true });
   const send = new ivm.Callback((call: unknown, tool: unknown, args: unknown) => {
     const sink = route.sink;
-    if (!sink?.onCall || typeof call !== 'number' || !Number.isSafeInteger(call) || typeof tool !== 'string' || typeof args !== 'string' || args.length > MAX_CALL_ARGS) return;
+    if (!sink?.onCall || typeof call !== 'number' || !Number.isSafeInteger(call) || typeof tool !== 'string' || typeof args !== 'string') return;
     sink.onCall(call, tool, args);
   }, { ignored: true });
   const entries = (await context.evalClosure(BOOTSTRAP, [emit, send], { result: { reference: true } })) as IVM.Reference;
@@ -303,15 +305,37 @@ function cpuUsedMs(run: Current): number {
   return run.cpuSeen;
 }
 
+/** A run ended by a limit, as the worker established it: never from a message the guest could write. */
+class LimitReached extends Error {
+  readonly reason: FailureReason;
+  constructor(reason: FailureReason) {
+    super(reason);
+    this.reason = reason;
+  }
+}
+
 /**
- * The CPU budget left, as the timeout of the next entry into the isolate. isolated-vm's
- * timeout covers one entry only (not code that resumes after an await), so every entry
- * gets what remains of the whole run's budget.
+ * One entry into the isolate, with what is left of the run's CPU budget as its timeout:
+ * isolated-vm's timeout covers one entry only (not code that resumes after an await), so
+ * every entry gets what remains. A failure is judged by facts the guest cannot forge: the
+ * run stopped by the worker, the isolate disposed (over its heap limit), or the entry cut
+ * at its timeout. Anything else is the guest's own error, passed on.
  */
-function remainingMs(run: Current): number {
+async function enter<T>(run: Current, entry: (timeout: number) => Promise<T>): Promise<T> {
   const left = run.job.limits.cpuMs - cpuUsedMs(run);
-  if (left <= 0) throw new Error('Script execution timed out.');
-  return Math.max(1, Math.ceil(left));
+  if (left <= 0) throw new LimitReached('cpu');
+  const timeout = Math.max(1, Math.ceil(left));
+  const started = performance.now();
+  try {
+    return await entry(timeout);
+  } catch (error) {
+    if (run.stopped) throw new LimitReached(run.stopped);
+    if (run.sandbox?.isolate.isDisposed) throw new LimitReached('memory');
+    // A guest could throw an error worded like isolated-vm's, but not after using its whole
+    // budget first (timers fire a little early: 90%).
+    if (performance.now() - started >= timeout * 0.9 && /timed out/i.test(error instanceof Error ? error.message : '')) throw new LimitReached('cpu');
+    throw error;
+  }
 }
 
 async function runJob(id: number, job: SandboxJob): Promise<void> {
@@ -354,18 +378,44 @@ async function runJob(id: number, job: SandboxJob): Promise<void> {
 }
 
 async function runModule(run: Current, sandbox: Prepared, job: ModuleJob): Promise<unknown> {
+  // Set by a line after the module's own code: evaluation resolves at a top-level await
+  // that is still pending, and then the module's top level has not finished.
+  const finished = `__moduleFinished${randomUUID().replaceAll('-', '')}`;
   // Compiling and linking run no guest code: done synchronously, which is quicker.
-  const module = sandbox.isolate.compileModuleSync(job.source, { filename: job.filename });
+  let module: IVM.Module;
+  try {
+    module = sandbox.isolate.compileModuleSync(`${job.source}\n;globalThis.${finished} = true;\n`, { filename: job.filename });
+  } catch (error) {
+    // The module's own syntax error, as it reads without the added line.
+    sandbox.isolate.compileModuleSync(job.source, { filename: job.filename });
+    throw error;
+  }
   const imports = module.dependencySpecifiers;
   if (imports.length > 0) return `Ia code tool cannot import modules (it imports "${imports[0]}")`;
   module.instantiateSync(sandbox.context, () => {
     throw new Error('imports are not available');
   });
   // The module's top-level code is guest code: asynchronous, with the budget as its timeout.
-  await module.evaluate({ timeout: remainingMs(run) });
+  await enter(run, (timeout) => module.evaluate({ timeout }));
+  if (sandbox.context.global.getSync(finished) !== true) return 'Ia code tool\'s module must not wait at its top level (a top-level await); export functions, and await inside them';
+  sandbox.context.global.deleteSync(finished);
   const exported = module.namespace.getSync(job.exportName, { reference: true });
   if (exported.typeof !== 'function') return `Ithe module has no function export named "${job.exportName}"`;
-  return sandbox.runModule.apply(undefined, [exported.derefInto(), job.input, job.limits.consoleBytes], { timeout: remainingMs(run), result: { promise: true, copy: true } });
+  return runEntry(run, (timeout) => sandbox.runModule.apply(undefined, [exported.derefInto(), job.input, job.limits.consoleBytes], { timeout, result: { promise: true, copy: true } }));
+}
+
+/**
+ * Calls the bootstrap's runner, which catches everything the guest throws and returns a
+ * marked string: a rejection here comes from isolated-vm, never from the guest. A result
+ * promise that the guest left unreachable is collected and "abandoned".
+ */
+async function runEntry(run: Current, entry: (timeout: number) => Promise<unknown>): Promise<unknown> {
+  try {
+    return await enter(run, entry);
+  } catch (error) {
+    if (error instanceof LimitReached || !/abandoned/i.test(error instanceof Error ? error.message : '')) throw error;
+    return 'Tthe code waits for a promise that nothing can settle';
+  }
 }
 
 /** Code mode: each tool call the guest makes goes to the broker; its answer re-enters the isolate with the budget left. */
@@ -377,6 +427,10 @@ async function runCode(run: Current, sandbox: Prepared, job: CodeJob, sink: Sink
   sink.onCall = (call, tool, args) => {
     if (run.stopped || calls.has(call)) return;
     calls.set(call, true);
+    if (args.length > MAX_CALL_ARGS) {
+      void settleCall(run, sandbox, call, false, JSON.stringify({ code: 'WARDEN_ARGUMENTS_INVALID', message: `The arguments are over ${MAX_CALL_ARGS} characters as JSON.` }));
+      return;
+    }
     if (!allowed.has(tool)) {
       void settleCall(run, sandbox, call, false, JSON.stringify({ code: 'WARDEN_TOOL_NOT_FOUND', message: `no tool ${tool} is available here` }));
       return;
@@ -394,7 +448,7 @@ async function runCode(run: Current, sandbox: Prepared, job: CodeJob, sink: Sink
     void settleCall(run, sandbox, call, ok, json);
   });
   try {
-    return await sandbox.runCode.apply(undefined, [job.code, JSON.stringify(job.tools), job.limits.consoleBytes], { timeout: remainingMs(run), result: { promise: true, copy: true } });
+    return await runEntry(run, (timeout) => sandbox.runCode.apply(undefined, [job.code, JSON.stringify(job.tools), job.limits.consoleBytes], { timeout, result: { promise: true, copy: true } }));
   } finally {
     settlers.delete(run.id);
   }
@@ -405,17 +459,13 @@ const settlers = new Map<number, (call: number, ok: boolean, json: string) => vo
 
 async function settleCall(run: Current, sandbox: Prepared, call: number, ok: boolean, json: string): Promise<void> {
   try {
-    await sandbox.settle.apply(undefined, [call, ok, json], { timeout: remainingMs(run) });
+    await enter(run, (timeout) => sandbox.settle.apply(undefined, [call, ok, json], { timeout }));
   } catch (error) {
-    // Over the budget (or out of memory) while resuming: the run ends; its promise is abandoned.
-    if (!run.stopped) run.stopped = isMemoryError(error, sandbox) ? 'memory' : 'cpu';
+    // Over a limit while resuming: the run ends (its result promise is abandoned). settle
+    // itself throws nothing a guest controls: the guest's code runs in later microtasks.
+    if (!run.stopped) run.stopped = error instanceof LimitReached ? error.reason : 'crashed';
     if (!sandbox.isolate.isDisposed) sandbox.isolate.dispose();
   }
-}
-
-function isMemoryError(error: unknown, sandbox: Prepared | undefined): boolean {
-  const message = error instanceof Error ? error.message : String(error);
-  return /memory limit/i.test(message) || (sandbox?.isolate.isDisposed === true && !/timed out/i.test(message));
 }
 
 function finish(run: Current, marked: unknown, sink: Sink): RunOutcome {
@@ -438,12 +488,11 @@ function finish(run: Current, marked: unknown, sink: Sink): RunOutcome {
 
 function failure(run: Current, error: unknown, sink: Sink): RunOutcome {
   const cpuMs = cpuUsedMs(run);
-  if (run.stopped) return { ok: false, reason: run.stopped, console: sink.console, cpuMs };
-  const message = (error instanceof Error ? error.message : String(error)).slice(0, MAX_MESSAGE);
-  let reason: FailureReason = 'thrown';
-  if (/timed out/i.test(message)) reason = 'cpu';
-  else if (isMemoryError(error, run.sandbox)) reason = 'memory';
-  return reason === 'thrown' ? { ok: false, reason, message, console: sink.console, cpuMs } : { ok: false, reason, console: sink.console, cpuMs };
+  const reason = run.stopped ?? (error instanceof LimitReached ? error.reason : undefined);
+  if (reason) return { ok: false, reason, console: sink.console, cpuMs };
+  // The guest's own error (a module's top level, a syntax error), as the runner reports one.
+  const message = error instanceof Error ? `${error.name || 'Error'}: ${error.message}` : String(error);
+  return { ok: false, reason: 'thrown', message: message.slice(0, MAX_MESSAGE), console: sink.console, cpuMs };
 }
 
 process.on('message', (raw: unknown) => {
