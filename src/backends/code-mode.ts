@@ -124,7 +124,7 @@ export class CodeModeBackend implements ToolBackend {
     if (outcome.reason === 'thrown') {
       const error = outcome.message ?? 'the code threw';
       const structured = { error, console: fitConsole({ error }, outcome.console, this.#options.maxResultBytes()) };
-      return { content: [{ type: 'text', text: `The code threw: ${structured.error}${outcome.console === '' ? '' : `\nConsole output:\n${outcome.console}`}` }], structuredContent: structured, isError: true };
+      return { content: [{ type: 'text', text: `The code threw: ${error}${structured.console === '' ? '' : `\nConsole output:\n${structured.console}`}` }], structuredContent: structured, isError: true };
     }
     throw runFailure(outcome, limits, 'The code', call.signal?.aborted === true);
   }

@@ -71,6 +71,8 @@ export function addSignature(envelope: Envelope, file: string, key: SigningKey, 
   if (envelope.signatures.some((existing) => existing.keyid === key.keyId)) {
     throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: already signed by key ${key.keyId}; a threshold counts distinct keys`, { file });
   }
+  // A co-signer vouches for the module too: the file beside the signed manifest must be the pinned one.
+  pinModule(document as Record<string, unknown>, file, dirname(resolve(file)));
   const manifest = checkForSigning(document, file, now);
   return { envelope: { ...envelope, signatures: [...envelope.signatures, signature(payload, key)] }, manifest };
 }

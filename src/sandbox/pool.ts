@@ -1,10 +1,12 @@
-import { fork, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { createRequire, stripTypeScriptTypes } from 'node:module';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WardenError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { encodeFrame, FrameReader } from './frames.ts';
 import { type FailureReason, type FromWorker, type RunOutcome, type SandboxJob, type ToWorker, type WorkerSettings } from './protocol.ts';
 
 export interface SandboxPoolOptions {
@@ -22,6 +24,11 @@ export interface SandboxPoolOptions {
   readonly startTimeoutMs?: number;
   /** Runs waiting for a worker, beyond which a run is refused at once. */
   readonly maxQueued?: number;
+  /**
+   * The worker's program, JavaScript, instead of src/sandbox/worker.ts: for tests that
+   * stand in a misbehaving (compromised) worker. Never set from a config.
+   */
+  readonly program?: string;
 }
 
 export interface WorkerEvent {
@@ -80,6 +87,8 @@ interface Assignment {
 
 interface Worker {
   readonly child: ChildProcess;
+  /** The frame pipe (the worker's fd 3). */
+  readonly channel: Socket;
   state: 'starting' | 'idle' | 'busy' | 'dead';
   assignment: Assignment | undefined;
   stderr: string;
@@ -141,19 +150,25 @@ export class SandboxPool {
    * happens to the worker; throws only WardenError, when no worker can run it at all.
    */
   async run(job: SandboxJob, hooks: RunHooks = {}): Promise<RunOutcome> {
-    if (this.#closed) throw new WardenError('WARDEN_SERVER_UNAVAILABLE', 'the sandbox is stopped');
+    // The wall time counts from here: waiting for a worker uses it up too.
+    const deadline = performance.now() + job.limits.wallMs;
+    if (this.#closed) throw unavailable('the sandbox is stopped');
     if (!this.#started) await this.start();
     if (hooks.signal?.aborted) return cancelled();
-    const worker = await this.#acquire(hooks.signal);
+    const waited = AbortSignal.timeout(Math.max(1, Math.ceil(deadline - performance.now())));
+    const worker = await this.#acquire(hooks.signal ? AbortSignal.any([hooks.signal, waited]) : waited);
     if (!worker) {
       if (hooks.signal?.aborted) return cancelled();
-      throw new WardenError('WARDEN_SERVER_UNAVAILABLE', this.#closed ? 'the sandbox is stopped' : `the sandbox cannot run code: ${this.#unavailable ?? 'no worker is running'}`);
+      if (waited.aborted) return { ok: false, reason: 'wall', console: '', cpuMs: 0 };
+      throw unavailable(this.#closed ? 'the sandbox is stopped' : (this.#unavailable ?? 'no worker is running'));
     }
-    // Cancelled while the worker was being handed over: give it back unused.
-    if (hooks.signal?.aborted) {
+    // Cancelled, or out of time, while the worker was being handed over: give it back unused.
+    const left = Math.floor(deadline - performance.now());
+    if (hooks.signal?.aborted || left < 1) {
       this.#release(worker);
-      return cancelled();
+      return hooks.signal?.aborted ? cancelled() : { ok: false, reason: 'wall', console: '', cpuMs: 0 };
     }
+    job = { ...job, limits: { ...job.limits, wallMs: left } };
     return new Promise<RunOutcome>((resolve) => {
       const assignment: Assignment = {
         id: this.#nextId++,
@@ -197,9 +212,7 @@ export class SandboxPool {
         return worker;
       }
     }
-    if (this.#unavailable && ![...this.#workers].some((worker) => worker.state !== 'dead')) {
-      throw new WardenError('WARDEN_SERVER_UNAVAILABLE', `the sandbox cannot run code: ${this.#unavailable}`);
-    }
+    if (this.#unavailable && ![...this.#workers].some((worker) => worker.state !== 'dead')) throw unavailable(this.#unavailable);
     if (this.#queue.length >= (this.#options.maxQueued ?? DEFAULT_MAX_QUEUED)) {
       throw new WardenError('WARDEN_RATE_LIMITED', 'every sandbox worker is busy and the queue is full; call again shortly', { retryAfterMs: 1000 });
     }
@@ -239,27 +252,18 @@ export class SandboxPool {
       this.#failQueue();
       return Promise.resolve();
     }
-    const child = fork('-', [JSON.stringify(settings)], {
-      execPath: process.execPath,
-      // Node's permission model: the worker may read the addon and nothing else, and may not
-      // start processes or threads. The program itself comes in with --eval.
-      execArgv: [
-        '--no-node-snapshot',
-        '--permission',
-        '--allow-addons',
-        `--allow-fs-read=${settings.addon}`,
-        '--disable-warning=SecurityWarning',
-        '--input-type=module',
-        '--eval',
-        code,
-      ],
+    // Node's permission model: the worker may read the addon and nothing else, and may not
+    // start processes or threads. The program itself comes in with --eval; messages go
+    // over fd 3 (src/sandbox/frames.ts), not Node's IPC channel.
+    const child = spawn(
+      process.execPath,
+      ['--no-node-snapshot', '--permission', '--allow-addons', `--allow-fs-read=${settings.addon}`, '--disable-warning=SecurityWarning', '--input-type=module', '--eval', code, '-', JSON.stringify(settings)],
       // Nothing of the broker's environment (credential variables) reaches it.
-      env: {},
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-      serialization: 'json',
-    });
+      { env: {}, stdio: ['ignore', 'ignore', 'pipe', 'pipe'] },
+    );
     this.#spawned++;
-    const worker: Worker = { child, state: 'starting', assignment: undefined, stderr: '' };
+    const channel = child.stdio[3] as Socket;
+    const worker: Worker = { child, channel, state: 'starting', assignment: undefined, stderr: '' };
     this.#workers.add(worker);
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (chunk: string) => {
@@ -269,7 +273,14 @@ export class SandboxPool {
       const startTimer = setTimeout(() => {
         if (worker.state === 'starting') child.kill('SIGKILL');
       }, this.#options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
-      child.on('message', (message: unknown) => {
+      const reader = new FrameReader(
+        () => maxFrameBytes(worker.assignment?.job),
+        (message) => onFrame(message),
+        () => this.#kill(worker, 'crashed'),
+      );
+      channel.on('data', (chunk: Buffer) => reader.push(chunk));
+      channel.on('error', () => this.#kill(worker, 'crashed'));
+      const onFrame = (message: unknown) => {
         if (worker.state === 'starting') {
           if ((message as FromWorker | null)?.t !== 'ready') return this.#kill(worker, 'crashed');
           clearTimeout(startTimer);
@@ -280,7 +291,7 @@ export class SandboxPool {
           return;
         }
         this.#onMessage(worker, message);
-      });
+      };
       child.on('error', () => undefined); // 'exit' follows and handles it
       child.on('exit', (exitCode, signal) => {
         clearTimeout(startTimer);
@@ -297,7 +308,7 @@ export class SandboxPool {
       const here = fileURLToPath(import.meta.url);
       const file = here.endsWith('.ts') ? here.replace(/pool\.ts$/, 'worker.ts') : here.replace(/pool\.js$/, 'worker.js');
       const source = readFileSync(file, 'utf8');
-      this.#code = file.endsWith('.ts') ? stripTypes(source) : source;
+      this.#code = this.#options.program ?? (file.endsWith('.ts') ? stripTypes(source) : source);
       this.#addon = addonPath();
     }
     return {
@@ -376,6 +387,9 @@ export class SandboxPool {
     this.#workers.delete(worker);
     worker.child.removeAllListeners();
     worker.child.stderr?.removeAllListeners();
+    worker.channel.removeAllListeners();
+    worker.channel.on('error', () => undefined);
+    worker.channel.destroy();
     const assignment = worker.assignment;
     if (assignment) {
       // V8 ends the process itself when an isolate's heap cannot grow (it says so on stderr,
@@ -419,11 +433,27 @@ export class SandboxPool {
   }
 
   #send(worker: Worker, message: ToWorker): void {
-    if (worker.state === 'dead' || !worker.child.connected) return;
-    worker.child.send(message, (error) => {
+    if (worker.state === 'dead' || worker.channel.destroyed) return;
+    worker.channel.write(encodeFrame(message), (error) => {
       if (error) this.#kill(worker, 'crashed');
     });
   }
+}
+
+/**
+ * The largest frame a worker may send: a run's result and console, or a tool call's
+ * arguments, as JSON inside JSON (escaping can make text up to six times longer), and a
+ * little for the rest; small when it is running nothing.
+ */
+function maxFrameBytes(job: SandboxJob | undefined): number {
+  const IDLE = 64 * 1024;
+  if (!job) return IDLE;
+  return 6 * (job.limits.outputBytes + job.limits.consoleBytes + MAX_CALL_ARGS) + IDLE;
+}
+
+/** The agent is told the sandbox cannot run code; why (a path, the worker's stderr) is for the operator. */
+function unavailable(reason: string): WardenError {
+  return new WardenError('WARDEN_SERVER_UNAVAILABLE', 'the sandbox cannot run code right now; the operator can see why in the broker\'s log and audit trail', { reason });
 }
 
 function cancelled(): RunOutcome {

@@ -16,6 +16,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { Socket } from 'node:net';
 import type * as IVM from 'isolated-vm';
 import type { CodeJob, FailureReason, FromWorker, ModuleJob, RunOutcome, SandboxJob, ToWorker, WorkerSettings } from './protocol.ts';
 
@@ -275,9 +276,37 @@ interface Current {
 }
 let current: Current | undefined;
 
-function send(message: FromWorker): void {
-  process.send?.(message);
+/**
+ * The broker's pipe (fd 3): length-prefixed JSON frames, as src/sandbox/frames.ts reads
+ * them. This side trusts the broker, so its reader is the short one; it is written out
+ * here because this program can read no file but the addon.
+ */
+const channel = new Socket({ fd: 3, readable: true, writable: true });
+
+function frame(message: FromWorker): Buffer {
+  const body = Buffer.from(JSON.stringify(message), 'utf8');
+  const header = Buffer.alloc(4);
+  header.writeUInt32BE(body.length, 0);
+  return Buffer.concat([header, body]);
 }
+
+function send(message: FromWorker, written?: () => void): void {
+  channel.write(frame(message), written);
+}
+
+let inbox: Buffer = Buffer.alloc(0);
+channel.on('data', (chunk: Buffer) => {
+  inbox = inbox.length === 0 ? chunk : Buffer.concat([inbox, chunk]);
+  while (inbox.length >= 4 && inbox.length >= 4 + inbox.readUInt32BE(0)) {
+    const length = inbox.readUInt32BE(0);
+    const message = JSON.parse(inbox.subarray(4, 4 + length).toString('utf8')) as ToWorker;
+    inbox = inbox.subarray(4 + length);
+    receive(message);
+  }
+});
+// The broker is gone: nothing left to serve.
+channel.on('close', () => process.exit(0));
+channel.on('error', () => process.exit(0));
 
 /**
  * Ends the run for a reason decided outside the isolate: disposing stops it at once. The
@@ -295,7 +324,7 @@ function stop(reason: FailureReason): void {
 /** The isolate will not stop (or the process is too big): this process ends, and the pool starts another. */
 function endProcess(run: Current, reason: FailureReason): void {
   const kill = () => process.kill(process.pid, 'SIGKILL');
-  process.send?.({ t: 'ending', id: run.id, reason } satisfies FromWorker, () => kill());
+  send({ t: 'ending', id: run.id, reason }, kill);
   setTimeout(kill, 200);
 }
 
@@ -495,8 +524,7 @@ function failure(run: Current, error: unknown, sink: Sink): RunOutcome {
   return { ok: false, reason: 'thrown', message: message.slice(0, MAX_MESSAGE), console: sink.console, cpuMs };
 }
 
-process.on('message', (raw: unknown) => {
-  const message = raw as ToWorker;
+function receive(message: ToWorker): void {
   if (message.t === 'run') {
     // One run at a time: the pool never sends a second; if it did, refuse it rather than mix them.
     if (current) {
@@ -509,9 +537,7 @@ process.on('message', (raw: unknown) => {
   } else if (message.t === 'cancel') {
     if (current?.id === message.id) stop('cancelled');
   }
-});
-// The broker is gone: nothing left to serve.
-process.on('disconnect', () => process.exit(0));
+}
 
 refill().then(
   () => send({ t: 'ready' }),

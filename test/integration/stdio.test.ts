@@ -37,6 +37,11 @@ const EXPECTED_TOOLS = [
   'tickets__get_ticket',
   'tickets__get_attachment',
   'tickets__create_ticket',
+  // The example code tools, and code mode (granted to demo by its exact name).
+  'text__word_stats',
+  'text__csv_to_json',
+  'text__slugify',
+  'warden__run_code',
 ];
 
 describe('stdio agent on the init workspace', () => {
@@ -50,6 +55,22 @@ describe('stdio agent on the init workspace', () => {
     assert.deepEqual(exposed?.inputSchema, declared.inputSchema);
     assert.equal(exposed?.annotations?.readOnlyHint, true);
     assert.equal(tools.find((tool) => tool.name === 'notes__add_note')?.annotations?.readOnlyHint, false);
+    // Code mode's description lists this agent's tools as a typed API, itself excepted.
+    const runCode = tools.find((tool) => tool.name === 'warden__run_code')?.description ?? '';
+    assert.match(runCode, /declare const tools: \{/);
+    for (const name of EXPECTED_TOOLS.filter((tool) => tool !== 'warden__run_code')) {
+      const [server, tool] = name.split('__') as [string, string];
+      assert.ok(runCode.includes(`  ${server}: {`) && (runCode.includes(` ${tool}(args:`) || runCode.includes(` "${tool}"(args:`)), name);
+    }
+    assert.ok(!runCode.includes('run_code('));
+  });
+
+  it('runs a code tool and code mode over stdio', async () => {
+    const slug = await client.callTool({ name: 'text__slugify', arguments: { text: 'Over stdio!' } });
+    assert.equal(textOf(slug), 'over-stdio');
+    const run = await client.callTool({ name: 'warden__run_code', arguments: { code: "const notes = JSON.parse(await tools.notes.list_notes({})); return notes.length;" } });
+    assert.equal(run.isError, undefined, textOf(run));
+    assert.equal(typeof (run.structuredContent as { result?: unknown }).result, 'number');
   });
 
   it('calls tools on the example server and on server-everything; the write waits for a person', async () => {

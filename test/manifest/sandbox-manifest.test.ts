@@ -8,7 +8,7 @@ import { formatEnvelope } from '../../src/manifest/envelope.ts';
 import { buildManifest, loadSignedManifest } from '../../src/manifest/load.ts';
 import { MAX_MODULE_BYTES, readModuleFile } from '../../src/manifest/module-file.ts';
 import { REJECTIONS } from '../../src/manifest/rejections.ts';
-import { signManifestSource } from '../../src/manifest/sign.ts';
+import { addSignature, signManifestSource } from '../../src/manifest/sign.ts';
 import { compileTrust } from '../../src/manifest/trust.ts';
 import { NOTES_SERVER, NOTES_TOOLS, stdioManifest, TEST_PUBLISHER, TEST_TRUST, tempDir, expectRejection, expectWardenError as expectCode } from '../helpers.ts';
 
@@ -389,5 +389,14 @@ describe('signManifestSource: pinning the module', () => {
     const module = writeModule();
     expectCode(() => sign(sandboxSource({ module }, { tools: [{ ...TOOL, access: 'write' }] }), join(dir, 'src.yaml')), 'WARDEN_MANIFEST_INVALID');
     expectCode(() => sign(sandboxSource({ module }, { credentials: [{ name: 'TOKEN' }] }), join(dir, 'src.yaml')), 'WARDEN_MANIFEST_INVALID');
+  });
+  it('a co-signer vouches for the module too: addSignature refuses when the file no longer matches the pinned digest', () => {
+    const module = writeModule();
+    const file = join(dir, `cosign-${counter++}.signed.json`);
+    const { envelope } = sign(sandboxSource({ module }), file);
+    const second = { seed: Buffer.alloc(32, 7), keyId: 'second-key' };
+    assert.equal(addSignature(envelope, file, second, now).envelope.signatures.length, 2);
+    writeFileSync(module, `${MODULE_TEXT}// changed\n`);
+    expectCode(() => addSignature(envelope, file, second, now), 'WARDEN_MANIFEST_INVALID');
   });
 });
