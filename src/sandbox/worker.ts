@@ -247,15 +247,17 @@ async function prepare(memoryMb: number): Promise<Prepared> {
 const warm: Prepared[] = [];
 let warming: Promise<void> | undefined;
 
-/** Tops up the isolates kept ready; one at a time, in the background. */
+/** Tops up the isolates kept ready; one at a time, in the background, one top-up at a time. */
 function refill(): Promise<void> {
-  warming ??= (async () => {
-    try {
-      while (warm.length < settings.warm) warm.push(await prepare(settings.warmMemoryMb));
-    } finally {
-      warming = undefined;
-    }
+  if (warming) return warming;
+  if (warm.length >= settings.warm) return Promise.resolve();
+  const filling = (async () => {
+    while (warm.length < settings.warm) warm.push(await prepare(settings.warmMemoryMb));
   })();
+  // Cleared once settled (never before it is set: a stock already full settles at once).
+  warming = filling.finally(() => {
+    warming = undefined;
+  });
   return warming;
 }
 
