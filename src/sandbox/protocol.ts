@@ -1,8 +1,8 @@
 /**
- * What the broker and a sandbox worker process say to each other over the IPC channel
- * (JSON). Types only: the worker imports nothing at run time but Node's built-ins and
- * isolated-vm, so that it can run under Node's permission model with read access to its
- * own file and the addon alone.
+ * What the broker and a sandbox worker process say to each other, as JSON frames on the
+ * worker's fd 3 (src/sandbox/frames.ts). Types only: the worker's program imports nothing
+ * at run time but Node's built-ins and isolated-vm, so that it runs under Node's
+ * permission model with read access to the addon alone.
  */
 
 /** Hard limits of one run. The broker fills them in from the config and the manifest. */

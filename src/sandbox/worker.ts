@@ -3,16 +3,17 @@
  * isolates, one run at a time, each in a fresh isolate that is disposed after the run.
  *
  * It is started by SandboxPool with --no-node-snapshot (isolated-vm needs it) under Node's
- * permission model (no file access beyond this file and the addon, no child processes,
- * no workers) and with an empty environment, so code that escaped an isolate would still
- * find no credentials and no files. Some memory bombs end a whole process whatever an
+ * permission model (no file access beyond the addon, no child processes, no workers),
+ * with an empty environment and its program passed on the command line, so code that
+ * escaped an isolate would still find no credentials and no files (the network is not
+ * covered by Node 24's permission model: docs/sandbox.md). Some memory bombs end a whole process whatever an
  * isolate's limit says; that is why this is a process of its own, which the pool replaces.
  *
  * Only strings cross into and out of an isolate: arguments and results as JSON text. No
  * Reference, ExternalCopy, Callback or isolate object is ever reachable from guest code;
  * the two host functions the bootstrap receives are kept in its closure and take strings.
  * This file imports nothing at run time but Node's built-ins: the permission model lets it
- * read only itself and the addon.
+ * read only the addon.
  */
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
