@@ -3,7 +3,7 @@ import { CODE_MODE_SERVER, RUN_CODE_TOOL } from '../catalog/builtin.ts';
 import type { SandboxSettings } from '../config/types.ts';
 import { WardenError } from '../errors.ts';
 import { REFUSAL_META_KEY } from '../pipeline/types.ts';
-import { runFailure, runLimits } from '../sandbox/failures.ts';
+import { parseOutput, runFailure, runLimits } from '../sandbox/failures.ts';
 import type { SandboxPool } from '../sandbox/pool.ts';
 import type { BoundTool } from '../sandbox/typed-api.ts';
 import type { BackendState, Quarantine, ToolBackend, ToolCall } from './types.ts';
@@ -112,12 +112,7 @@ export class CodeModeBackend implements ToolBackend {
     }
     if (call.facts) call.facts['sandbox'] = { cpuMs: Math.round(outcome.cpuMs * 1000) / 1000, calls: calls.made, ...(outcome.ok ? {} : { reason: outcome.reason }) };
     if (outcome.ok) {
-      let result: unknown;
-      try {
-        result = JSON.parse(outcome.output);
-      } catch {
-        throw new WardenError('WARDEN_SANDBOX_CRASHED', 'The code failed: the sandbox returned a malformed result.', { reason: 'protocol' });
-      }
+      const result = parseOutput(outcome.output, 'The code');
       const structured = { result, console: fitConsole({ result }, outcome.console, this.#options.maxResultBytes()) };
       return { content: [{ type: 'text', text: JSON.stringify(structured) }], structuredContent: structured };
     }

@@ -9,6 +9,7 @@ import type { HttpApiTransport, Manifest } from '../manifest/types.ts';
 import { BROKER_INFO } from '../version.ts';
 import { resolveCredentials, type ResolvedCredential } from './credentials.ts';
 import { ExpiryWatch } from './expiry-watch.ts';
+import { jsonResult } from './json-result.ts';
 import { buildHttpRequest } from './http-request.ts';
 import type { BackendState, Quarantine, ToolBackend, ToolCall } from './types.ts';
 
@@ -212,9 +213,7 @@ export class HttpApiBackend implements ToolBackend {
       } catch {
         throw new WardenError('WARDEN_DOWNSTREAM_ERROR', `server "${this.server}" answered invalid JSON`, { server: this.server, status });
       }
-      const json = JSON.stringify(value);
-      const structured = typeof value === 'object' && value !== null && !Array.isArray(value) ? { structuredContent: value as Record<string, unknown> } : {};
-      return { content: [{ type: 'text', text: json }], ...structured };
+      return jsonResult(value);
     }
     if (type === '' || type.startsWith('text/')) return { content: [{ type: 'text', text }] };
     throw new WardenError('WARDEN_DOWNSTREAM_ERROR', `server "${this.server}" answered ${printable(type)}, which is not text or JSON; binary answers are not passed to agents`, { server: this.server, status });

@@ -4,10 +4,11 @@ import { writeOrLog, type AuditTrail } from '../audit/trail.ts';
 import type { SandboxSettings } from '../config/types.ts';
 import { WardenError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import type { Manifest, SandboxTransport } from '../manifest/types.ts';
-import { runFailure, runLimits } from '../sandbox/failures.ts';
+import type { Manifest, ManifestTool, SandboxTransport } from '../manifest/types.ts';
+import { parseOutput, runFailure, runLimits } from '../sandbox/failures.ts';
 import type { SandboxPool } from '../sandbox/pool.ts';
 import { ExpiryWatch } from './expiry-watch.ts';
+import { jsonResult } from './json-result.ts';
 import type { BackendState, Quarantine, ToolBackend, ToolCall } from './types.ts';
 
 export interface SandboxBackendOptions {
@@ -37,6 +38,8 @@ export class SandboxBackend implements ToolBackend {
   readonly #source: string;
   readonly #filename: string;
   readonly #expiry: ExpiryWatch;
+  /** The manifest's tools by name, for their sandbox limits. */
+  readonly #tools: ReadonlyMap<string, ManifestTool>;
   #state: BackendState = 'starting';
 
   constructor(options: SandboxBackendOptions) {
@@ -50,6 +53,7 @@ export class SandboxBackend implements ToolBackend {
     // Guest stack traces name the module by its file name only: no broker path reaches an agent.
     this.#filename = `sandbox:///${options.server}/${basename((transport as SandboxTransport).module)}`;
     this.#expiry = new ExpiryWatch(options);
+    this.#tools = new Map(options.manifest.tools.map((tool) => [tool.name, tool]));
   }
 
   get state(): BackendState {
@@ -79,7 +83,7 @@ export class SandboxBackend implements ToolBackend {
       throw new WardenError('WARDEN_SERVER_QUARANTINED', `server "${this.server}" is quarantined: its signed manifest expired; the publisher must sign a new release`, { server: this.server, reason: 'expired', notSent: true });
     }
     if (this.#state === 'closed') throw new WardenError('WARDEN_SERVER_UNAVAILABLE', `server "${this.server}" is stopped`, { server: this.server, notSent: true });
-    const tool = this.#options.manifest.tools.find((candidate) => candidate.name === call.tool);
+    const tool = this.#tools.get(call.tool);
     if (!tool) throw new WardenError('WARDEN_INTERNAL', `server "${this.server}" has no tool "${call.tool}"`, { server: this.server, notSent: true });
     const settings = this.#options.settings();
     const limits = runLimits(settings.limits, settings.maxLimits, tool.sandbox, call.timeoutMs);
@@ -100,22 +104,7 @@ export class SandboxBackend implements ToolBackend {
       if (outcome.reason === 'thrown') return { content: [{ type: 'text', text: `${what} failed: ${outcome.message ?? 'it threw'}` }], isError: true };
       throw runFailure(outcome, limits, what, call.signal?.aborted === true);
     }
-    return toolResult(outcome.output);
+    const value = parseOutput(outcome.output, what);
+    return typeof value === 'string' ? { content: [{ type: 'text', text: value }] } : jsonResult(value, outcome.output);
   }
-}
-
-/** A plain object becomes structured content too; a string is the text itself; anything else its JSON. */
-function toolResult(output: string): CallToolResult {
-  let value: unknown;
-  try {
-    value = JSON.parse(output);
-  } catch {
-    // The worker checked it was JSON; one that says otherwise is not trusted further.
-    throw new WardenError('WARDEN_SANDBOX_CRASHED', 'The code tool failed: the sandbox returned a malformed result.', { reason: 'protocol' });
-  }
-  if (typeof value === 'string') return { content: [{ type: 'text', text: value }] };
-  if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
-    return { content: [{ type: 'text', text: output }], structuredContent: value as Record<string, unknown> };
-  }
-  return { content: [{ type: 'text', text: output }] };
 }

@@ -35,9 +35,9 @@ export function exposedName(server: string, tool: string): string {
 }
 
 /**
- * Builds the one catalog of exposed tools from the manifests and the broker's own tools. Server keys cannot contain
- * an underscore (config schema), so `<server>__<tool>` is unambiguous; collisions are
- * still checked, since a check that cannot fail costs nothing here.
+ * Builds the one catalog of exposed tools from the manifests and the broker's own tools.
+ * Server keys cannot contain an underscore (config schema), so `<server>__<tool>` is
+ * unambiguous; collisions are still checked, since a check that cannot fail costs nothing.
  */
 export function buildCatalog(servers: ReadonlyMap<string, Manifest>, configFile: string, builtins: readonly CatalogTool[] = []): ReadonlyMap<string, CatalogTool> {
   const catalog = new Map<string, CatalogTool>();

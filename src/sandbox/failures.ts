@@ -33,6 +33,18 @@ export function runFailure(outcome: Extract<RunOutcome, { ok: false }>, limits: 
   }
 }
 
+/**
+ * A run's result, parsed. The worker checked it was JSON; one that says otherwise is not
+ * trusted further, and the call fails as if the worker had crashed.
+ */
+export function parseOutput(output: string, what: string): unknown {
+  try {
+    return JSON.parse(output);
+  } catch {
+    throw new WardenError('WARDEN_SANDBOX_CRASHED', `${what} failed: the sandbox returned a malformed result.`, { reason: 'protocol' });
+  }
+}
+
 /** The limits of one run: the tool's requests over the defaults, each capped by the policy maximum and the call timeout. */
 export function runLimits(defaults: SandboxLimitSettings, maximum: SandboxLimitSettings, requested: Partial<SandboxLimitSettings> | undefined, timeoutMs: number): SandboxLimitSettings {
   const pick = (name: keyof SandboxLimitSettings) => Math.min(requested?.[name] ?? defaults[name], maximum[name]);
