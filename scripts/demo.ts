@@ -100,6 +100,11 @@ try {
   );
   console.log(`$ mcp-warden egress check http://169.254.169.254/latest/meta-data/\n${indent(egressCheck.stdout)}`);
 
+  // What a stdio server runs is pinned in its signed manifest (init filled in the digests);
+  // the broker checks them before every start and restart.
+  const verified = (await cli('manifest', 'verify', '--config', workspace.config, join(workspace.dir, 'manifests/notes.manifest.signed.json'))).stdout;
+  console.log(`$ mcp-warden manifest verify --config warden.yaml manifests/notes.manifest.signed.json\n${indent(verified)}`);
+
   // A write that needs a person's approval: the call is held until someone decides with
   // the approvals command, which the agent has no way to reach.
   console.log(`$ mcp-warden policy explain --agent demo --tool notes__add_note\n${indent((await cli('policy', 'explain', '--config', workspace.config, '--agent', 'demo', '--tool', 'notes__add_note')).stdout)}`);

@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { CallToolResult, ListToolsResult } from '@modelcontextprotocol/server';
 import { memoryAuditTrail, openAuditTrail, writeOrLog, type AuditTrail } from './audit/trail.ts';
-import { McpBackend } from './backends/mcp.ts';
+import { McpBackend, type HttpConnection } from './backends/mcp.ts';
 import { HttpApiBackend } from './backends/http-api.ts';
 import { SandboxBackend } from './backends/sandbox.ts';
 import { CodeModeBackend, type CodeModeTool } from './backends/code-mode.ts';
 import { CODE_MODE_SERVER, RUN_CODE } from './catalog/builtin.ts';
 import { SandboxPool } from './sandbox/pool.ts';
 import { describeCodeMode } from './sandbox/typed-api.ts';
-import { createEgressAgent, type Resolver } from './backends/egress-agent.ts';
+import { createEgressAgent, type Resolver, type ServerTls } from './backends/egress-agent.ts';
 import type { ToolBackend } from './backends/types.ts';
 import { egressFetch } from './backends/egress-fetch.ts';
 import type { EgressPolicy } from './guard/egress-rules.ts';
@@ -205,7 +205,8 @@ export class Broker {
       onQuarantine: (quarantine) => this.#recordQuarantine(server, manifest.name, manifest.digest, quarantine),
       ...(persistedQuarantine ? { persistedQuarantine } : {}),
       ...(this.#backoff ? { backoff: this.#backoff } : {}),
-      ...(manifest.transport.type === 'http' ? { fetch: this.#egressFetch(server) } : {}),
+      ...(manifest.transport.type === 'http' ? { httpConnection: (tls: ServerTls) => this.#egressConnection(server, tls) } : {}),
+      ...(config.serverTls.get(server)?.ca === undefined ? {} : { tlsCa: config.serverTls.get(server)!.ca! }),
     });
   }
 
@@ -228,10 +229,19 @@ export class Broker {
       .map((tool) => ({ server: tool.server, tool: tool.tool, exposedName: tool.definition.name, definition: tool.definition }));
   }
 
-  /** A Streamable HTTP server's fetch: through the egress dispatcher in force, each refusal audited. */
-  #egressFetch(server: string): FetchLike {
+  /**
+   * A Streamable HTTP server's connection: a dispatcher of its own, built from the egress
+   * policy in force (a new policy restarts the server) and the server's TLS settings; each
+   * refusal audited.
+   */
+  #egressConnection(server: string, tls: ServerTls): HttpConnection {
+    const dispatcher = createEgressAgent(this.#egress.policy, this.#resolve, tls);
+    return { fetch: this.#egressFetch(server, dispatcher), close: () => closeDispatcher(dispatcher) };
+  }
+
+  #egressFetch(server: string, dispatcher: Dispatcher): FetchLike {
     return egressFetch({
-      dispatcher: () => this.#egress.dispatcher,
+      dispatcher: () => dispatcher,
       requestLimitMs: () => this.#config.limits.maxCallTimeoutMs + this.#config.limits.connectTimeoutMs,
       onRefused: (refusal) =>
         writeOrLog(this.audit, { event: 'egress.refused', server, reason: refusal.reason, origin: refusal.origin, ...(refusal.address === undefined ? {} : { address: refusal.address, range: refusal.range }), message: refusal.message }, this.logger),
@@ -419,8 +429,9 @@ export class Broker {
       if (manifest) writeOrLog(this.audit, { event: 'manifest.accepted', server, manifest: manifest.name, serial: manifest.serial, digest: manifest.digest, signers: manifest.signers, expiresAt: manifest.expiresAt }, this.logger);
       const quarantine = this.#backends.get(server)?.quarantine;
       if (quarantine?.trigger !== 'persisted') continue;
-      this.logger.warn({ server, since: quarantine.since }, 'server stays quarantined: this signed release drifted in an earlier run; a new release with a higher serial clears it');
-      writeOrLog(this.audit, { event: 'server.quarantined', server, manifest: manifest?.name, reason: 'drift', trigger: 'persisted', since: quarantine.since, diffDigest: quarantine.diffDigest }, this.logger);
+      const what = quarantine.reason === 'artifact-modified' ? 'what this signed release runs differed from its pins' : 'this signed release drifted';
+      this.logger.warn({ server, since: quarantine.since, reason: quarantine.reason }, `server stays quarantined: ${what} in an earlier run; a new release with a higher serial clears it`);
+      writeOrLog(this.audit, { event: 'server.quarantined', server, manifest: manifest?.name, reason: quarantine.reason, trigger: 'persisted', since: quarantine.since, diffDigest: quarantine.diffDigest }, this.logger);
     }
     for (const [server, rejection] of config.rejected) {
       this.logger.warn({ server, reason: rejection.reason, file: rejection.file }, `manifest refused: ${rejection.message}`);
@@ -585,6 +596,7 @@ function backendKey(config: WardenConfig, server: string): string {
   return JSON.stringify({
     // A Streamable HTTP server reconnects under a new egress policy.
     egress: manifest?.transport.type === 'http' ? config.egress.source : undefined,
+    tlsCa: config.serverTls.get(server)?.ca,
     digest: manifest?.digest,
     credentials: [...(config.credentials.get(server) ?? new Map())],
     connectTimeoutMs: config.limits.connectTimeoutMs,

@@ -11,6 +11,7 @@ import { parse, stringify } from 'yaml';
 import { Broker, type BrokerOptions } from '../src/broker.ts';
 import { createHash } from 'node:crypto';
 import { formatEnvelope } from '../src/manifest/envelope.ts';
+import { fileDigest } from '../src/manifest/artifacts.ts';
 import { keyId, publicKeyOf } from '../src/manifest/ed25519.ts';
 import { signManifestSource } from '../src/manifest/sign.ts';
 import type { WardenConfig } from '../src/config/types.ts';
@@ -45,14 +46,15 @@ export const TEST_PUBLISHER = (() => {
 export const TEST_TRUST = { publishers: { test: { keys: [TEST_PUBLISHER.publicKey], namespaces: ['test.*'] } } };
 
 /** A manifest source signed by the test publisher, as the envelope file's text. */
-export function signedManifestText(source: Record<string, unknown>, key: { seed: Buffer; keyId: string } = TEST_PUBLISHER): string {
-  return formatEnvelope(signManifestSource(source, 'test-manifest', key, { now: Date.now(), validDays: 30 }).envelope);
+export function signedManifestText(source: Record<string, unknown>, key: { seed: Buffer; keyId: string } = TEST_PUBLISHER, base?: string): string {
+  return formatEnvelope(signManifestSource(source, 'test-manifest', key, { now: Date.now(), validDays: 30, ...(base === undefined ? {} : { moduleBase: base }) }).envelope);
 }
 
 /** Writes a manifest source signed by the test publisher (a string is written as it is). */
 export function writeManifest(file: string, source: Record<string, unknown> | string): string {
   mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, typeof source === 'string' ? source : signedManifestText(source));
+  // Relative paths (a module, a stdio server's cwd) are taken from the signed file's folder, as manifest sign does.
+  writeFileSync(file, typeof source === 'string' ? source : signedManifestText(source, TEST_PUBLISHER, dirname(resolve(file))));
   return file;
 }
 
@@ -77,14 +79,18 @@ function signedName(file: string): string | undefined {
   }
 }
 
-/** A stdio manifest for a Node script, with the command pinned to this Node binary. */
+/**
+ * A stdio manifest for a Node script: the command is this Node binary, and both it and the
+ * script are pinned to their digests now (what manifest sign would fill in).
+ */
 export function stdioManifest(name: string, script: string, tools: unknown[], extra: Record<string, unknown> = {}): Record<string, unknown> {
+  const pins = { command: fileDigest(process.execPath), files: [{ path: script, sha256: fileDigest(script) }] };
   return {
     manifestVersion: 1,
     name: `test.${name}`,
     version: '1.0.0',
     serial: 1,
-    transport: { type: 'stdio', command: process.execPath, args: [script], cwd: ROOT, ...extra },
+    transport: { type: 'stdio', command: process.execPath, args: [script], cwd: ROOT, pins, ...extra },
     tools,
   };
 }

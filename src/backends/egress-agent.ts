@@ -1,4 +1,6 @@
+import { createHash, X509Certificate } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { Agent, buildConnector, type Dispatcher } from 'undici';
 import { checkAddress, checkRequest, EgressRefusal, hostOf, originText, rulesForOrigin, type EgressPolicy } from '../guard/egress-rules.ts';
 import { canonicalAddress } from '../guard/address-class.ts';
@@ -22,9 +24,9 @@ export const MAX_ADDRESSES = 64;
  *   the host name (servername).
  * A refusal is an EgressRefusal, which undici passes to the caller as the error (or its cause).
  */
-export function createEgressAgent(policy: EgressPolicy, resolve: Resolver = systemResolver): Dispatcher {
+export function createEgressAgent(policy: EgressPolicy, resolve: Resolver = systemResolver, tls: ServerTls = {}): Dispatcher {
   // HTTP/1.1 only: over HTTP/2 undici does not apply maxHeaderSize, so the header cap would not hold.
-  const connectSocket = buildConnector({ timeout: policy.connectTimeoutMs, allowH2: false });
+  const connectSocket = buildConnector({ timeout: policy.connectTimeoutMs, allowH2: false, ...tlsOptions(tls) } as buildConnector.BuildOptions);
 
   const connect: buildConnector.connector = (options, callback) => {
     const host = hostOf(options.hostname);
@@ -64,8 +66,10 @@ export function createEgressAgent(policy: EgressPolicy, resolve: Resolver = syst
             servername: options.protocol === 'https:' && isName ? host : undefined,
           } as buildConnector.Options,
           (error, socket) => {
-            if (error && index + 1 < addresses.length && Date.now() - started < policy.connectTimeoutMs) attempt(index + 1);
-            else if (error) callback(error, null);
+            const refusal = error ? tlsRefusal(error, origin) : undefined;
+            // A certificate that does not verify is refused, not retried at the next address.
+            if (error && !refusal && index + 1 < addresses.length && Date.now() - started < policy.connectTimeoutMs) attempt(index + 1);
+            else if (error) callback(refusal ?? error, null);
             else callback(null, socket!);
           },
         );
@@ -88,6 +92,60 @@ export function createEgressAgent(policy: EgressPolicy, resolve: Resolver = syst
     if (refusal) throw refusal;
     return dispatch(options, handler);
   });
+}
+
+/** One server's TLS settings: what its manifest pins and what the config and credentials provide. */
+export interface ServerTls {
+  /** Base64 SHA-256 of a SubjectPublicKeyInfo; the server certificate's key must be one of them. */
+  readonly spki?: readonly string[];
+  /** PEM certificates trusted for this server instead of Node's default set. */
+  readonly ca?: string;
+  /** PEM holding the client certificate (chain) and its private key, for mutual TLS. */
+  readonly clientCertificate?: string;
+}
+
+function tlsOptions(tls: ServerTls): Record<string, unknown> {
+  const options: Record<string, unknown> = {};
+  if (tls.ca !== undefined) options['ca'] = tls.ca;
+  // One PEM text: the certificate reader skips the key block and the key reader the certificates.
+  if (tls.clientCertificate !== undefined) Object.assign(options, { cert: tls.clientCertificate, key: tls.clientCertificate });
+  const pins = tls.spki ?? [];
+  if (pins.length > 0) {
+    // Judged on every handshake: a resumed session must not skip the pin.
+    options['maxCachedSessions'] = 0;
+    options['checkServerIdentity'] = (host: string, cert: PeerCertificate): Error | undefined => {
+      const error = checkServerIdentity(host, cert);
+      if (error) return error;
+      const found = spkiPin(cert.raw);
+      if (pins.includes(found)) return undefined;
+      return new EgressRefusal('tls-pin-mismatch', host, `the server's public key (pin ${found}) is not one its manifest pins (${pins.join(', ')})`);
+    };
+  }
+  return options;
+}
+
+/** The pin-sha256 of a certificate: base64 SHA-256 of its SubjectPublicKeyInfo (DER). */
+export function spkiPin(der: Buffer): string {
+  const spki = new X509Certificate(der).publicKey.export({ type: 'spki', format: 'der' });
+  return createHash('sha256').update(spki).digest('base64');
+}
+
+/** Node's codes for a certificate that did not verify (tls "X509 certificate error codes"), and a name mismatch. */
+const CERTIFICATE_ERRORS = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_CRL', 'UNABLE_TO_DECRYPT_CERT_SIGNATURE', 'UNABLE_TO_DECRYPT_CRL_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY', 'CERT_SIGNATURE_FAILURE', 'CRL_SIGNATURE_FAILURE', 'CERT_NOT_YET_VALID', 'CERT_HAS_EXPIRED',
+  'CRL_NOT_YET_VALID', 'CRL_HAS_EXPIRED', 'ERROR_IN_CERT_NOT_BEFORE_FIELD', 'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'ERROR_IN_CRL_LAST_UPDATE_FIELD', 'ERROR_IN_CRL_NEXT_UPDATE_FIELD', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_CHAIN_TOO_LONG', 'CERT_REVOKED', 'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED', 'INVALID_PURPOSE', 'CERT_UNTRUSTED', 'CERT_REJECTED', 'HOSTNAME_MISMATCH', 'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** A handshake that failed on the certificate, as an egress refusal (audited like any other). */
+function tlsRefusal(error: Error, origin: string): EgressRefusal | undefined {
+  if (error instanceof EgressRefusal) return new EgressRefusal(error.reason, origin, error.message);
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === undefined || !CERTIFICATE_ERRORS.has(code)) return undefined;
+  return new EgressRefusal('tls-unverified', origin, `the certificate of ${origin} was not accepted (${code}); the broker verifies every server's certificate`);
 }
 
 /**

@@ -22,6 +22,9 @@ import { cleanText, noRedactions, secretForms } from '../guard/sanitize-output.t
 import { resolveCredentials, type ResolvedCredential } from './credentials.ts';
 import { comparePins, diffDigest, type LiveServer } from '../manifest/pin.ts';
 import { BROKER_INFO } from '../version.ts';
+import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
+import type { ServerTls } from './egress-agent.ts';
+import { checkLaunchPins, unpinnedArguments } from '../manifest/artifacts.ts';
 import type { BackendState, PinTrigger, Quarantine, ToolBackend, ToolCall } from './types.ts';
 import type { HttpTransport, StdioTransport } from '../manifest/types.ts';
 
@@ -46,8 +49,18 @@ export interface BackendOptions {
   readonly persistedQuarantine?: { readonly reason: string; readonly diffDigest: string; readonly since: string };
   /** Called once when the server is quarantined for drift, so the quarantine can outlive the process. */
   readonly onQuarantine?: (quarantine: Quarantine) => void;
-  /** Streamable HTTP: every request goes through this fetch (the broker's egress-controlled one). */
-  readonly fetch?: FetchLike;
+  /**
+   * Streamable HTTP: a connection's fetch, through the broker's egress-controlled dispatcher
+   * with this server's TLS settings; one per connection attempt, closed when it is replaced.
+   */
+  readonly httpConnection?: (tls: ServerTls) => HttpConnection;
+  /** Streamable HTTP: PEM CA certificates the config trusts for this server instead of the default set. */
+  readonly tlsCa?: string;
+}
+
+export interface HttpConnection {
+  readonly fetch: FetchLike;
+  close(): Promise<void>;
 }
 
 const DEFAULT_RECHECK_MS = 300_000;
@@ -92,6 +105,7 @@ export class McpBackend implements ToolBackend {
   readonly #backoff: { readonly initialMs: number; readonly maxMs: number };
   readonly #breaker: { readonly timeouts: number; readonly cooldownMs: number };
   #timeoutsInARow = 0;
+  #httpConnection: HttpConnection | undefined;
   /** While the breaker is open: the time calls may be tried again. */
   #openUntil = 0;
   #trialInFlight = false;
@@ -105,7 +119,7 @@ export class McpBackend implements ToolBackend {
     this.#backoff = options.backoff ?? DEFAULT_BACKOFF;
     this.#breaker = options.breaker ?? DEFAULT_BREAKER;
     const persisted = options.persistedQuarantine;
-    if (persisted) this.#quarantine = { reason: 'drift', since: persisted.since, trigger: 'persisted', diffDigest: persisted.diffDigest };
+    if (persisted) this.#quarantine = { reason: persisted.reason === 'artifact-modified' ? 'artifact-modified' : 'drift', since: persisted.since, trigger: 'persisted', diffDigest: persisted.diffDigest };
   }
 
   get state(): BackendState {
@@ -146,7 +160,9 @@ export class McpBackend implements ToolBackend {
         'WARDEN_SERVER_QUARANTINED',
         quarantine.reason === 'expired'
           ? `server "${this.server}" is quarantined: its signed manifest expired; the publisher must sign a new release`
-          : `server "${this.server}" is quarantined: its live tools no longer match its signed manifest; calls are refused until a matching signed release is loaded`,
+          : quarantine.reason === 'artifact-modified'
+            ? `server "${this.server}" is quarantined: what it runs (its executable, script or package) differs from the digests its signed manifest pins, so it was not started; calls are refused until a signed release that pins the files on disk is loaded`
+            : `server "${this.server}" is quarantined: its live tools no longer match its signed manifest; calls are refused until a matching signed release is loaded`,
         { server: this.server, reason: quarantine.reason, diffDigest: quarantine.diffDigest },
       );
     }
@@ -212,12 +228,15 @@ export class McpBackend implements ToolBackend {
     const client = this.#client;
     this.#client = undefined;
     if (client) await client.close().catch(() => undefined);
+    await this.#httpConnection?.close().catch(() => undefined);
   }
 
   async #connect(): Promise<void> {
     if (this.#state === 'closed') return;
     this.#state = 'starting';
     const { manifest, connectTimeoutMs, logger } = this.#options;
+    // What a stdio server runs is checked before every spawn, the first and each restart.
+    if (this.#transportSpec.type === 'stdio' && !this.#artifactsHold(this.#transportSpec)) return;
     const client = new Client(
       { ...BROKER_INFO },
       {
@@ -332,6 +351,30 @@ export class McpBackend implements ToolBackend {
     if (!wasQuarantined) this.#options.onToolsChanged?.();
   }
 
+  /**
+   * True when the executable and every pinned file, folder and package match their
+   * digests, and every argument naming a file is pinned. Otherwise the server is not
+   * started but quarantined, the expected and found digests audited. A quarantine from an
+   * earlier run for the same reason also keeps it from starting.
+   */
+  #artifactsHold(spec: StdioTransport): boolean {
+    if (this.#quarantine?.reason !== 'artifact-modified') {
+      const artifacts = checkLaunchPins(spec.command, spec.pins);
+      const unpinned = unpinnedArguments(spec.args, spec.cwd, spec.pins);
+      if (artifacts.length === 0 && unpinned.length === 0) return true;
+      const diff = createHash('sha256').update(JSON.stringify({ artifacts, unpinned })).digest('hex');
+      const wasQuarantined = this.#quarantine !== undefined;
+      this.#quarantine = { reason: 'artifact-modified', since: new Date().toISOString(), trigger: 'spawn', artifacts, diffDigest: diff };
+      const { manifest, logger } = this.#options;
+      logger.error({ server: this.server, artifacts, unpinned }, 'server not started and quarantined: what it would run differs from its signed pins');
+      this.#audit({ event: 'server.quarantined', server: this.server, manifest: manifest.name, serial: manifest.serial, digest: manifest.digest, reason: 'artifact-modified', trigger: 'spawn', diffDigest: diff, artifacts, unpinned });
+      this.#options.onQuarantine?.(this.#quarantine);
+      if (!wasQuarantined) this.#options.onToolsChanged?.();
+    }
+    this.#state = 'down';
+    return false;
+  }
+
   /** A server's own output (stderr, error texts) may repeat its credentials: never log them. */
   #redact(text: string): string {
     if (this.#credentialValues.size === 0) return text;
@@ -371,8 +414,19 @@ export class McpBackend implements ToolBackend {
     if (transport.type === 'http') {
       const headers: Record<string, string> = {};
       for (const { credential, value } of credentials) if (credential.header) headers[credential.header] = `${credential.prefix}${value}`;
+      const certificate = credentials.find(({ credential }) => credential.clientCertificate);
+      if (certificate) checkClientCertificate(certificate.credential.name, certificate.value);
+      const tls: ServerTls = {
+        spki: transport.spki,
+        ...(this.#options.tlsCa === undefined ? {} : { ca: this.#options.tlsCa }),
+        ...(certificate ? { clientCertificate: certificate.value } : {}),
+      };
+      // Each attempt gets its own connection pool, built with the settings in force now.
+      void this.#httpConnection?.close().catch(() => undefined);
+      this.#httpConnection = this.#options.httpConnection?.(tls);
+      const fetch = this.#httpConnection?.fetch;
       // redirect: 'error': a redirect must not carry the credential headers to another origin.
-      return new StreamableHTTPClientTransport(new URL(transport.url), { requestInit: { headers, redirect: 'error' }, ...(this.#options.fetch ? { fetch: this.#options.fetch } : {}) });
+      return new StreamableHTTPClientTransport(new URL(transport.url), { requestInit: { headers, redirect: 'error' }, ...(fetch ? { fetch } : {}) });
     }
     const env: Record<string, string> = { ...transport.env };
     for (const { credential, value } of credentials) if (credential.env) env[credential.env] = value;
@@ -407,6 +461,16 @@ export class McpBackend implements ToolBackend {
       });
     }
     return new WardenError('WARDEN_DOWNSTREAM_ERROR', `server "${this.server}" failed the call`, { server: this.server, error: printable(this.#redact(String(error))) });
+  }
+}
+
+/** A client certificate credential must hold a certificate and its private key; its value is never quoted. */
+function checkClientCertificate(name: string, pem: string): void {
+  try {
+    const certificate = new X509Certificate(pem);
+    if (!certificate.checkPrivateKey(createPrivateKey(pem))) throw new Error('mismatch');
+  } catch {
+    throw new Error(`credential "${name}" is not a PEM client certificate with its matching private key`);
   }
 }
 

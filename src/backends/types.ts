@@ -4,16 +4,19 @@ export type BackendState = 'starting' | 'ready' | 'down' | 'closed';
 
 /** Why a server's tools are withdrawn from every agent. */
 export interface Quarantine {
-  readonly reason: 'drift' | 'expired';
+  /** artifact-modified: what a stdio server would run differs from its pins (it is not started). */
+  readonly reason: 'drift' | 'expired' | 'artifact-modified';
   readonly since: string;
   /** What set it off: the connect, a tools/list_changed, or the periodic recheck. */
   readonly trigger: PinTrigger;
   readonly report?: import('../manifest/pin.ts').PinReport;
+  /** artifact-modified: the pins that did not hold. */
+  readonly artifacts?: readonly import('../manifest/artifacts.ts').ArtifactMismatch[];
   readonly diffDigest?: string;
 }
 
-/** persisted: raised by an earlier run against this same signed release. */
-export type PinTrigger = 'connect' | 'list_changed' | 'interval' | 'persisted';
+/** persisted: raised by an earlier run against this same signed release; spawn: the check before starting a stdio server. */
+export type PinTrigger = 'connect' | 'list_changed' | 'interval' | 'persisted' | 'spawn';
 
 /** One tools/call as the dispatch stage hands it to a backend. */
 export interface ToolCall {

@@ -111,6 +111,8 @@ export function writeWorkspace(target: string, force: boolean, options: Workspac
   everything.setIn(['transport', 'command'], process.execPath);
   everything.setIn(['transport', 'args'], [everythingScript, 'stdio']);
   everything.setIn(['transport', 'cwd'], root);
+  // Without the package there is nothing to pin; the server is disabled below.
+  if (!hasEverything) everything.deleteIn(['transport', 'pins']);
 
   const ticketsApiUrl = new URL(options.ticketsApiUrl ?? DEFAULT_TICKETS_API_URL);
   const tickets = parseDocument(readFileSync(join(root, 'manifests/tickets.manifest.yaml'), 'utf8'));

@@ -1,4 +1,4 @@
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { historyRejection, loadConfig } from '../config/load.ts';
@@ -6,7 +6,9 @@ import { readDocument } from '../config/read-document.ts';
 import { WardenError } from '../errors.ts';
 import { formatEnvelope, type Envelope } from '../manifest/envelope.ts';
 import { readSigningKey } from '../manifest/keys.ts';
-import { loadSignedManifest } from '../manifest/load.ts';
+import { loadSignedManifest, resolveCommand } from '../manifest/load.ts';
+import { ArtifactError, checkLaunchPins, directoryDigest, fileDigest } from '../manifest/artifacts.ts';
+import { pinInstalledPackage } from '../manifest/npm-package.ts';
 import { ManifestRejection, REJECTIONS } from '../manifest/rejections.ts';
 import { addSignature, signManifestSource } from '../manifest/sign.ts';
 import { parseStrictJson } from '../manifest/strict-json.ts';
@@ -16,6 +18,7 @@ import { openStateStore } from '../state/store.ts';
 
 const HELP = `Usage: mcp-warden manifest sign --key KEY FILE [--out OUT] [--valid-days N]
        mcp-warden manifest verify --config CONFIG FILE
+       mcp-warden manifest pin [--command CMD] [PATH ...] [--package DIR [--tarball TGZ] [--integrity SRI] [--npm-cache DIR]]
 
 sign     Signs a manifest (YAML or JSON) with a key from "mcp-warden keygen" and writes the
          signed manifest, a JSON envelope, to OUT (default: FILE with its extension
@@ -25,11 +28,26 @@ sign     Signs a manifest (YAML or JSON) with a key from "mcp-warden keygen" and
          A code tool's module (transport.module, relative to OUT's folder) is read
          and its SHA-256 pinned in transport.sha256: filled in when absent, and the
          manifest refused when the file does not match the one written there.
+         A stdio server's pins (transport.pins) are filled in from this machine's files
+         where missing: the command's executable, each pinned file, folder or package
+         written without its digest, and every argument that names a file or folder.
+         Digests already written are kept. Relative paths are taken from the server's
+         cwd, itself relative to OUT's folder.
          Given an already signed manifest, adds this key's signature (for publishers
          whose threshold is above 1) and writes it back to FILE (or OUT).
+pin      Prints the digests a tool owner writes under a stdio server's transport.pins,
+         as YAML to paste: --command CMD for the executable (a bare name is looked up
+         on PATH, as the broker does at load); each PATH, a file (its SHA-256) or a
+         folder (a tree digest over every file and link in it); --package DIR for an
+         installed npm package, pinned to its registry release: the tarball whose
+         SHA-512 is the registry's integrity value (the one the lockfile records, or
+         --integrity) is taken from npm's cache (or --tarball, e.g. from
+         "npm pack NAME@VERSION"), and the installed files must be exactly its files.
+         Paths print as given: give them relative to the server's cwd.
 verify   Says whether the broker configured by CONFIG would accept FILE, and if not,
          why. Reads the broker's manifest history (rollback, equivocation) without
-         changing it. Exit 0 when accepted; otherwise the code of the reason:
+         changing it. For a stdio server, also checks its pins against the files on
+         this machine. Exit 0 when accepted; otherwise the code of the reason:
 ${Object.entries(REJECTIONS).map(([reason, { exit, summary }]) => `           ${String(exit).padEnd(3)} ${reason.padEnd(22)} ${summary}`).join('\n')}
 `;
 
@@ -42,6 +60,11 @@ export async function runManifest(argv: string[]): Promise<number> {
       out: { type: 'string' },
       'valid-days': { type: 'string' },
       config: { type: 'string' },
+      command: { type: 'string' },
+      package: { type: 'string', multiple: true },
+      tarball: { type: 'string' },
+      integrity: { type: 'string' },
+      'npm-cache': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -49,6 +72,13 @@ export async function runManifest(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
+  const pinOptions = ['command', 'package', 'tarball', 'integrity', 'npm-cache'] as const;
+  if (positionals[0] === 'pin') {
+    if (values.key !== undefined || values.out !== undefined || values['valid-days'] !== undefined || values.config !== undefined) throw new WardenError('WARDEN_USAGE', '--key, --out, --valid-days and --config do not apply to manifest pin');
+    return pin(positionals.slice(1), values);
+  }
+  const misplaced = pinOptions.find((option) => values[option] !== undefined);
+  if (misplaced) throw new WardenError('WARDEN_USAGE', `--${misplaced} applies to manifest pin`);
   const [sub, file, ...extra] = positionals;
   if (extra.length > 0) throw new WardenError('WARDEN_USAGE', `unexpected argument "${extra[0]}"`);
   if (sub === 'sign') {
@@ -61,7 +91,59 @@ export async function runManifest(argv: string[]): Promise<number> {
     if (values.key !== undefined || values.out !== undefined || values['valid-days'] !== undefined) throw new WardenError('WARDEN_USAGE', '--key, --out and --valid-days apply to manifest sign');
     return verify(file, values.config);
   }
-  throw new WardenError('WARDEN_USAGE', 'expected: mcp-warden manifest sign|verify ...; see mcp-warden manifest --help');
+  throw new WardenError('WARDEN_USAGE', 'expected: mcp-warden manifest sign|verify|pin ...; see mcp-warden manifest --help');
+}
+
+/** What a stdio server's pins cover, each checked against this machine's files above. */
+function pinLines(manifest: Manifest): string {
+  if (manifest.transport.type !== 'stdio') return '';
+  const { command, pins } = manifest.transport;
+  const short = (digest: string) => `sha256 ${digest.slice(0, 16)}…`;
+  const lines = [
+    `command   ${command} (${short(pins.command)})`,
+    ...pins.files.map((pin) => `file      ${pin.path} (${short(pin.sha256)})`),
+    ...pins.directories.map((pin) => `folder    ${pin.path} (tree ${short(pin.sha256)})`),
+    ...pins.packages.map((pin) => `package   ${pin.package} at ${pin.path} (tree ${short(pin.sha256)})`),
+  ];
+  return `  pins (all match the files on this machine):\n${lines.map((line) => `    ${line}`).join('\n')}\n`;
+}
+
+/** manifest pin: digests as YAML a tool owner pastes under transport.pins. */
+function pin(paths: string[], values: { command?: string | undefined; package?: string[] | undefined; tarball?: string | undefined; integrity?: string | undefined; 'npm-cache'?: string | undefined }): number {
+  const packages = values.package ?? [];
+  if (values.command === undefined && paths.length === 0 && packages.length === 0) throw new WardenError('WARDEN_USAGE', 'expected: mcp-warden manifest pin [--command CMD] [PATH ...] [--package DIR]; see mcp-warden manifest --help');
+  if ((values.tarball !== undefined || values.integrity !== undefined) && packages.length !== 1) throw new WardenError('WARDEN_USAGE', '--tarball and --integrity describe one package: give exactly one --package DIR with them');
+  const fail = (error: unknown): never => {
+    if (error instanceof ArtifactError || error instanceof ManifestRejection) throw new WardenError('WARDEN_ARTIFACT_UNREADABLE', error.message);
+    throw error;
+  };
+  const out: string[] = [];
+  try {
+    if (values.command !== undefined) {
+      const command = resolveCommand(values.command, process.cwd(), process.env['PATH']);
+      out.push(`command: "${fileDigest(command)}"  # ${command}`);
+    }
+    const files: string[] = [];
+    const folders: string[] = [];
+    for (const path of paths) {
+      const isFolder = statSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
+      (isFolder ? folders : files).push(`  - path: ${JSON.stringify(path)}\n    sha256: "${isFolder ? directoryDigest(path) : fileDigest(path)}"`);
+    }
+    if (files.length > 0) out.push(`files:\n${files.join('\n')}`);
+    if (folders.length > 0) out.push(`directories:\n${folders.join('\n')}`);
+    const pinned = packages.map((dir) =>
+      pinInstalledPackage(dir, {
+        ...(values.tarball === undefined ? {} : { tarball: values.tarball }),
+        ...(values.integrity === undefined ? {} : { integrity: values.integrity }),
+        ...(values['npm-cache'] === undefined ? {} : { npmCache: values['npm-cache'] }),
+      }),
+    );
+    if (pinned.length > 0) out.push(`packages:\n${pinned.map((p) => `  - path: ${JSON.stringify(p.path)}\n    package: ${JSON.stringify(p.package)}\n    integrity: "${p.integrity}"\n    sha256: "${p.sha256}"`).join('\n')}`);
+  } catch (error) {
+    fail(error);
+  }
+  process.stdout.write(`${out.join('\n')}\n`);
+  return 0;
 }
 
 function parseValidDays(text: string | undefined): number {
@@ -136,6 +218,13 @@ function verify(file: string, configFile: string): number {
     } finally {
       store.close();
     }
+    if (manifest.transport.type === 'stdio') {
+      const mismatches = checkLaunchPins(manifest.transport.command, manifest.transport.pins);
+      if (mismatches.length > 0) {
+        const lines = mismatches.map((m) => `\n  ${m.kind} ${m.path}\n    pinned: ${m.expected}\n    found:  ${m.found}`).join('');
+        throw new ManifestRejection('artifact-modified', `what the server runs differs from its pins; the broker would not start it:${lines}`);
+      }
+    }
   } catch (error) {
     if (!(error instanceof ManifestRejection)) throw error;
     process.stdout.write(`refused [${error.reason}]: ${file}: ${error.message}\n`);
@@ -144,7 +233,8 @@ function verify(file: string, configFile: string): number {
   const signers = manifest.signers.map((signer) => `${signer.keyId} (publisher ${signer.publisher})`).join('\n             ');
   process.stdout.write(
     `accepted: ${manifest.name} serial ${manifest.serial} (version ${manifest.version}), ${manifest.tools.length} tool(s)\n` +
-      `  digest:    ${manifest.digest}\n  signed by: ${signers}\n  issued:    ${manifest.issuedAt}\n  expires:   ${manifest.expiresAt}\n`,
+      `  digest:    ${manifest.digest}\n  signed by: ${signers}\n  issued:    ${manifest.issuedAt}\n  expires:   ${manifest.expiresAt}\n` +
+      pinLines(manifest),
   );
   return 0;
 }

@@ -1,3 +1,5 @@
+import { X509Certificate } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
@@ -12,6 +14,7 @@ import { CODE_MODE_SERVER, RUN_CODE, runCodeTool } from '../catalog/builtin.ts';
 import { openStateStore, type ManifestHistory } from '../state/store.ts';
 import { compileGlob, compileGrants, type RawGrant } from '../policy/grants.ts';
 import type { RateLimit } from '../guard/rate-limits.ts';
+import { classifyAddress } from '../guard/address-class.ts';
 import { checkRequest, compileEgressRule, type EgressPolicy, type RawEgressRule } from '../guard/egress-rules.ts';
 import { deepFreeze } from './freeze.ts';
 import { listenProblem, parseListen } from './listen.ts';
@@ -66,7 +69,7 @@ const validateConfig = new Ajv2020({ allErrors: true, strict: true }).compile(co
 
 interface RawConfig {
   manifestsDir?: string;
-  servers: Record<string, { manifest: string; name: string; enabled?: boolean; identity?: { audience?: string; lifetimeSeconds?: number } }>;
+  servers: Record<string, { manifest: string; name: string; enabled?: boolean; identity?: { audience?: string; lifetimeSeconds?: number }; allowPlainHttp?: boolean; tls?: { ca?: string } }>;
   identity?: { keyFile?: string; issuer?: string };
   agents: Record<string, { tokenSha256?: string; allow: RawGrant[]; rateLimit?: RateLimit }>;
   rateLimits?: { concurrent?: number; perAgent?: RateLimit; perTool?: RateLimit; tools?: ({ tools: string[] } & RateLimit)[] };
@@ -148,6 +151,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
   const codeMode = Object.values(raw.agents).some((agent) => agent.allow.some((grant) => grant.tools.includes(RUN_CODE)));
   const catalog = buildCatalog(servers, path, codeMode ? [runCodeTool(sandbox)] : []);
   const credentials = loadCredentialSources(raw, servers, dir, path, warnings);
+  const serverTls = loadServerTls(raw, servers, dir, path, warnings);
 
   const agents = new Map<string, AgentPolicy>();
   const tokenOwners = new Map<string, string>();
@@ -212,6 +216,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
       maxBodyBytes: raw.http?.maxBodyBytes ?? DEFAULTS.maxBodyBytes,
     },
     credentials,
+    serverTls,
     identityTokens,
     identity: { keyFile: resolve(dir, raw.identity?.keyFile ?? DEFAULTS.identityKeyFile), issuer: raw.identity?.issuer ?? DEFAULTS.identityIssuer },
     limits: {
@@ -379,6 +384,7 @@ function loadServers(
       if (manifest.name !== entry.name) {
         throw new ManifestRejection('unexpected-name', `the manifest is "${manifest.name}"; servers.${name}.name expects "${entry.name}"`, { name: manifest.name });
       }
+      checkTransportSecurity(name, entry, manifest);
       const admission = history.admit(manifest.name, manifest.serial, manifest.digest);
       if (admission !== 'accepted') throw historyRejection(admission, manifest, history);
       servers.set(name, manifest);
@@ -404,6 +410,61 @@ function loadServers(
   }
   for (const name of rejected.keys()) servers.delete(name);
   return { servers, rejected };
+}
+
+/**
+ * A Streamable HTTP server is reached over https. Plain http only to a loopback address
+ * written as an address (a name could resolve elsewhere), and only where the config says so.
+ */
+function checkTransportSecurity(name: string, entry: RawConfig['servers'][string], manifest: Manifest): void {
+  if (manifest.transport.type !== 'http') return;
+  const url = new URL(manifest.transport.url);
+  if (url.protocol === 'https:') return;
+  if (entry.allowPlainHttp !== true) {
+    throw new ManifestRejection('insecure-transport', `the server's URL ${url.origin} is plain http; remote servers are reached over https only. For a server on this machine, on a loopback address, set servers.${name}.allowPlainHttp: true`);
+  }
+  const address = classifyAddress(url.hostname);
+  if (address?.range !== 'loopback') {
+    throw new ManifestRejection('insecure-transport', `servers.${name}.allowPlainHttp applies to loopback addresses (127.0.0.0/8, [::1]) only; ${url.hostname} is not one${address ? '' : ' (a name could resolve anywhere; write the address)'}`);
+  }
+}
+
+/** Largest CA file read for a server. */
+const MAX_CA_BYTES = 1024 * 1024;
+
+/** Each Streamable HTTP server's TLS settings from the config, the CA file read now. */
+function loadServerTls(raw: RawConfig, servers: ReadonlyMap<string, Manifest>, dir: string, path: string, warnings: string[]): ReadonlyMap<string, { readonly ca?: string }> {
+  const result = new Map<string, { readonly ca?: string }>();
+  for (const [name, entry] of Object.entries(raw.servers)) {
+    const manifest = servers.get(name);
+    if (!manifest) continue; // disabled or refused
+    const isHttps = manifest.transport.type === 'http' && manifest.transport.url.startsWith('https:');
+    if (entry.allowPlainHttp === true && (manifest.transport.type !== 'http' || isHttps)) warnings.push(`/servers/${name}/allowPlainHttp: has no effect; the server is not a plain-http Streamable HTTP server`);
+    if (entry.tls?.ca === undefined) continue;
+    if (!isHttps) {
+      warnings.push(`/servers/${name}/tls: has no effect; the server is not reached over https`);
+      continue;
+    }
+    const file = resolve(dir, entry.tls.ca);
+    const fail = (why: string) => new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /servers/${name}/tls/ca: ${file} ${why}`, { file: path });
+    let text: string;
+    try {
+      const stat = statSync(file);
+      if (!stat.isFile()) throw fail('is not a regular file');
+      if (stat.size > MAX_CA_BYTES) throw fail(`is ${stat.size} bytes; the limit is ${MAX_CA_BYTES}`);
+      text = readFileSync(file, 'utf8');
+    } catch (error) {
+      if (error instanceof WardenError) throw error;
+      throw fail(`cannot be read (${(error as NodeJS.ErrnoException).code ?? 'read error'})`);
+    }
+    try {
+      new X509Certificate(text);
+    } catch {
+      throw fail('is not a PEM certificate file');
+    }
+    result.set(name, { ca: text });
+  }
+  return result;
 }
 
 /** Why the manifest history refuses a release; shared with manifest verify. */

@@ -77,6 +77,8 @@ export interface WardenConfig {
   /** Servers that get a per-call identity token, by server key. */
   readonly identityTokens: ReadonlyMap<string, { readonly audience: string; readonly lifetimeSeconds: number }>;
   readonly identity: { readonly keyFile: string; readonly issuer: string };
+  /** Streamable HTTP servers' TLS settings from the config (a CA to trust instead of the default set), by server key. */
+  readonly serverTls: ReadonlyMap<string, { readonly ca?: string }>;
   /** By server key, then credential name. */
   readonly credentials: ReadonlyMap<string, ReadonlyMap<string, CredentialSource>>;
   readonly limits: {

@@ -7,7 +7,9 @@ export type EgressReason =
   | 'unresolvable' // the host name did not resolve
   | 'redirect-denied' // a redirect pointed at a destination refused for one of the reasons above
   | 'too-many-redirects'
-  | 'too-large'; // the response (headers or body) is over the cap
+  | 'too-large' // the response (headers or body) is over the cap
+  | 'tls-unverified' // the server's certificate did not verify (untrusted issuer, self-signed, expired, wrong name)
+  | 'tls-pin-mismatch'; // the certificate verified, but its public key is not one the manifest pins
 
 /** A refused outbound request. Thrown through undici; callers find it in an error's cause chain. */
 export class EgressRefusal extends Error {

@@ -14,6 +14,7 @@ import { compileArgumentSchema, type ArgumentValidator } from '../guard/argument
 import { compileOutputScope, type OutputScope } from '../guard/output-scope.ts';
 import { compileHttpTemplate, type HttpRequestTemplate } from '../backends/http-request.ts';
 import { readModuleFile } from './module-file.ts';
+import { unpinnedArguments, type LaunchPins } from './artifacts.ts';
 
 const ajv = new Ajv2020({ allErrors: true, strict: true });
 addFormats.default(ajv, ['date-time']);
@@ -31,12 +32,20 @@ interface RawManifest {
   description?: string;
   instructions?: string;
   transport:
-    | { type: 'stdio'; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; era?: Era }
-    | { type: 'http'; url: string; era?: Era }
+    | { type: 'stdio'; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; era?: Era; pins: RawPins }
+    | { type: 'http'; url: string; era?: Era; tls?: { spki?: string[] } }
     | { type: 'http-api'; baseUrl: string }
     | { type: 'sandbox'; module: string; sha256: string };
   tools: ManifestTool[];
-  credentials?: { name: string; env?: string; header?: string; prefix?: string }[];
+  credentials?: { name: string; env?: string; header?: string; prefix?: string; clientCertificate?: true }[];
+}
+
+interface RawPins {
+  command: string;
+  files?: { path: string; sha256: string }[];
+  directories?: { path: string; sha256: string }[];
+  packages?: { path: string; package: string; integrity: string; sha256: string }[];
+  data?: string[];
 }
 
 /** Headers the transport itself owns; a credential may not set them. */
@@ -167,20 +176,30 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
   let transport: Manifest['transport'];
   if (raw.transport.type === 'stdio') {
     const cwd = resolve(base, raw.transport.cwd ?? '.');
+    const pins = launchPins(raw.transport.pins, cwd);
+    const args = raw.transport.args ?? [];
     transport = {
       type: 'stdio',
       command: options.resolveCommand ? resolveCommand(raw.transport.command, cwd, options.searchPath) : raw.transport.command,
-      args: raw.transport.args ?? [],
+      args,
       cwd,
       env: toPlainRecord(raw.transport.env ?? {}),
       // Over stdio, auto and modern make the SDK start the server a second time, briefly,
       // to probe its era (with the same environment, credentials included): legacy unless
       // the manifest asks.
       era: raw.transport.era ?? 'legacy',
+      pins,
     };
+    if (options.resolveCommand) {
+      const unpinned = unpinnedArguments(args, cwd, pins);
+      if (unpinned.length > 0) {
+        throw new ManifestRejection('artifact-unpinned', `at /transport/args: ${unpinned.map((arg) => `"${arg}"`).join(', ')} names a file or folder that no pin covers; pin it under /transport/pins (files, directories or packages) so a changed file cannot run`, { unpinned });
+      }
+    }
   } else if (raw.transport.type === 'http') {
     const url = parseUrl(raw.transport.url, '/transport/url');
-    transport = { type: 'http', url: url.href, era: raw.transport.era ?? 'auto' };
+    transport = { type: 'http', url: url.href, era: raw.transport.era ?? 'auto', spki: raw.transport.tls?.spki ?? [] };
+    if (url.protocol !== 'https:' && transport.spki.length > 0) throw invalid('/transport/tls', 'a public-key pin needs an https URL');
   } else if (raw.transport.type === 'http-api') {
     const url = parseUrl(raw.transport.baseUrl, '/transport/baseUrl');
     if (url.search !== '' || url.hash !== '' || raw.transport.baseUrl.includes('?') || raw.transport.baseUrl.includes('#')) {
@@ -230,6 +249,20 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
     signers: options.signers ?? [],
   };
   return deepFreeze(manifest);
+}
+
+/** The launch pins with their paths made absolute (relative to the server's cwd). */
+function launchPins(raw: RawPins, cwd: string): LaunchPins {
+  const seen = new Set<string>();
+  const place = <T extends { path: string }>(list: T[] | undefined, key: string): T[] =>
+    (list ?? []).map((pin, index) => {
+      const path = resolve(cwd, pin.path);
+      if (seen.has(path)) throw new ManifestRejection('invalid-manifest', `at /transport/pins/${key}/${index}/path: ${pin.path} is pinned twice`, { path: pin.path });
+      seen.add(path);
+      return { ...pin, path };
+    });
+  const data = (raw.data ?? []).map((path) => resolve(cwd, path));
+  return { command: raw.command, files: place(raw.files, 'files'), directories: place(raw.directories, 'directories'), packages: place(raw.packages, 'packages'), data };
 }
 
 function parseUrl(text: string, path: string): URL {
@@ -292,12 +325,21 @@ function checkCredentials(raw: RawManifest, transport: Manifest['transport']): M
     if (names.has(credential.name)) throw fail(`credential "${credential.name}" is declared twice`);
     names.add(credential.name);
     if (transport.type === 'stdio') {
+      if (credential.clientCertificate) throw fail('clientCertificate applies to Streamable HTTP servers (type: http)');
       if (credential.header !== undefined || credential.prefix !== undefined) throw fail('header and prefix apply to http servers; a stdio server gets its credentials as environment variables (env)');
       const env = credential.env ?? credential.name;
       if (env in transport.env) throw fail(`environment variable "${env}" is also set in /transport/env; a credential cannot share it`);
       if (targets.has(env)) throw fail(`environment variable "${env}" is used by two credentials`);
       targets.add(env);
       return { name: credential.name, env, prefix: '' };
+    }
+    if (credential.clientCertificate) {
+      if (transport.type !== 'http') throw fail('clientCertificate applies to Streamable HTTP servers (type: http)');
+      if (credential.header !== undefined || credential.prefix !== undefined || credential.env !== undefined) throw fail('a client certificate is not sent in a header or the environment; remove header, prefix and env');
+      if (!transport.url.startsWith('https:')) throw fail('a client certificate needs an https URL');
+      if (targets.has('tls client certificate')) throw fail('only one credential can be the client certificate');
+      targets.add('tls client certificate');
+      return { name: credential.name, prefix: '', clientCertificate: true };
     }
     if (credential.env !== undefined) throw fail('env applies to stdio servers; an http server gets its credentials as request headers (header)');
     if (credential.header === undefined) throw fail('an http server\'s credential needs a header, e.g. header: Authorization, prefix: "Bearer "');

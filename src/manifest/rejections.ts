@@ -30,6 +30,9 @@ export const REJECTIONS = {
   'equivocation': { exit: 41, summary: 'a different manifest with the same serial has already been accepted for this name' },
   'module-unreadable': { exit: 42, summary: 'a code tool\'s module file (transport.module) cannot be read, is not UTF-8 text or is over the size limit' },
   'module-modified': { exit: 43, summary: 'a code tool\'s module file differs from the SHA-256 the signed manifest pins (transport.sha256)' },
+  'artifact-unpinned': { exit: 44, summary: 'a stdio server\'s argument names a file or folder that no pin covers (transport.pins)' },
+  'artifact-modified': { exit: 45, summary: 'what a stdio server runs differs from its pins: the executable, a pinned file, folder or package (manifest verify only; the broker quarantines the server instead)' },
+  'insecure-transport': { exit: 46, summary: 'a Streamable HTTP server\'s URL is plain http, and the config does not allow it for this loopback server (servers.<key>.allowPlainHttp)' },
 } as const;
 
 export type RejectionReason = keyof typeof REJECTIONS;

@@ -5,6 +5,8 @@ import { signMessage } from './ed25519.ts';
 import { decodeBase64Strict, PAYLOAD_TYPE, preAuthEncoding, type Envelope } from './envelope.ts';
 import { buildManifest } from './load.ts';
 import { readModuleFile } from './module-file.ts';
+import { ArtifactError } from './artifacts.ts';
+import { fillLaunchPins } from './pin-launch.ts';
 import { ManifestRejection } from './rejections.ts';
 import { parseStrictJson } from './strict-json.ts';
 import type { Manifest } from './types.ts';
@@ -19,14 +21,16 @@ export interface SigningKey {
 export interface SignOptions {
   readonly now: number;
   readonly validDays: number;
-  /** Where the signed file goes: a code tool's module path is relative to it. Default: FILE's folder. */
+  /** Where the signed file goes: a code tool's module path and a stdio server's cwd are relative to it. Default: FILE's folder. */
   readonly moduleBase?: string;
+  /** Where a stdio server's bare command is looked up to pin it. Default: this process's PATH. */
+  readonly searchPath?: string | undefined;
 }
 
 /**
  * Signs a manifest source (parsed YAML or JSON). issuedAt defaults to now and expiresAt to
- * now + validDays; a code tool's module SHA-256 is filled in from the file; everything else
- * is the owner's. Refuses what the broker would refuse for its content: a schema or rule
+ * now + validDays; a code tool's module SHA-256 and a stdio server's missing pins are filled
+ * in from the files on this machine; everything else is the owner's. Refuses what the broker would refuse for its content: a schema or rule
  * violation, invisible characters, a past expiry, a module that is not the pinned one.
  */
 export function signManifestSource(source: unknown, file: string, key: SigningKey, options: SignOptions): { envelope: Envelope; manifest: Manifest } {
@@ -35,7 +39,7 @@ export function signManifestSource(source: unknown, file: string, key: SigningKe
   }
   const issuedAt = new Date(options.now).toISOString().replace(/\.\d{3}Z$/, 'Z');
   const base = options.moduleBase ?? dirname(resolve(file));
-  const pinned = pinModule(source as Record<string, unknown>, file, base);
+  const pinned = pinLaunch(pinModule(source as Record<string, unknown>, file, base), file, base, 'searchPath' in options ? options.searchPath : process.env['PATH']);
   const document = { issuedAt, expiresAt: new Date(options.now + options.validDays * DAY_MS).toISOString().replace(/\.\d{3}Z$/, 'Z'), ...pinned };
   let text: string | undefined;
   try {
@@ -116,6 +120,16 @@ function pinModule(source: Record<string, unknown>, file: string, base: string):
     throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /transport/sha256: the module's SHA-256 is ${actual}, not ${String(sha256)}; remove sha256 to pin the file as it is now, or restore the file`, { file });
   }
   return { ...source, transport: { ...transport, sha256: actual } };
+}
+
+/** A stdio manifest with its missing pins filled in from this machine's files (fillLaunchPins). */
+function pinLaunch(source: Record<string, unknown>, file: string, base: string, searchPath: string | undefined): Record<string, unknown> {
+  try {
+    return fillLaunchPins(source, base, searchPath);
+  } catch (error) {
+    if (error instanceof ArtifactError) throw new WardenError('WARDEN_MANIFEST_INVALID', `${file}: at /transport/pins: ${error.message}`, { file });
+    throw error;
+  }
 }
 
 function signature(payload: Buffer, key: SigningKey): { keyid: string; sig: string } {

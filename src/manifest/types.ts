@@ -1,6 +1,7 @@
 import type { ArgumentValidator } from '../guard/argument-schema.ts';
 import type { OutputScope } from '../guard/output-scope.ts';
 import type { HttpRequestTemplate, RawHttpTemplate } from '../backends/http-request.ts';
+import type { LaunchPins } from './artifacts.ts';
 
 /** A tool as its owner declared it in a manifest. */
 export interface ManifestTool {
@@ -53,6 +54,8 @@ export interface ManifestCredential {
   /** http and http-api: the request header set on every request, its value `prefix + value`. */
   readonly header?: string;
   readonly prefix: string;
+  /** http: the value is the TLS client certificate (PEM: certificate chain and private key). */
+  readonly clientCertificate?: true;
 }
 
 export type Era = 'auto' | 'legacy' | 'modern';
@@ -66,12 +69,16 @@ export interface StdioTransport {
   readonly cwd: string;
   readonly env: Readonly<Record<string, string>>;
   readonly era: Era;
+  /** What runs, pinned; checked before every spawn. Paths absolute. */
+  readonly pins: LaunchPins;
 }
 
 export interface HttpTransport {
   readonly type: 'http';
   readonly url: string;
   readonly era: Era;
+  /** Base64 SHA-256 of the SubjectPublicKeyInfo the server's certificate must have, one of them; empty: no pin. */
+  readonly spki: readonly string[];
 }
 
 /** A plain HTTP API whose tools the broker performs itself (native HTTP tools). */

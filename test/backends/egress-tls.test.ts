@@ -15,7 +15,7 @@ describe('egress dispatcher over TLS', () => {
       timeout: 60_000,
     });
     const results = new Map(stdout.trim().split('\n').map((line) => {
-      const parsed = JSON.parse(line) as { host: string; status?: number; body?: { servername: string | null; host: string; httpVersion?: string }; error?: string };
+      const parsed = JSON.parse(line) as { host: string; status?: number; body?: { servername: string | null; host: string; httpVersion?: string }; error?: string; reason?: string; message?: string };
       return [parsed.host, parsed] as const;
     }));
     // api.test resolves (in the probe) to 127.0.0.1; the certificate names api.test only.
@@ -23,10 +23,15 @@ describe('egress dispatcher over TLS', () => {
     assert.equal(named?.status, 200);
     assert.equal(named?.body?.servername, 'api.test');
     assert.match(named?.body?.host ?? '', /^api\.test:\d+$/);
-    // Same address, another name: the certificate does not cover it, so TLS refuses.
-    assert.equal(results.get('other.test')?.error, 'ERR_TLS_CERT_ALTNAME_INVALID');
-    // The bare address: no name to verify against, and the certificate has no IP entry.
-    assert.equal(results.get('127.0.0.1')?.error, 'ERR_TLS_CERT_ALTNAME_INVALID');
+    // Same address, another name: the certificate does not cover it, so TLS refuses, and the
+    // refusal is an egress refusal (audited) that names Node's reason.
+    for (const host of ['other.test', '127.0.0.1']) {
+      // The bare address: no name to verify against, and the certificate has no IP entry.
+      const refused = results.get(host);
+      assert.equal(refused?.error, 'WARDEN_EGRESS_DENIED', host);
+      assert.equal(refused?.reason, 'tls-unverified', host);
+      assert.match(refused?.message ?? '', /ERR_TLS_CERT_ALTNAME_INVALID/, host);
+    }
     // A server that offers HTTP/2 is spoken to in HTTP/1.1, where the header cap holds.
     assert.equal(results.get('h2-capable')?.status, 200);
     assert.equal(results.get('h2-capable')?.body?.httpVersion, '1.1');

@@ -352,7 +352,7 @@ describe('policy explain: outbound requests and egress', () => {
   writeManifest(join(egressDir, 'manifests/notes.json'), stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS));
   const EGRESS_CONFIG = writeConfig(join(egressDir, 'warden.yaml'), {
     version: 1,
-    servers: { api: { manifest: 'api.json' }, remote: { manifest: 'remote.json' }, far: { manifest: 'far.json' }, named: { manifest: 'named.json' }, notes: { manifest: 'notes.json' } },
+    servers: { api: { manifest: 'api.json' }, remote: { manifest: 'remote.json', allowPlainHttp: true }, far: { manifest: 'far.json' }, named: { manifest: 'named.json' }, notes: { manifest: 'notes.json' } },
     agents: { a: { allow: [{ tools: ['api__*', 'remote__*', 'far__*', 'named__*', 'notes__list_notes'], access: ['read', 'destructive'] }] } },
     egress: {
       allow: [

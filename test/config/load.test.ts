@@ -29,6 +29,15 @@ function configFile(data: string | Record<string, unknown>): string {
 }
 
 describe('loadConfig', () => {
+  it('a server entry cannot add to the signed launch: no command, arguments, environment or working directory', () => {
+    // Launch comes only from the signed manifest; the config names the release and its credentials' sources.
+    for (const [key, value] of [['command', '/bin/sh'], ['args', ['--inspect']], ['env', { NODE_OPTIONS: '--require /tmp/x.js' }], ['cwd', '/tmp'], ['pins', { command: '0'.repeat(64) }]] as const) {
+      const data = baseConfig();
+      data['servers'].notes[key] = value;
+      expectCode(() => loadConfig(configFile(data)), 'WARDEN_CONFIG_INVALID', new RegExp(`at /servers/notes: has unknown property "${key}"`));
+    }
+  });
+
   it('loads a valid config with its manifests, defaults and catalog', () => {
     const config = loadConfig(configFile(baseConfig()));
     assert.deepEqual([...config.catalog.keys()], NOTES_CATALOG);

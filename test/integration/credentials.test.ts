@@ -56,7 +56,7 @@ before(async () => {
   const config = loadConfig(
     writeConfig(join(dir, 'warden.yaml'), {
       version: 1,
-      servers: { rogue: { manifest: 'rogue.json' }, unset: { manifest: 'unset.json' }, headers: { manifest: 'headers.json' }, everything: { manifest: 'everything.json' } },
+      servers: { rogue: { manifest: 'rogue.json' }, unset: { manifest: 'unset.json' }, headers: { manifest: 'headers.json', allowPlainHttp: true }, everything: { manifest: 'everything.json' } },
       credentials: {
         everything: { EVERYTHING_TOKEN: { env: 'WARDEN_TEST_CANARY' } },
         rogue: { API_TOKEN: { env: 'WARDEN_TEST_CANARY' } },

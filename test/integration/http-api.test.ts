@@ -730,7 +730,7 @@ describe('egress policy around HTTP servers', () => {
     // A second one aimed at the recording API, so that "never connected" can be seen on the wire.
     writeManifest(join(dir, 'manifests/mcp-on-api.json'), { manifestVersion: 1, name: 'test.mcp-on-api', version: '1.0.0', serial: 1, transport: { type: 'http', url: `http://127.0.0.1:${apiPort}/mcp` }, tools: NOTES_TOOLS });
     const closed = config('mcp-closed', {
-      servers: { notes: { manifest: 'notes-http.json' }, recorded: { manifest: 'mcp-on-api.json' } },
+      servers: { notes: { manifest: 'notes-http.json', allowPlainHttp: true }, recorded: { manifest: 'mcp-on-api.json', allowPlainHttp: true } },
       egress: { allow: [{ destination: `http://127.0.0.1:${otherPort}`, addresses: ['127.0.0.1'] }] },
     });
     assert.equal(closed.rejected.size, 0);

@@ -45,7 +45,7 @@ before(async () => {
   const config = loadConfig(
     writeConfig(join(dir, 'warden.yaml'), {
       version: 1,
-      servers: { local: { manifest: 'notes-stdio.json' }, remote: { manifest: 'notes-http.json' }, everything: { manifest: 'everything.json' } },
+      servers: { local: { manifest: 'notes-stdio.json' }, remote: { manifest: 'notes-http.json', allowPlainHttp: true }, everything: { manifest: 'everything.json' } },
       agents: {
         alice: { tokenSha256: sha256Hex(TOKENS.alice), allow: [{ tools: ['local__*', 'remote__*', 'everything__get-sum'] }] },
         bob: { tokenSha256: sha256Hex(TOKENS.bob), allow: [{ tools: ['remote__echo'] }] },

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parse } from 'yaml';
@@ -38,8 +38,15 @@ function rejectionOf(fn: () => unknown): ManifestRejection {
   assert.fail('expected a ManifestRejection, but nothing was thrown');
 }
 
-/** A repository manifest source, signed by the test publisher into a temporary folder. */
+/**
+ * A repository manifest source, signed by the test publisher into a temporary folder whose
+ * examples and node_modules are this checkout's (links), so the pins can be filled in.
+ */
 function signedRepoManifest(name: 'notes' | 'everything'): string {
+  for (const folder of ['examples', 'node_modules']) {
+    mkdirSync(join(dir, 'repo'), { recursive: true });
+    if (!existsSync(join(dir, 'repo', folder))) symlinkSync(join(ROOT, folder), join(dir, 'repo', folder));
+  }
   const source = parse(readFileSync(join(ROOT, `manifests/${name}.manifest.yaml`), 'utf8')) as Record<string, unknown>;
   return writeManifest(join(dir, 'repo/manifests', `${name}.manifest.signed.json`), source);
 }
@@ -106,7 +113,7 @@ describe('buildManifest', () => {
 
   it('loads an http manifest and normalises its URL', () => {
     const manifest = build({ manifestVersion: 1, name: 'test.x', version: '1', serial: 1, transport: { type: 'http', url: 'http://127.0.0.1:9/mcp' }, tools: [] });
-    assert.deepEqual(manifest.transport, { type: 'http', url: 'http://127.0.0.1:9/mcp', era: 'auto' });
+    assert.deepEqual(manifest.transport, { type: 'http', url: 'http://127.0.0.1:9/mcp', era: 'auto', spki: [] });
   });
 
   it('refuses credentials written into an http URL', () => {
