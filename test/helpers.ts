@@ -11,7 +11,7 @@ import { parse, stringify } from 'yaml';
 import { Broker, type BrokerOptions } from '../src/broker.ts';
 import { createHash } from 'node:crypto';
 import { formatEnvelope } from '../src/manifest/envelope.ts';
-import { fileDigest } from '../src/manifest/artifacts.ts';
+import { ArtifactError, fileDigest } from '../src/manifest/artifacts.ts';
 import { keyId, publicKeyOf } from '../src/manifest/ed25519.ts';
 import { signManifestSource } from '../src/manifest/sign.ts';
 import type { WardenConfig } from '../src/config/types.ts';
@@ -164,6 +164,31 @@ function thrownBy(fn: () => unknown): unknown {
     return error;
   }
   return undefined;
+}
+
+/** What fn throws, which must be an ArtifactError whose message matches pattern. */
+export function expectArtifactError(fn: () => unknown, pattern: RegExp): ArtifactError {
+  const caught = thrownBy(fn);
+  assert.ok(caught instanceof ArtifactError, `expected an ArtifactError, got ${String(caught)}`);
+  assert.match(caught.message, pattern);
+  return caught;
+}
+
+/**
+ * A publisher "acme" made by keygen in dir, and a config that trusts it for acme.* with
+ * manifests in dir itself and no servers: for CLI tests of manifest sign and verify.
+ */
+export function acmeWorkspace(dir: string): { acme: { keyId: string; publicKey: string }; key: string; config: string } {
+  const acme = keygenCli(dir, 'acme');
+  const config = writeYaml(join(dir, 'warden.yaml'), {
+    version: 1,
+    manifestsDir: '.',
+    servers: {},
+    agents: {},
+    trust: { publishers: { acme: { keys: [acme.publicKey], namespaces: ['acme.*'] } } },
+    state: { dir: 'state' },
+  });
+  return { acme, key: join(dir, 'acme.key'), config };
 }
 
 /** Runs the CLI to completion. */

@@ -44,7 +44,9 @@ export function resolveCredentials(
       if (value === '') throw missing(`file ${source.file} is empty`);
     }
     // A value that would break the header or environment it goes into is refused, not sent.
-    if (/[\u0000-\u001f\u007f]/.test(value)) throw missing('the value contains control characters');
+    // A client certificate is PEM text, in lines, and goes to TLS only.
+    const forbidden = credential.clientCertificate ? /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/ : /[\u0000-\u001f\u007f]/;
+    if (forbidden.test(value)) throw missing('the value contains control characters');
     return { credential, value };
   });
 }

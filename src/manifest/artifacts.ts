@@ -177,7 +177,8 @@ export function directoryDigest(root: string, options: TreeOptions = {}): string
 /** True when path is dir itself or lies under it (both absolute, compared as written). */
 export function isInside(path: string, dir: string): boolean {
   const rel = relative(dir, path);
-  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel) && rel.split(sep)[0] !== '..');
+  // "..x" is a name inside dir; only ".." itself, as the first segment, leaves it.
+  return rel === '' || (!isAbsolute(rel) && rel.split(sep)[0] !== '..');
 }
 
 /** The pins of a stdio server's launch, paths absolute. */

@@ -67,16 +67,20 @@ export function pinInstalledPackage(dir: string, options: PackagePinOptions = {}
  */
 function lockedIntegrity(folder: string, name: string, version: string): string {
   const parts = folder.split(sep);
-  const at = parts.lastIndexOf('node_modules');
-  if (at <= 0) throw new ArtifactError(`${folder} is not inside a node_modules folder, so no lockfile records it; pass --integrity (npm view ${name}@${version} dist.integrity)`);
-  const project = parts.slice(0, at).join(sep) || sep;
-  const key = relative(project, folder).split(sep).join('/');
-  for (const lockfile of [join(project, 'node_modules', '.package-lock.json'), join(project, 'npm-shrinkwrap.json'), join(project, 'package-lock.json')]) {
-    if (!existsSync(lockfile)) continue;
-    const entry = ((readJson(lockfile)['packages'] ?? {}) as Record<string, { version?: unknown; integrity?: unknown }>)[key];
-    if (entry?.version === version && typeof entry.integrity === 'string') return entry.integrity;
+  // A nested dependency (proj/node_modules/a/node_modules/b) is recorded in the project's
+  // lockfile under node_modules/a/node_modules/b: the outermost node_modules is tried first.
+  const roots = parts.flatMap((part, index) => (part === 'node_modules' && index > 0 ? [index] : []));
+  if (roots.length === 0) throw new ArtifactError(`${folder} is not inside a node_modules folder, so no lockfile records it; pass --integrity (npm view ${name}@${version} dist.integrity)`);
+  for (const at of roots) {
+    const project = parts.slice(0, at).join(sep) || sep;
+    const key = relative(project, folder).split(sep).join('/');
+    for (const lockfile of [join(project, 'node_modules', '.package-lock.json'), join(project, 'npm-shrinkwrap.json'), join(project, 'package-lock.json')]) {
+      if (!existsSync(lockfile)) continue;
+      const entry = ((readJson(lockfile)['packages'] ?? {}) as Record<string, { version?: unknown; integrity?: unknown }>)[key];
+      if (entry?.version === version && typeof entry.integrity === 'string') return entry.integrity;
+    }
   }
-  throw new ArtifactError(`no lockfile under ${project} records the integrity of ${name}@${version} at ${key}; pass --integrity (npm view ${name}@${version} dist.integrity)`);
+  throw new ArtifactError(`no lockfile records the integrity of ${name}@${version} installed at ${folder}; pass --integrity (npm view ${name}@${version} dist.integrity)`);
 }
 
 /** Where npm's cache (cacache) keeps content by its integrity: content-v2/sha512/xx/yy/rest. */

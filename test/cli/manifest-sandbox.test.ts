@@ -4,22 +4,13 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { dirname, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { REJECTIONS } from '../../src/manifest/rejections.ts';
-import { tempDir, writeYaml, keygenCli, runCli as run } from '../helpers.ts';
+import { acmeWorkspace, tempDir, writeYaml, runCli as run } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir('warden-cli-sandbox-');
 after(cleanup);
 let counter = 0;
 
-const ACME = keygenCli(dir, 'acme');
-const KEY = join(dir, 'acme.key');
-const CONFIG = writeYaml(join(dir, 'warden.yaml'), {
-  version: 1,
-  manifestsDir: '.',
-  servers: {},
-  agents: {},
-  trust: { publishers: { acme: { keys: [ACME.publicKey], namespaces: ['acme.*'] } } },
-  state: { dir: 'state' },
-});
+const { key: KEY, config: CONFIG } = acmeWorkspace(dir);
 
 const MODULE_TEXT = 'export function shout({ text }) {\n  return text.toUpperCase() + "!";\n}\n// ünïcödé\n';
 const sha256Of = (bytes: string | Buffer): string => createHash('sha256').update(bytes).digest('hex');
