@@ -105,7 +105,9 @@ export interface ServerTls {
 }
 
 function tlsOptions(tls: ServerTls): Record<string, unknown> {
-  const options: Record<string, unknown> = {};
+  // Explicit: left unset, Node reads NODE_TLS_REJECT_UNAUTHORIZED, and 0 there would turn
+  // off certificate checks (and with them the public-key pins) for every server.
+  const options: Record<string, unknown> = { rejectUnauthorized: true };
   if (tls.ca !== undefined) options['ca'] = tls.ca;
   // One PEM text: the certificate reader skips the key block and the key reader the certificates.
   if (tls.clientCertificate !== undefined) Object.assign(options, { cert: tls.clientCertificate, key: tls.clientCertificate });

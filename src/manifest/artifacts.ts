@@ -15,6 +15,8 @@ const TREE_FORMAT = 'mcp-warden tree v1\n';
 /** Bounds on a directory walk: a hostile or runaway tree is refused, not walked forever. */
 export const MAX_TREE_ENTRIES = 100_000;
 export const MAX_TREE_DEPTH = 64;
+/** Largest file digested: a huge (or sparse) file must not hold the broker's event loop. */
+export const MAX_PINNED_FILE_BYTES = 2 * 1024 * 1024 * 1024; // 2 GiB
 
 /** Why an artifact could not be digested; the broker treats it like a mismatch. */
 export class ArtifactError extends Error {
@@ -68,9 +70,11 @@ function identity(stat: BigIntStats): string {
 export function fileDigest(path: string): string {
   let fd: number | undefined;
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    // O_NOCTTY: a path linked to a terminal must not become the broker's controlling terminal.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
     const before = fstatSync(fd, { bigint: true });
     if (!before.isFile()) throw new ArtifactError(`${path} is not a regular file`);
+    if (before.size > BigInt(MAX_PINNED_FILE_BYTES)) throw new ArtifactError(`${path} is ${before.size} bytes; files over ${MAX_PINNED_FILE_BYTES} bytes are not digested`);
     const key = identity(before);
     const cached = digestCache.get(key);
     if (cached !== undefined) return cached;
@@ -102,8 +106,8 @@ export interface TreeOptions {
 /**
  * Every regular file and symbolic link under a directory, with digests. Refused: a special
  * file (FIFO, socket, device), a name that is not UTF-8, a link whose target leaves the
- * directory (what it points at would not be covered), more than MAX_TREE_ENTRIES entries
- * or MAX_TREE_DEPTH levels. Empty folders are not listed: they hold nothing that runs.
+ * directory (what it points at would not be covered), more than MAX_TREE_ENTRIES files,
+ * links and folders together, or MAX_TREE_DEPTH levels. Empty folders are not listed: they hold nothing that runs.
  */
 export function treeEntries(root: string, options: TreeOptions = {}): TreeEntry[] {
   let top: string;
@@ -117,6 +121,7 @@ export function treeEntries(root: string, options: TreeOptions = {}): TreeEntry[
     throw new ArtifactError(`cannot read ${root} (${(error as NodeJS.ErrnoException).code ?? 'read error'})`);
   }
   const entries: TreeEntry[] = [];
+  let seen = 0;
   const stack: { dir: string; rel: string; depth: number }[] = [{ dir: root, rel: '', depth: 0 }];
   while (stack.length > 0) {
     const { dir, rel, depth } = stack.pop()!;
@@ -138,11 +143,12 @@ export function treeEntries(root: string, options: TreeOptions = {}): TreeEntry[
       } catch (error) {
         throw new ArtifactError(`cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'read error'})`);
       }
+      // Folders count too: a tree of empty folders must not make the walk unbounded.
+      if (++seen > MAX_TREE_ENTRIES) throw new ArtifactError(`${root} holds more than ${MAX_TREE_ENTRIES} files and folders`);
       if (stat.isDirectory()) {
         if (!(options.skipNodeModules && name === 'node_modules')) stack.push({ dir: path, rel: relPath, depth: depth + 1 });
         continue;
       }
-      if (entries.length >= MAX_TREE_ENTRIES) throw new ArtifactError(`${root} holds more than ${MAX_TREE_ENTRIES} files`);
       if (stat.isFile()) {
         entries.push({ path: relPath, type: 'file', sha256: fileDigest(path) });
       } else if (stat.isSymbolicLink()) {

@@ -189,6 +189,21 @@ describe('remote servers over verified TLS', () => {
     });
   });
 
+  it('3b. NODE_TLS_REJECT_UNAUTHORIZED=0 in the broker\'s environment does not turn verification (or the pins) off', async () => {
+    const saved = process.env['NODE_TLS_REJECT_UNAUTHORIZED'];
+    process.env['NODE_TLS_REJECT_UNAUTHORIZED'] = '0';
+    try {
+      await withServer({ certificate: 'self-signed' }, async (server, run) => {
+        const folder = caseDir('env-off');
+        const broker = await run(remoteConfig(folder, { url: server.url, tls: { spki: [LOOPBACK_PIN] }, entry: withTestCa(folder) }));
+        await expectRefused(broker, server, 'tls-unverified');
+      });
+    } finally {
+      if (saved === undefined) delete process.env['NODE_TLS_REJECT_UNAUTHORIZED'];
+      else process.env['NODE_TLS_REJECT_UNAUTHORIZED'] = saved;
+    }
+  });
+
   it('4a. the SPKI pin of loopback.crt is the one the spec gives, and a matching pin connects', async () => {
     assert.equal(pinOf('loopback.crt'), LOOPBACK_PIN);
     assert.notEqual(pinOf('self-signed.crt'), LOOPBACK_PIN);

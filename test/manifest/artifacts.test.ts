@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, describe, it } from 'node:test';
@@ -12,6 +12,7 @@ import {
   isInside,
   MAX_TREE_DEPTH,
   MAX_TREE_ENTRIES,
+  MAX_PINNED_FILE_BYTES,
   treeDigestOf,
   treeEntries,
   unpinnedArguments,
@@ -287,8 +288,21 @@ describe('treeEntries, directoryDigest', () => {
     expectArtifactError(() => directoryDigest(nest(MAX_TREE_DEPTH + 2)), new RegExp(`nested deeper than ${MAX_TREE_DEPTH} folders`));
   });
 
-  it('exports the entry limit (100000; a tree of that many files is too slow to build here)', () => {
+  it('counts folders against the entry limit: a tree of empty folders is refused, not walked without end', () => {
     assert.equal(MAX_TREE_ENTRIES, 100_000);
+    const root = join(dir, `empty-folders-${counter++}`);
+    mkdirSync(root);
+    for (let i = 0; i <= MAX_TREE_ENTRIES; i++) mkdirSync(join(root, `e${i}`));
+    expectArtifactError(() => treeEntries(root), new RegExp(`holds more than ${MAX_TREE_ENTRIES} files and folders`));
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('refuses a file over MAX_PINNED_FILE_BYTES before reading it (a sparse file costs nothing to make)', () => {
+    const file = join(dir, `sparse-${counter++}.bin`);
+    writeFileSync(file, '');
+    truncateSync(file, MAX_PINNED_FILE_BYTES + 1);
+    expectArtifactError(() => fileDigest(file), new RegExp(`files over ${MAX_PINNED_FILE_BYTES} bytes are not digested`));
+    rmSync(file);
   });
 
   it('leaves out every node_modules folder only when asked (skipNodeModules)', () => {
