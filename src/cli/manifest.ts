@@ -1,4 +1,4 @@
-import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { historyRejection, loadConfig } from '../config/load.ts';
@@ -7,7 +7,7 @@ import { WardenError } from '../errors.ts';
 import { formatEnvelope, type Envelope } from '../manifest/envelope.ts';
 import { readSigningKey } from '../manifest/keys.ts';
 import { loadSignedManifest, resolveCommand } from '../manifest/load.ts';
-import { ArtifactError, checkLaunchPins, directoryDigest, fileDigest } from '../manifest/artifacts.ts';
+import { ArtifactError, checkLaunchPins, fileDigest, pathDigest } from '../manifest/artifacts.ts';
 import { pinInstalledPackage } from '../manifest/npm-package.ts';
 import { ManifestRejection, REJECTIONS } from '../manifest/rejections.ts';
 import { addSignature, signManifestSource } from '../manifest/sign.ts';
@@ -126,8 +126,8 @@ function pin(paths: string[], values: { command?: string | undefined; package?: 
     const files: string[] = [];
     const folders: string[] = [];
     for (const path of paths) {
-      const isFolder = statSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
-      (isFolder ? folders : files).push(`  - path: ${JSON.stringify(path)}\n    sha256: "${isFolder ? directoryDigest(path) : fileDigest(path)}"`);
+      const { folder, sha256 } = pathDigest(path);
+      (folder ? folders : files).push(`  - path: ${JSON.stringify(path)}\n    sha256: "${sha256}"`);
     }
     if (files.length > 0) out.push(`files:\n${files.join('\n')}`);
     if (folders.length > 0) out.push(`directories:\n${folders.join('\n')}`);

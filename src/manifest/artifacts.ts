@@ -175,6 +175,22 @@ function linkDigest(path: string, top: string): string {
   return createHash('sha256').update(target).digest('hex');
 }
 
+/** A folder's tree digest, or any other path's file digest (a link is followed only to a file). */
+export function pathDigest(path: string): { readonly folder: boolean; readonly sha256: string } {
+  let folder = false;
+  try {
+    folder = lstatSync(path).isDirectory();
+  } catch {
+    // fileDigest says why the path cannot be read
+  }
+  return { folder, sha256: folder ? directoryDigest(path) : fileDigest(path) };
+}
+
+/** The path a launch argument may name: the value of `--flag=value`, else the argument itself. */
+export function argumentPath(arg: string): string {
+  return arg.startsWith('-') && arg.includes('=') ? arg.slice(arg.indexOf('=') + 1) : arg;
+}
+
 /** The tree digest of a directory as it is now. */
 export function directoryDigest(root: string, options: TreeOptions = {}): string {
   return treeDigestOf(treeEntries(root, options));
@@ -243,19 +259,17 @@ export function unpinnedArguments(args: readonly string[], cwd: string, pins: La
     pins.packages.some((pkg) => isInside(path, pkg.path) && !relative(pkg.path, path).split(sep).includes('node_modules'));
   const unpinned: string[] = [];
   for (const arg of args) {
-    const candidates = arg.startsWith('-') && arg.includes('=') ? [arg.slice(arg.indexOf('=') + 1)] : [arg];
-    for (const candidate of candidates) {
-      if (candidate === '' || candidate.includes('\0')) continue;
-      const path = resolve(cwd, candidate);
-      let exists: boolean;
-      try {
-        lstatSync(path);
-        exists = true;
-      } catch {
-        exists = false;
-      }
-      if (exists && !covered(path)) unpinned.push(arg);
+    const candidate = argumentPath(arg);
+    if (candidate === '' || candidate.includes('\0')) continue;
+    const path = resolve(cwd, candidate);
+    let exists: boolean;
+    try {
+      lstatSync(path);
+      exists = true;
+    } catch {
+      exists = false;
     }
+    if (exists && !covered(path)) unpinned.push(arg);
   }
   return unpinned;
 }

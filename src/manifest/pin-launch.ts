@@ -1,6 +1,5 @@
-import { lstatSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { ArtifactError, directoryDigest, fileDigest, unpinnedArguments, type LaunchPins } from './artifacts.ts';
+import { argumentPath, ArtifactError, directoryDigest, fileDigest, pathDigest, unpinnedArguments, type LaunchPins } from './artifacts.ts';
 import { resolveCommand } from './load.ts';
 import { pinInstalledPackage } from './npm-package.ts';
 
@@ -53,11 +52,10 @@ export function fillLaunchPins(source: Record<string, unknown>, base: string, se
   const data = Array.isArray(pins['data']) ? (pins['data'] as unknown[]).filter((path): path is string => typeof path === 'string').map((path) => resolve(cwd, path)) : [];
   const current = { command: '', files: absolute('files'), directories: absolute('directories'), packages: absolute('packages'), data } as unknown as LaunchPins;
   for (const arg of unpinnedArguments(args, cwd, current)) {
-    const written = arg.startsWith('-') && arg.includes('=') ? arg.slice(arg.indexOf('=') + 1) : arg;
-    const path = resolve(cwd, written);
-    const isFolder = lstatSync(path).isDirectory();
-    const key = isFolder ? 'directories' : 'files';
-    pins[key] = [...(Array.isArray(pins[key]) ? (pins[key] as Pin[]) : []), { path: written, sha256: isFolder ? directoryDigest(path) : fileDigest(path) }];
+    const written = argumentPath(arg);
+    const { folder, sha256 } = pathDigest(resolve(cwd, written));
+    const key = folder ? 'directories' : 'files';
+    pins[key] = [...(Array.isArray(pins[key]) ? (pins[key] as Pin[]) : []), { path: written, sha256 }];
   }
   return { ...source, transport: { ...spec, pins } };
 }
