@@ -24,11 +24,17 @@ import { comparePins, diffDigest, type LiveServer } from '../manifest/pin.ts';
 import { BROKER_INFO } from '../version.ts';
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
 import type { ServerTls } from './egress-agent.ts';
-import { checkLaunchPins, unpinnedArguments } from '../manifest/artifacts.ts';
+import { checkLaunch } from '../manifest/artifacts.ts';
 import type { BackendState, PinTrigger, Quarantine, ToolBackend, ToolCall } from './types.ts';
 import type { HttpTransport, StdioTransport } from '../manifest/types.ts';
 
 export type { BackendState, PinTrigger, Quarantine } from './types.ts';
+
+/** What a stdio server is started from: the executable and working directory as checked, links followed. */
+interface Launch {
+  readonly command: string;
+  readonly cwd: string;
+}
 
 export interface BackendOptions {
   readonly server: string;
@@ -235,8 +241,13 @@ export class McpBackend implements ToolBackend {
     if (this.#state === 'closed') return;
     this.#state = 'starting';
     const { manifest, connectTimeoutMs, logger } = this.#options;
-    // What a stdio server runs is checked before every spawn, the first and each restart.
-    if (this.#transportSpec.type === 'stdio' && !this.#artifactsHold(this.#transportSpec)) return;
+    // What a stdio server runs is checked before every spawn, the first and each restart;
+    // it is started from the executable and folder the check resolved.
+    let launch: Launch | undefined;
+    if (this.#transportSpec.type === 'stdio') {
+      launch = this.#artifactsHold(this.#transportSpec);
+      if (!launch) return;
+    }
     const client = new Client(
       { ...BROKER_INFO },
       {
@@ -250,7 +261,7 @@ export class McpBackend implements ToolBackend {
     try {
       const credentials = resolveCredentials(this.server, manifest.credentials, this.#options.credentialSources);
       for (const { value } of credentials) this.#credentialValues.add(value);
-      const transport = this.#transport(credentials);
+      const transport = this.#transport(credentials, launch);
       const deadline = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${connectTimeoutMs} ms`)), connectTimeoutMs);
       });
@@ -352,27 +363,29 @@ export class McpBackend implements ToolBackend {
   }
 
   /**
-   * True when the executable and every pinned file, folder and package match their
-   * digests, and every argument naming a file is pinned. Otherwise the server is not
-   * started but quarantined, the expected and found digests audited. A quarantine from an
-   * earlier run for the same reason also keeps it from starting.
+   * The executable and working directory to start, with their links followed, when they,
+   * every pinned file, folder and package match their digests and every argument naming a
+   * file is pinned (all resolved once, so what starts is what was checked). Otherwise the
+   * server is not started but quarantined, the expected and found digests audited. A
+   * quarantine from an earlier run for the same reason also keeps it from starting.
    */
-  #artifactsHold(spec: StdioTransport): boolean {
+  #artifactsHold(spec: StdioTransport): Launch | undefined {
     if (this.#quarantine?.reason !== 'artifact-modified') {
-      const artifacts = checkLaunchPins(spec.command, spec.pins);
-      const unpinned = unpinnedArguments(spec.args, spec.cwd, spec.pins);
-      if (artifacts.length === 0 && unpinned.length === 0) return true;
+      const checked = checkLaunch(spec);
+      const artifacts = checked.mismatches;
+      const unpinned = [...new Set(checked.unpinned.map((problem) => problem.arg))];
+      if (artifacts.length === 0 && unpinned.length === 0) return { command: checked.command, cwd: checked.cwd };
       const diff = createHash('sha256').update(JSON.stringify({ artifacts, unpinned })).digest('hex');
       const wasQuarantined = this.#quarantine !== undefined;
       this.#quarantine = { reason: 'artifact-modified', since: new Date().toISOString(), trigger: 'spawn', artifacts, diffDigest: diff };
       const { manifest, logger } = this.#options;
-      logger.error({ server: this.server, artifacts, unpinned }, 'server not started and quarantined: what it would run differs from its signed pins');
+      logger.error({ server: this.server, artifacts, unpinned: checked.unpinned }, 'server not started and quarantined: what it would run differs from its signed pins');
       this.#audit({ event: 'server.quarantined', server: this.server, manifest: manifest.name, serial: manifest.serial, digest: manifest.digest, reason: 'artifact-modified', trigger: 'spawn', diffDigest: diff, artifacts, unpinned });
       this.#options.onQuarantine?.(this.#quarantine);
       if (!wasQuarantined) this.#options.onToolsChanged?.();
     }
     this.#state = 'down';
-    return false;
+    return undefined;
   }
 
   /** A server's own output (stderr, error texts) may repeat its credentials: never log them. */
@@ -409,7 +422,7 @@ export class McpBackend implements ToolBackend {
     this.#restartTimer.unref();
   }
 
-  #transport(credentials: readonly ResolvedCredential[]): Transport {
+  #transport(credentials: readonly ResolvedCredential[], launch: Launch | undefined): Transport {
     const transport = this.#transportSpec;
     if (transport.type === 'http') {
       const headers: Record<string, string> = {};
@@ -428,18 +441,32 @@ export class McpBackend implements ToolBackend {
       // redirect: 'error': a redirect must not carry the credential headers to another origin.
       return new StreamableHTTPClientTransport(new URL(transport.url), { requestInit: { headers, redirect: 'error' }, ...(fetch ? { fetch } : {}) });
     }
+    if (!launch) throw new Error('a stdio server is started only after its pins are checked');
     const env: Record<string, string> = { ...transport.env };
     for (const { credential, value } of credentials) if (credential.env) env[credential.env] = value;
+    // The arguments as signed; taken from the resolved folder, they lead where the check followed them.
     const stdio = new StdioClientTransport({
-      command: transport.command,
+      command: launch.command,
       args: [...transport.args],
-      cwd: transport.cwd,
+      cwd: launch.cwd,
       // The SDK adds only a minimal set (PATH, HOME, USER, SHELL, TERM, LOGNAME) to this;
       // the broker's own environment never reaches a downstream server.
       env,
       stderr: 'pipe',
     });
     forwardStderr(stdio.stderr, this.server, this.#options.logger, (line) => this.#redact(line));
+    if (transport.era !== 'legacy') {
+      // auto and modern: the SDK first starts a short-lived copy of this transport (the same
+      // parameters) to probe the era, and starts this one only after it answered. Check the
+      // pins again right before that second start: it must run what was checked.
+      const start = stdio.start.bind(stdio);
+      stdio.start = async () => {
+        const again = this.#artifactsHold(transport);
+        if (again === undefined) throw new Error('what the server runs no longer matches its signed pins');
+        if (again.command !== launch.command || again.cwd !== launch.cwd) throw new Error('the executable or working directory changed while the server was starting');
+        return start();
+      };
+    }
     return stdio;
   }
 

@@ -7,7 +7,8 @@ import { WardenError } from '../errors.ts';
 import { formatEnvelope, type Envelope } from '../manifest/envelope.ts';
 import { readSigningKey } from '../manifest/keys.ts';
 import { loadSignedManifest, resolveCommand } from '../manifest/load.ts';
-import { ArtifactError, checkLaunchPins, fileDigest, pathDigest } from '../manifest/artifacts.ts';
+import { ArtifactError, checkLaunch, checkNestedPackages, fileDigest, pathDigest, realPath } from '../manifest/artifacts.ts';
+import { classifyAddress } from '../guard/address-class.ts';
 import { pinInstalledPackage } from '../manifest/npm-package.ts';
 import { ManifestRejection, REJECTIONS } from '../manifest/rejections.ts';
 import { addSignature, signManifestSource } from '../manifest/sign.ts';
@@ -42,12 +43,16 @@ pin      Prints the digests a tool owner writes under a stdio server's transport
          installed npm package, pinned to its registry release: the tarball whose
          SHA-512 is the registry's integrity value (the one the lockfile records, or
          --integrity) is taken from npm's cache (or --tarball, e.g. from
-         "npm pack NAME@VERSION"), and the installed files must be exactly its files.
-         Paths print as given: give them relative to the server's cwd.
+         "npm pack NAME@VERSION"), and the installed files must be exactly its files;
+         a package in its own node_modules must be given with --package too.
+         Paths print as given: give them relative to the server's cwd. Links are
+         followed (never through /proc or /dev/fd) and what they lead to is digested.
 verify   Says whether the broker configured by CONFIG would accept FILE, and if not,
          why. Reads the broker's manifest history (rollback, equivocation) without
          changing it. For a stdio server, also checks its pins against the files on
-         this machine. Exit 0 when accepted; otherwise the code of the reason:
+         this machine. A plain http URL is refused unless its host is a loopback
+         address, which a config may allow (servers.<key>.allowPlainHttp).
+         Exit 0 when accepted; otherwise the code of the reason:
 ${Object.entries(REJECTIONS).map(([reason, { exit, summary }]) => `           ${String(exit).padEnd(3)} ${reason.padEnd(22)} ${summary}`).join('\n')}
 `;
 
@@ -121,13 +126,15 @@ function pin(paths: string[], values: { command?: string | undefined; package?: 
   try {
     if (values.command !== undefined) {
       const command = resolveCommand(values.command, process.cwd(), process.env['PATH']);
-      out.push(`command: "${fileDigest(command)}"  # ${command}`);
+      out.push(`command: "${fileDigest(realPath(command))}"  # ${command}`);
     }
     const files: string[] = [];
     const folders: string[] = [];
+    const folderPaths: string[] = [];
     for (const path of paths) {
       const { folder, sha256 } = pathDigest(path);
       (folder ? folders : files).push(`  - path: ${JSON.stringify(path)}\n    sha256: "${sha256}"`);
+      if (folder) folderPaths.push(path);
     }
     if (files.length > 0) out.push(`files:\n${files.join('\n')}`);
     if (folders.length > 0) out.push(`directories:\n${folders.join('\n')}`);
@@ -138,6 +145,8 @@ function pin(paths: string[], values: { command?: string | undefined; package?: 
         ...(values['npm-cache'] === undefined ? {} : { npmCache: values['npm-cache'] }),
       }),
     );
+    // A package in a pinned package's own node_modules must be pinned too (given here).
+    checkNestedPackages(packages, { directories: folderPaths });
     if (pinned.length > 0) out.push(`packages:\n${pinned.map((p) => `  - path: ${JSON.stringify(p.path)}\n    package: ${JSON.stringify(p.package)}\n    integrity: "${p.integrity}"\n    sha256: "${p.sha256}"`).join('\n')}`);
   } catch (error) {
     fail(error);
@@ -211,6 +220,7 @@ function verify(file: string, configFile: string): number {
   let manifest: Manifest;
   try {
     manifest = loadSignedManifest(file, config.trust);
+    checkPlainHttp(manifest);
     const store = openStateStore(config.state.dir, 'read-only');
     try {
       const admission = store.admit(manifest.name, manifest.serial, manifest.digest);
@@ -219,7 +229,7 @@ function verify(file: string, configFile: string): number {
       store.close();
     }
     if (manifest.transport.type === 'stdio') {
-      const mismatches = checkLaunchPins(manifest.transport.command, manifest.transport.pins);
+      const { mismatches } = checkLaunch(manifest.transport);
       if (mismatches.length > 0) {
         const lines = mismatches.map((m) => `\n  ${m.kind} ${m.path}\n    pinned: ${m.expected}\n    found:  ${m.found}`).join('');
         throw new ManifestRejection('artifact-modified', `what the server runs differs from its pins; the broker would not start it:${lines}`);
@@ -231,10 +241,26 @@ function verify(file: string, configFile: string): number {
     return REJECTIONS[error.reason].exit;
   }
   const signers = manifest.signers.map((signer) => `${signer.keyId} (publisher ${signer.publisher})`).join('\n             ');
+  const plainHttp = manifest.transport.type === 'http' && manifest.transport.url.startsWith('http:');
   process.stdout.write(
     `accepted: ${manifest.name} serial ${manifest.serial} (version ${manifest.version}), ${manifest.tools.length} tool(s)\n` +
       `  digest:    ${manifest.digest}\n  signed by: ${signers}\n  issued:    ${manifest.issuedAt}\n  expires:   ${manifest.expiresAt}\n` +
+      (plainHttp ? `  note:      plain http to a loopback address: the broker refuses it (insecure-transport) unless the config allows it for the server (servers.<key>.allowPlainHttp: true)\n` : '') +
       pinLines(manifest),
   );
   return 0;
+}
+
+/**
+ * The broker's transport security rule, as far as it can be told without the server's slot
+ * in the config: a Streamable HTTP server is reached over https, plain http only to a
+ * loopback address written as an address, and only where the config allows it (which is
+ * said when it is accepted).
+ */
+function checkPlainHttp(manifest: Manifest): void {
+  if (manifest.transport.type !== 'http') return;
+  const url = new URL(manifest.transport.url);
+  if (url.protocol === 'https:') return;
+  if (classifyAddress(url.hostname)?.range === 'loopback') return;
+  throw new ManifestRejection('insecure-transport', `the server's URL ${url.origin} is plain http; remote servers are reached over https only. A config may allow plain http for a server on the broker's own machine, at a loopback address written as an address (servers.<key>.allowPlainHttp: true)`);
 }

@@ -14,7 +14,7 @@ import { compileArgumentSchema, type ArgumentValidator } from '../guard/argument
 import { compileOutputScope, type OutputScope } from '../guard/output-scope.ts';
 import { compileHttpTemplate, type HttpRequestTemplate } from '../backends/http-request.ts';
 import { readModuleFile } from './module-file.ts';
-import { unpinnedArguments, type LaunchPins } from './artifacts.ts';
+import { absolutePath, argumentProblems, type LaunchPins } from './artifacts.ts';
 
 const ajv = new Ajv2020({ allErrors: true, strict: true });
 addFormats.default(ajv, ['date-time']);
@@ -178,9 +178,10 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
     const cwd = resolve(base, raw.transport.cwd ?? '.');
     const pins = launchPins(raw.transport.pins, cwd);
     const args = raw.transport.args ?? [];
+    const command = options.resolveCommand ? resolveCommand(raw.transport.command, cwd, options.searchPath) : raw.transport.command;
     transport = {
       type: 'stdio',
-      command: options.resolveCommand ? resolveCommand(raw.transport.command, cwd, options.searchPath) : raw.transport.command,
+      command,
       args,
       cwd,
       env: toPlainRecord(raw.transport.env ?? {}),
@@ -191,9 +192,12 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
       pins,
     };
     if (options.resolveCommand) {
-      const unpinned = unpinnedArguments(args, cwd, pins);
-      if (unpinned.length > 0) {
-        throw new ManifestRejection('artifact-unpinned', `at /transport/args: ${unpinned.map((arg) => `"${arg}"`).join(', ')} names a file or folder that no pin covers; pin it under /transport/pins (files, directories or packages) so a changed file cannot run`, { unpinned });
+      // Paths are followed as the server will follow them (links, then '..'; Node's module
+      // forms when the command is Node). The broker checks again before every start.
+      const problems = argumentProblems(args, cwd, pins, command);
+      if (problems.length > 0) {
+        const unpinned = [...new Set(problems.map((problem) => problem.arg))];
+        throw new ManifestRejection('artifact-unpinned', `at /transport/args: ${problems.map((problem) => `"${problem.arg}" ${problem.why}`).join('; ')}`, { unpinned });
       }
     }
   } else if (raw.transport.type === 'http') {
@@ -251,12 +255,15 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
   return deepFreeze(manifest);
 }
 
-/** The launch pins with their paths made absolute (relative to the server's cwd). */
+/**
+ * The launch pins with their paths made absolute (relative to the server's cwd). A '..' is
+ * kept: the broker resolves it after the links before it, as the kernel does, when it checks.
+ */
 function launchPins(raw: RawPins, cwd: string): LaunchPins {
   const seen = new Set<string>();
   const place = <T extends { path: string }>(list: T[] | undefined, key: string): T[] =>
     (list ?? []).map((pin, index) => {
-      const path = resolve(cwd, pin.path);
+      const path = absolutePath(cwd, pin.path);
       if (seen.has(path)) throw new ManifestRejection('invalid-manifest', `at /transport/pins/${key}/${index}/path: ${pin.path} is pinned twice`, { path: pin.path });
       seen.add(path);
       return { ...pin, path };

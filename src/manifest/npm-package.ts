@@ -3,7 +3,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join, relative, resolve, sep } from 'node:path';
 import { Parser, type ReadEntry } from 'tar';
-import { ArtifactError, directoryDigest, treeDigestOf, treeEntries, type TreeEntry } from './artifacts.ts';
+import { ArtifactError, directoryDigest, realPath, treeDigestOf, treeEntries, type TreeEntry } from './artifacts.ts';
 
 /** A release tarball is read whole into memory: larger ones are refused. */
 export const MAX_TARBALL_BYTES = 256 * 1024 * 1024;
@@ -34,16 +34,19 @@ export interface PackagePinOptions {
  * Pins an installed npm package to its registry release: the tarball whose SHA-512 is the
  * registry's integrity value is opened, its files are digested, and the installed copy
  * must hold exactly those files (its own node_modules left out: dependencies are pinned
- * on their own). The pin's sha256 is what the broker checks before every spawn; anyone can
- * recompute it from the registry's tarball. Throws ArtifactError saying what to do.
+ * on their own, and a package there must be pinned too: checkNestedPackages). The pin's
+ * sha256 is what the broker checks before every spawn; anyone can recompute it from the
+ * registry's tarball. The files read are where the path leads (realPath), as for the
+ * broker; the lockfile is looked up by the path as given. Throws ArtifactError saying what to do.
  */
 export function pinInstalledPackage(dir: string, options: PackagePinOptions = {}): PackagePin {
   const folder = resolve(dir);
-  const manifest = readJson(join(folder, 'package.json'));
+  const real = realPath(dir);
+  const manifest = readJson(join(real, 'package.json'));
   const name = manifest['name'];
   const version = manifest['version'];
   if (typeof name !== 'string' || typeof version !== 'string' || name === '' || version === '') {
-    throw new ArtifactError(`${join(folder, 'package.json')} has no name and version; is ${dir} an installed npm package?`);
+    throw new ArtifactError(`${join(real, 'package.json')} has no name and version; is ${dir} an installed npm package?`);
   }
   const release = `${name}@${version}`;
   const integrity = options.integrity ?? lockedIntegrity(folder, name, version);
@@ -54,8 +57,8 @@ export function pinInstalledPackage(dir: string, options: PackagePinOptions = {}
   if (actual !== integrity) throw new ArtifactError(`${tarball} is not the release ${release}: its integrity is ${actual}, the registry's is ${integrity}`);
   const released = tarballEntries(bytes, tarball);
   const expected = treeDigestOf(released);
-  if (directoryDigest(folder, { skipNodeModules: true }) !== expected) {
-    throw new ArtifactError(`the installed copy at ${dir} differs from the release ${release}: ${describeDifference(released, treeEntries(folder, { skipNodeModules: true }))}. Reinstall it (npm ci) before pinning`);
+  if (directoryDigest(real, { skipNodeModules: true }) !== expected) {
+    throw new ArtifactError(`the installed copy at ${dir} differs from the release ${release}: ${describeDifference(released, treeEntries(real, { skipNodeModules: true }))}. Reinstall it (npm ci) before pinning`);
   }
   return { path: dir, package: release, integrity, sha256: expected };
 }

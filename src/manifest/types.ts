@@ -62,14 +62,14 @@ export type Era = 'auto' | 'legacy' | 'modern';
 
 export interface StdioTransport {
   readonly type: 'stdio';
-  /** Absolute path, resolved once at load; never looked up again at spawn time. */
+  /** Absolute path, resolved once at load; never looked up again at spawn time (its links are followed at every spawn). */
   readonly command: string;
   readonly args: readonly string[];
-  /** Absolute working directory. */
+  /** Absolute working directory (its links are followed at every spawn). */
   readonly cwd: string;
   readonly env: Readonly<Record<string, string>>;
   readonly era: Era;
-  /** What runs, pinned; checked before every spawn. Paths absolute. */
+  /** What runs, pinned; checked before every spawn. Paths absolute, a '..' kept (applied after the links before it). */
   readonly pins: LaunchPins;
 }
 

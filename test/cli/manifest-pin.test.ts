@@ -341,3 +341,83 @@ describe('manifest verify: a stdio manifest\'s pins', () => {
     assert.match(refused.stdout, /^refused \[artifact-unpinned\].*"--config=later\.json"/);
   });
 });
+
+describe('manifest pin, sign, verify: paths followed as the server follows them', () => {
+  test('pin: a link to a folder is pinned as the folder it leads to; a path through /proc is refused (exit 4)', () => {
+    const root = caseDir();
+    symlinkSync('data', join(root, 'data-link'));
+    const linked = run(['manifest', 'pin', join(root, 'data-link')]);
+    assert.equal(linked.code, 0, linked.stderr);
+    assert.deepEqual(parse(linked.stdout), { directories: [{ path: join(root, 'data-link'), sha256: directoryDigest(join(root, 'data')) }] });
+
+    symlinkSync(`/proc/self/cwd${join(root, 'server.js')}`, join(root, 'via-proc.js'));
+    const refused = run(['manifest', 'pin', join(root, 'via-proc.js')]);
+    assert.equal(refused.code, 4, refused.stdout + refused.stderr);
+    assert.match(refused.stderr, /WARDEN_ARTIFACT_UNREADABLE.*via-proc\.js leads into \/proc through the link/);
+  });
+
+  test('pin --package: a package in the package\'s own node_modules must be pinned too (exit 4 naming it)', () => {
+    const pkg = installedPackage();
+    mkdirSync(join(pkg.installed, 'node_modules', 'shadow'), { recursive: true });
+    writeFileSync(join(pkg.installed, 'node_modules', 'shadow', 'index.js'), 'shadow');
+    const result = run(['manifest', 'pin', '--package', pkg.installed, '--tarball', pkg.tgz]);
+    assert.equal(result.code, 4, result.stdout + result.stderr);
+    assert.match(result.stderr, /WARDEN_ARTIFACT_UNREADABLE.*holds node_modules\/shadow in its own node_modules, which no package pin covers/);
+    assert.equal(result.stdout, '');
+  });
+
+  test('sign: a Node script named without its ending, and a -r module, are pinned as the files Node loads', () => {
+    const root = caseDir();
+    writeFileSync(join(root, 'setup.js'), 'module.exports = 0;\n');
+    const { result, signed } = signIn(root, { command: process.execPath, args: ['-r', './setup', 'server'] });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(payloadOf(signed).transport.pins, {
+      command: NODE_DIGEST,
+      files: [
+        { path: 'setup.js', sha256: sha256Of('module.exports = 0;\n') },
+        { path: 'server.js', sha256: sha256Of(SCRIPT) },
+      ],
+    });
+    assert.equal(run(['manifest', 'verify', '--config', CONFIG, signed]).code, 0);
+  });
+
+  test('sign: a -r package name that no node_modules holds stops signing, saying how to write it', () => {
+    const root = caseDir();
+    const { result, signed } = signIn(root, { command: process.execPath, args: ['-r', 'mcp-warden-no-such-package/register', 'server.js'] });
+    assert.equal(result.code, 4, result.stdout + result.stderr);
+    assert.match(result.stderr, /WARDEN_MANIFEST_INVALID.*the argument "mcp-warden-no-such-package\/register" names the package mcp-warden-no-such-package, which no node_modules folder above .* holds .*write the argument as the exact path of a pinned file/);
+    assert.equal(existsSync(signed), false);
+  });
+});
+
+describe('manifest verify: a Streamable HTTP server over plain http', () => {
+  const httpSource = (url: string) => ({ ...source({}), transport: { type: 'http', url } });
+
+  test('refused (46, insecure-transport) unless the host is a loopback address; a loopback one is accepted with a note on the config', () => {
+    const root = caseDir();
+    const cases: [string, number][] = [
+      ['http://tools.example.test/mcp', 46],
+      ['http://192.0.2.10:8080/mcp', 46],
+      ['http://localhost:8080/mcp', 46],
+      ['http://127.0.0.1:8080/mcp', 0],
+      ['http://[::1]:8080/mcp', 0],
+      ['https://tools.example.test/mcp', 0],
+    ];
+    cases.forEach(([url, exit], index) => {
+      const file = writeYaml(join(root, `http-${index}.yaml`), { ...httpSource(url), name: `acme.http${index}` });
+      const signedResult = run(['manifest', 'sign', '--key', KEY, file]);
+      assert.equal(signedResult.code, 0, signedResult.stderr);
+      const verdict = run(['manifest', 'verify', '--config', CONFIG, join(root, `http-${index}.signed.json`)]);
+      assert.equal(verdict.code, exit, `${url}: ${verdict.stdout}${verdict.stderr}`);
+      if (exit === 46) {
+        assert.equal(REJECTIONS['insecure-transport'].exit, 46);
+        assert.match(verdict.stdout, /^refused \[insecure-transport\]: .*is plain http; remote servers are reached over https only\. A config may allow plain http for a server on the broker's own machine, at a loopback address written as an address \(servers\.<key>\.allowPlainHttp: true\)/);
+      } else if (url.startsWith('http:')) {
+        assert.match(verdict.stdout, /^accepted: /);
+        assert.match(verdict.stdout, /note: +plain http to a loopback address: the broker refuses it \(insecure-transport\) unless the config allows it for the server \(servers\.<key>\.allowPlainHttp: true\)/);
+      } else {
+        assert.doesNotMatch(verdict.stdout, /plain http/);
+      }
+    });
+  });
+});

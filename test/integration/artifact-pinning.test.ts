@@ -6,8 +6,9 @@
 // calls refused, the mismatch audited and persisted.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { appendFileSync, chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { appendFileSync, chmodSync, copyFileSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { delimiter, dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterEach, describe, test } from 'node:test';
 import type { Broker } from '../../src/broker.ts';
 import type { McpBackend } from '../../src/backends/mcp.ts';
@@ -30,18 +31,20 @@ const MANIFEST_TOOLS = LIVE_TOOLS.map((tool) => ({ ...structuredClone(tool), acc
 
 /**
  * A tiny MCP server. On start it appends one JSON line to the file named by ARTIFACT_MARKER
- * (its pid, its tag and its executable), so a test can tell whether, how often and with which
- * binary it was started, and find its pid to kill it.
+ * (its pid, its tag, its executable, the path it was started as and its working directory),
+ * so a test can tell whether, how often and with which binary it was started, and find its
+ * pid to kill it. `onStart`: more code run at start.
  */
-function serverScript(tag: string): string {
+function serverScript(tag: string, onStart = ''): string {
   return `${[
-    `import { appendFileSync } from 'node:fs';`,
+    `import { appendFileSync, existsSync, writeFileSync } from 'node:fs';`,
     `import { fileURLToPath } from 'node:url';`,
     `import { Server } from ${JSON.stringify(SDK_SERVER)};`,
     `import { serveStdio } from ${JSON.stringify(SDK_STDIO)};`,
     `const TAG = ${JSON.stringify(tag)};`,
     `const TOOLS = ${JSON.stringify(LIVE_TOOLS)};`,
-    `appendFileSync(process.env.ARTIFACT_MARKER, JSON.stringify({ pid: process.pid, tag: TAG, execPath: process.execPath }) + '\\n');`,
+    `appendFileSync(process.env.ARTIFACT_MARKER, JSON.stringify({ pid: process.pid, tag: TAG, execPath: process.execPath, argv0: process.argv0, cwd: process.cwd() }) + '\\n');`,
+    onStart,
     `serveStdio(() => {`,
     `  const server = new Server({ name: 'artifact', version: '1.0.0' }, { capabilities: { tools: {} } });`,
     `  server.setRequestHandler('tools/list', async () => ({ tools: TOOLS }));`,
@@ -135,13 +138,13 @@ function workspace(): Workspace {
  * Signs the manifest for the server. Pins not given are filled in by signing (as
  * `manifest sign` does): the command's digest and a file pin for every argument naming a file.
  */
-function sign(ws: Workspace, transport: { command: string; args: string[]; pins?: Record<string, unknown> }, serial = 1): void {
+function sign(ws: Workspace, transport: { command: string; args: string[]; pins?: Record<string, unknown>; cwd?: string; era?: string }, serial = 1): void {
   writeManifest(ws.manifest, {
     manifestVersion: 1,
     name: 'test.art',
     version: '1.0.0',
     serial,
-    transport: { type: 'stdio', command: transport.command, args: transport.args, cwd: '.', env: { ARTIFACT_MARKER: ws.marker }, pins: transport.pins ?? {} },
+    transport: { type: 'stdio', command: transport.command, args: transport.args, cwd: transport.cwd ?? '.', env: { ARTIFACT_MARKER: ws.marker }, pins: transport.pins ?? {}, ...(transport.era ? { era: transport.era } : {}) },
     tools: MANIFEST_TOOLS,
   });
 }
@@ -154,9 +157,12 @@ interface Running {
   stop(): Promise<void>;
 }
 
-/** A broker on the workspace's config (its state folder, an in-memory audit), started. */
-async function boot(ws: Workspace): Promise<Running> {
-  const config = loadConfig(ws.config);
+/**
+ * A broker on the workspace's config (its state folder, an in-memory audit), started. A
+ * config loaded earlier may be given: what changes after it was loaded meets the check
+ * before the spawn only.
+ */
+async function boot(ws: Workspace, config = loadConfig(ws.config)): Promise<Running> {
   assert.deepEqual([...config.rejected.values()], [], 'the manifest was refused at load');
   const broker = await startBroker(config, { backoff: { initialMs: 20, maxMs: 200 } });
   let closed: Promise<void> | undefined;
@@ -166,12 +172,12 @@ async function boot(ws: Workspace): Promise<Running> {
 }
 
 /** The starts the marker file records. */
-function starts(ws: Workspace): { pid: number; tag: string; execPath?: string }[] {
+function starts(ws: Workspace): { pid: number; tag: string; execPath?: string; argv0?: string; cwd?: string }[] {
   if (!existsSync(ws.marker)) return [];
   return readFileSync(ws.marker, 'utf8')
     .split('\n')
     .filter((line) => line !== '')
-    .map((line) => JSON.parse(line) as { pid: number; tag: string; execPath?: string });
+    .map((line) => JSON.parse(line) as { pid: number; tag: string; execPath?: string; argv0?: string; cwd?: string });
 }
 
 const quarantineRecords = (run: Running) => run.records.filter((record) => record.event === 'server.quarantined');
@@ -189,9 +195,9 @@ async function assertServing(run: Running, tag: string): Promise<void> {
 /**
  * The server was refused before it was spawned: down, quarantined for artifact-modified at
  * spawn, no tools listed, calls refused with WARDEN_SERVER_QUARANTINED, one audit record
- * naming exactly these mismatches.
+ * naming exactly these mismatches (and these arguments no pin covers).
  */
-async function assertRefusedAtSpawn(run: Running, artifacts: { kind: string; path: string; expected: string; found: string }[]): Promise<void> {
+async function assertRefusedAtSpawn(run: Running, artifacts: { kind: string; path: string; expected: string; found: string }[], unpinned: string[] = []): Promise<void> {
   assert.equal(run.backend.state, 'down');
   const quarantine = run.backend.quarantine;
   assert.equal(quarantine?.reason, 'artifact-modified', `quarantine: ${JSON.stringify(quarantine)}`);
@@ -208,7 +214,7 @@ async function assertRefusedAtSpawn(run: Running, artifacts: { kind: string; pat
   assert.equal(record['reason'], 'artifact-modified');
   assert.equal(record['trigger'], 'spawn');
   assert.deepEqual(record['artifacts'], artifacts);
-  assert.deepEqual(record['unpinned'], []);
+  assert.deepEqual(record['unpinned'], unpinned);
   assert.match(String(record['diffDigest']), /^[0-9a-f]{64}$/);
 }
 
@@ -328,7 +334,13 @@ describe('stdio artifact pinning: what runs must be what was signed', () => {
     const sha256 = directoryDigest(pkg, { skipNodeModules: true });
     assert.equal(sha256, specTreeDigest(pkg, { skipNodeModules: true }), 'the package digest is the spec\'s tree digest without node_modules');
     const integrity = `sha512-${createHash('sha512').update('warden-art-server@1.2.3').digest('base64')}`;
-    const packages = [{ path: 'node_modules/warden-art-server', package: 'warden-art-server@1.2.3', integrity, sha256 }];
+    // The dependency in the package's own node_modules is pinned as a package of its own.
+    const depIntegrity = `sha512-${createHash('sha512').update('dep@1.0.0').digest('base64')}`;
+    const depSha256 = specTreeDigest(join(pkg, 'node_modules/dep'), { skipNodeModules: true });
+    const packages = [
+      { path: 'node_modules/warden-art-server', package: 'warden-art-server@1.2.3', integrity, sha256 },
+      { path: 'node_modules/warden-art-server/node_modules/dep', package: 'dep@1.0.0', integrity: depIntegrity, sha256: depSha256 },
+    ];
     sign(ws, { command: process.execPath, args: ['node_modules/warden-art-server/server.mjs'], pins: { packages } });
 
     const first = await boot(ws);
@@ -482,5 +494,195 @@ describe('stdio artifact pinning: what runs must be what was signed', () => {
     assert.equal(quarantineRecords(run).length, 0);
     const ready = run.records.filter((record) => record.event === 'server.state' && record['server'] === 'art' && record['state'] === 'ready');
     assert.equal(ready.length, 2, 'two connects audited');
+  });
+});
+
+describe('stdio artifact pinning: the broker checks the files the server will run', () => {
+  /**
+   * Runs fn with the broker's working directory at / (as under a service manager), so that
+   * /proc/self/cwd/<absolute path> leads, for the broker, to that path; for the server,
+   * started in the workspace, it leads to <workspace>/<absolute path>.
+   */
+  async function withBrokerIn<T>(fn: () => Promise<T>): Promise<T> {
+    const cwd = process.cwd();
+    process.chdir('/');
+    try {
+      return await fn();
+    } finally {
+      process.chdir(cwd);
+    }
+  }
+
+  /**
+   * Replaces `path` (in the workspace) with a link through /proc/self/cwd: for the broker it
+   * leads to a genuine copy outside the workspace, for the server to `evil`, written at the
+   * matching place under the workspace.
+   */
+  function swapThroughProcSelfCwd(ws: Workspace, path: string, writeEvil: (at: string) => void): void {
+    const { dir, cleanup } = tempDir('warden-artifact-copy-');
+    cleanups.push(cleanup);
+    const copy = join(realpathSync(dir), 'copy');
+    cpSync(path, copy, { recursive: true });
+    writeEvil(join(ws.root, copy));
+    rmSync(path, { recursive: true });
+    symlinkSync(`/proc/self/cwd${copy}`, path);
+  }
+
+  /** The single artifact-modified mismatch of a refused start, its found text matched. */
+  function refusedArtifacts(run: Running, kind: string, path: string, found: RegExp): { kind: string; path: string; expected: string; found: string }[] {
+    const artifacts = run.backend.quarantine?.artifacts ?? [];
+    assert.deepEqual(artifacts.map((a) => [a.kind, a.path]), [[kind, path]], JSON.stringify(run.backend.quarantine));
+    assert.match(artifacts[0]!.found, found);
+    return [...artifacts];
+  }
+
+  test('a pinned script replaced by a link through /proc/self/cwd: not started', async () => {
+    const ws = workspace();
+    const script = join(ws.root, 'server.mjs');
+    writeFileSync(script, serverScript('original'));
+    sign(ws, { command: process.execPath, args: ['server.mjs'] });
+    const config = loadConfig(ws.config);
+    swapThroughProcSelfCwd(ws, script, (evil) => {
+      mkdirSync(dirname(evil), { recursive: true });
+      writeFileSync(evil, serverScript('evil'));
+    });
+    await withBrokerIn(async () => {
+      const run = await boot(ws, config);
+      // The argument leads through the link too: it cannot be checked either.
+      await assertRefusedAtSpawn(run, refusedArtifacts(run, 'file', script, /^unreadable: .*server\.mjs leads into \/proc through the link/), ['server.mjs']);
+      await run.stop();
+      // Loaded now, the manifest is refused outright: its argument cannot be checked.
+      const reloaded = loadConfig(ws.config).rejected.get('art');
+      assert.equal(reloaded?.reason, 'artifact-unpinned');
+      assert.match(reloaded?.message ?? '', /"server\.mjs" cannot be checked: .*leads into \/proc/);
+    });
+    assert.deepEqual(starts(ws), [], 'a script was started');
+  });
+
+  test('the executable replaced by a link through /proc/self/cwd: not run', async () => {
+    const ws = workspace();
+    const command = join(ws.root, 'bin/run');
+    mkdirSync(dirname(command));
+    writeFileSync(command, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} "$@"\n`);
+    chmodSync(command, 0o755);
+    writeFileSync(join(ws.root, 'server.mjs'), serverScript('original'));
+    sign(ws, { command, args: ['server.mjs'] });
+    const config = loadConfig(ws.config);
+    swapThroughProcSelfCwd(ws, command, (evil) => writeShadow(evil));
+    await withBrokerIn(async () => {
+      const run = await boot(ws, config);
+      await assertRefusedAtSpawn(run, refusedArtifacts(run, 'command', command, /^unreadable: .*bin\/run leads into \/proc through the link/));
+    });
+    assert.deepEqual(starts(ws), [], 'something was started');
+  });
+
+  test('a folder above a pinned folder replaced by a link through /proc/self/cwd: not started', async () => {
+    const ws = workspace();
+    mkdirSync(join(ws.root, 'pkgs/srv'), { recursive: true });
+    writeFileSync(join(ws.root, 'pkgs/srv/index.mjs'), serverScript('original'));
+    sign(ws, { command: process.execPath, args: ['pkgs/srv/index.mjs'], pins: { directories: [{ path: 'pkgs/srv' }] } });
+    const config = loadConfig(ws.config);
+    swapThroughProcSelfCwd(ws, join(ws.root, 'pkgs'), (evil) => {
+      mkdirSync(join(evil, 'srv'), { recursive: true });
+      writeFileSync(join(evil, 'srv/index.mjs'), serverScript('evil'));
+    });
+    await withBrokerIn(async () => {
+      const run = await boot(ws, config);
+      await assertRefusedAtSpawn(run, refusedArtifacts(run, 'directory', join(ws.root, 'pkgs/srv'), /^unreadable: .*pkgs\/srv leads into \/proc through the link .*pkgs -> \/proc\/self\/cwd/), ['pkgs/srv/index.mjs']);
+    });
+    assert.deepEqual(starts(ws), [], 'a script was started');
+  });
+
+  test('the working directory replaced by a link after load: "../lib/server.mjs" is checked where it now leads', async () => {
+    const ws = workspace();
+    mkdirSync(join(ws.root, 'run'));
+    mkdirSync(join(ws.root, 'lib'));
+    writeFileSync(join(ws.root, 'lib/server.mjs'), serverScript('original'));
+    sign(ws, { command: process.execPath, args: ['../lib/server.mjs'], cwd: 'run' });
+    const config = loadConfig(ws.config);
+    // The folder the server starts in now leads elsewhere; "..", taken after the link, too.
+    mkdirSync(join(ws.root, 'evil/x'), { recursive: true });
+    mkdirSync(join(ws.root, 'evil/lib'));
+    writeFileSync(join(ws.root, 'evil/lib/server.mjs'), serverScript('evil'));
+    renameSync(join(ws.root, 'run'), join(ws.root, 'run.old'));
+    symlinkSync(join(ws.root, 'evil/x'), join(ws.root, 'run'));
+    const run = await boot(ws, config);
+    const pinned = `${ws.root}/run/../lib/server.mjs`;
+    await assertRefusedAtSpawn(run, [{ kind: 'file', path: pinned, expected: sha256Of(join(ws.root, 'lib/server.mjs')), found: sha256Of(join(ws.root, 'evil/lib/server.mjs')) }]);
+    assert.deepEqual(starts(ws), [], 'a script was started');
+  });
+
+  test('a package added inside a pinned package\'s node_modules, shadowing a pinned dependency: not started', async () => {
+    const ws = workspace();
+    const nm = join(ws.root, 'node_modules');
+    const writePackage = (folder: string, name: string, index: string) => {
+      mkdirSync(folder, { recursive: true });
+      writeFileSync(join(folder, 'package.json'), JSON.stringify({ name, version: '1.0.0', type: 'module', main: 'index.js' }));
+      writeFileSync(join(folder, 'index.js'), index);
+    };
+    writePackage(join(nm, 'dep'), 'dep', `export const TAG = 'pinned-dep';\n`);
+    writePackage(join(nm, 'srv'), 'srv', serverScript('srv', `import('dep');`));
+    const pin = (path: string, name: string) => ({ path, package: `${name}@1.0.0`, integrity: `sha512-${'A'.repeat(86)}==`, sha256: specTreeDigest(join(ws.root, path), { skipNodeModules: true }) });
+    const packages = [pin('node_modules/srv', 'srv'), pin('node_modules/dep', 'dep')];
+    sign(ws, { command: process.execPath, args: ['node_modules/srv/index.js'], pins: { packages } });
+    writePackage(join(nm, 'srv/node_modules/dep'), 'dep', `export const TAG = 'shadow';\n`);
+    const run = await boot(ws);
+    await assertRefusedAtSpawn(run, [{ kind: 'package', path: join(nm, 'srv'), expected: packages[0]!.sha256, found: 'unpinned: node_modules/dep in its node_modules, which Node loads before any pinned copy' }]);
+    assert.deepEqual(starts(ws), [], 'the package was started');
+  });
+
+  test('"node server" (server.js) and "--import file:///.../hook.mjs" are pinned when signed, and checked before the start', async () => {
+    const ws = workspace();
+    writeFileSync(join(ws.root, 'package.json'), JSON.stringify({ type: 'module' }));
+    writeFileSync(join(ws.root, 'server.js'), serverScript('original'));
+    mkdirSync(join(ws.root, 'hooks'));
+    writeFileSync(join(ws.root, 'hooks/hook.mjs'), '// a hook\n');
+    const hook = pathToFileURL(join(ws.root, 'hooks/hook.mjs')).href;
+    sign(ws, { command: process.execPath, args: ['--import', hook, 'server'] });
+    const first = await boot(ws);
+    await assertServing(first, 'original');
+    await first.stop();
+    const signedServer = sha256Of(join(ws.root, 'server.js'));
+    const signedHook = sha256Of(join(ws.root, 'hooks/hook.mjs'));
+
+    writeFileSync(join(ws.root, 'server.js'), serverScript('edited'));
+    appendFileSync(join(ws.root, 'hooks/hook.mjs'), '// edited\n');
+    const run = await boot(ws);
+    await assertRefusedAtSpawn(run, [
+      { kind: 'file', path: join(ws.root, 'hooks/hook.mjs'), expected: signedHook, found: sha256Of(join(ws.root, 'hooks/hook.mjs')) },
+      { kind: 'file', path: join(ws.root, 'server.js'), expected: signedServer, found: sha256Of(join(ws.root, 'server.js')) },
+    ]);
+    assert.deepEqual(starts(ws).map((start) => start.tag), ['original'], 'the edited files were run');
+  });
+
+  test('era auto: the second start, after the SDK\'s probe, is checked again and refused when the first changed the script', async () => {
+    const ws = workspace();
+    const script = join(ws.root, 'server.mjs');
+    // The first process started (the probe) edits the script; any later one would run the edit.
+    const editOnFirstStart = [
+      `const first = process.env.ARTIFACT_MARKER + '.first';`,
+      `if (!existsSync(first)) { writeFileSync(first, ''); appendFileSync(fileURLToPath(import.meta.url), '\\n// edited by the first start\\n'); }`,
+    ].join('\n');
+    writeFileSync(script, serverScript('original', editOnFirstStart));
+    const signed = sha256Of(script);
+    sign(ws, { command: process.execPath, args: ['server.mjs'], era: 'auto' });
+    const run = await boot(ws);
+    await assertRefusedAtSpawn(run, [{ kind: 'file', path: script, expected: signed, found: sha256Of(script) }]);
+    assert.equal(starts(ws).length, 1, `only the probe ran: ${JSON.stringify(starts(ws))}`);
+  });
+
+  test('the server is started from the executable and folder the check resolved, not through their links', async () => {
+    const ws = workspace();
+    mkdirSync(join(ws.root, 'work'));
+    writeFileSync(join(ws.root, 'work/server.mjs'), serverScript('original'));
+    symlinkSync('work', join(ws.root, 'work-link'));
+    const command = join(ws.root, 'node-link');
+    symlinkSync(process.execPath, command);
+    sign(ws, { command, args: ['server.mjs'], cwd: 'work-link' });
+    const run = await boot(ws);
+    await assertServing(run, 'original');
+    const [start] = starts(ws);
+    assert.equal(start?.argv0, realpathSync(process.execPath), 'started as the link');
+    assert.equal(start?.cwd, join(ws.root, 'work'));
   });
 });

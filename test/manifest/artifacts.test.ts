@@ -359,7 +359,10 @@ describe('treeDigestOf', () => {
 });
 
 describe('checkLaunchPins', () => {
-  /** A launch with a script, a folder and a package, all pinned as they are now. */
+  /**
+   * A launch with a script, a folder and a package, all pinned as they are now; the
+   * package's own node_modules holds a dependency, pinned as a package of its own.
+   */
   function launch(): { root: string; command: string; pins: LaunchPins } {
     const root = writeTree(caseDir('launch'), {
       'bin/run': '#!/bin/sh\n',
@@ -377,18 +380,23 @@ describe('checkLaunchPins', () => {
         command: fileDigest(command),
         files: [{ path: join(root, 'server.js'), sha256: fileDigest(join(root, 'server.js')) }],
         directories: [{ path: join(root, 'lib'), sha256: directoryDigest(join(root, 'lib')) }],
-        packages: [{ path: join(root, 'pkg'), package: 'pkg@1.0.0', integrity: `sha512-${'A'.repeat(86)}==`, sha256: directoryDigest(join(root, 'pkg'), { skipNodeModules: true }) }],
+        packages: [
+          { path: join(root, 'pkg'), package: 'pkg@1.0.0', integrity: `sha512-${'A'.repeat(86)}==`, sha256: directoryDigest(join(root, 'pkg'), { skipNodeModules: true }) },
+          { path: join(root, 'pkg/node_modules/dep'), package: 'dep@1.0.0', integrity: `sha512-${'B'.repeat(86)}==`, sha256: directoryDigest(join(root, 'pkg/node_modules/dep'), { skipNodeModules: true }) },
+        ],
         data: [join(root, 'store')],
       },
     };
   }
 
-  it('finds nothing when every pin holds, also after a change in the package\'s node_modules or in a data folder', () => {
+  it('finds nothing when every pin holds, also after a change in a data folder; a changed dependency breaks its own pin, not its dependent\'s', () => {
     const { root, command, pins } = launch();
     assert.deepEqual(checkLaunchPins(command, pins), []);
-    writeFileSync(join(root, 'pkg/node_modules/dep/index.js'), 'changed dependency');
     writeTree(root, { 'store/notes.db': 'written by the server' });
     assert.deepEqual(checkLaunchPins(command, pins), []);
+    // The package's digest leaves its node_modules out; the dependency there is pinned on its own.
+    writeFileSync(join(root, 'pkg/node_modules/dep/index.js'), 'changed dependency');
+    assert.deepEqual(checkLaunchPins(command, pins).map((m) => [m.kind, m.path]), [['package', join(root, 'pkg/node_modules/dep')]]);
   });
 
   it('reports kind, path, expected and found for each pin that does not hold, in order', () => {

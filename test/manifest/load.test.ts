@@ -229,3 +229,45 @@ describe('buildManifest: input schemas', () => {
     assert.equal(validate({ id: '1' }), false);
   });
 });
+
+describe('buildManifest: a stdio server\'s arguments and pins, as the server will follow them', () => {
+  /** A folder with a script; the manifest runs it with Node from cwd "run", a link to "real". */
+  function project(): string {
+    const root = join(dir, `args-${counter++}`);
+    mkdirSync(join(root, 'real'), { recursive: true });
+    writeFileSync(join(root, 'real', 'server.js'), 'server');
+    writeFileSync(join(root, 'real', 'setup.js'), 'setup');
+    symlinkSync('real', join(root, 'run'));
+    return root;
+  }
+  const manifestFor = (root: string, args: string[], pins: Record<string, unknown>) => ({
+    manifestVersion: 1,
+    name: 'test.args',
+    version: '1',
+    serial: 1,
+    transport: { type: 'stdio', command: process.execPath, args, cwd: join(root, 'run'), pins: { command: '0'.repeat(64), ...pins } },
+    tools: [],
+  });
+
+  it('refuses (artifact-unpinned) what Node would load without a pin, naming the argument and what to pin', () => {
+    const root = project();
+    const rejection = expectRejection(() => build(manifestFor(root, ['-r', './setup', 'server'], {})), 'artifact-unpinned');
+    assert.deepEqual(rejection.detail, { unpinned: ['./setup', 'server'] });
+    assert.ok(rejection.message.includes(`"./setup" leads to ${join(root, 'real', 'setup.js')}, which no pin covers; pin it under /transport/pins`), rejection.message);
+    assert.ok(rejection.message.includes(`"server" leads to ${join(root, 'real', 'server.js')}, which no pin covers`), rejection.message);
+    const pinned = { files: [{ path: 'server.js', sha256: '1'.repeat(64) }, { path: 'setup.js', sha256: '2'.repeat(64) }] };
+    assert.equal(build(manifestFor(root, ['-r', './setup', 'server'], pinned)).transport.type, 'stdio');
+    expectRejection(() => build(manifestFor(root, ['--import', 'not-installed-anywhere-here', 'server'], pinned)), 'artifact-unpinned', /"not-installed-anywhere-here" names the package not-installed-anywhere-here, which no node_modules folder above .* holds/);
+  });
+
+  it('keeps a ".." in a pin\'s path, to be applied after the links before it', () => {
+    const root = project();
+    mkdirSync(join(root, 'lib'));
+    writeFileSync(join(root, 'lib', 'x.js'), 'x');
+    const manifest = build(manifestFor(root, [], { files: [{ path: '../lib/x.js', sha256: '1'.repeat(64) }, { path: './server.js', sha256: '2'.repeat(64) }] }));
+    assert.equal(manifest.transport.type, 'stdio');
+    if (manifest.transport.type !== 'stdio') return;
+    // From run (a link to real), ".." is the parent of real, not of run: the same folder here, but only the walk can tell.
+    assert.deepEqual(manifest.transport.pins.files.map((pin) => pin.path), [`${root}/run/../lib/x.js`, `${root}/run/server.js`]);
+  });
+});
