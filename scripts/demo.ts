@@ -35,7 +35,8 @@ const rows: Row[] = [];
 // that address and writes the key the API checks.
 const ticketsApi = await startTicketsApi({ keyFile: join(dir, 'workspace/secrets/tickets-api-key') });
 try {
-  const workspace = writeWorkspace(join(dir, 'workspace'), false, { ticketsApiUrl: ticketsApi.url });
+  // Metrics on a free port: npm start's broker may hold the demo's usual one.
+  const workspace = writeWorkspace(join(dir, 'workspace'), false, { ticketsApiUrl: ticketsApi.url, metricsListen: '127.0.0.1:0' });
   console.log(`mcp-warden demo: workspace written by init at ${workspace.dir}`);
   console.log(`mcp-warden demo: the example tickets API listens on ${ticketsApi.url}\n`);
 

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { CallToolResult, ListToolsResult } from '@modelcontextprotocol/server';
+import { loadAuditKey } from './audit/signing-key.ts';
 import { memoryAuditTrail, openAuditTrail, writeOrLog, type AuditTrail } from './audit/trail.ts';
 import { McpBackend, type HttpConnection } from './backends/mcp.ts';
 import { HttpApiBackend } from './backends/http-api.ts';
@@ -20,14 +21,15 @@ import { WardenError, type WardenErrorCode } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { memoryLimitStore, type LimitStore } from './guard/rate-limits.ts';
 import { buildCallPipeline, type CallPipeline } from './pipeline/pipeline.ts';
-import { REFUSAL_META_KEY, type AskUser, type CallOutcome, type PipelineDeps, type Progress, type Refusal, type UserInput } from './pipeline/types.ts';
+import { REFUSAL_META_KEY, type AskUser, type CallOutcome, type OAuthSession, type PipelineDeps, type Progress, type Refusal, type UserInput } from './pipeline/types.ts';
 import { ApprovalWaiter } from './policy/approval-waiter.ts';
-import { findGrant } from './policy/grants.ts';
+import { findGrant, grantable } from './policy/grants.ts';
 import { secretForms } from './guard/sanitize-output.ts';
 import { loadBrokerIdentity, type BrokerIdentity } from './identity/broker-identity.ts';
 import { APPROVAL_RETENTION_MS } from './state/approvals.ts';
 import { openStateStore, type StateStore } from './state/store.ts';
 import type { KillSwitchState } from './state/switches.ts';
+import type { BrokerMetrics } from './metrics/broker-metrics.ts';
 
 export interface BrokerOptions {
   readonly logger?: Logger;
@@ -40,6 +42,8 @@ export interface BrokerOptions {
   readonly limits?: LimitStore;
   /** How outbound requests resolve host names (tests inject one); the system resolver otherwise. */
   readonly resolve?: Resolver;
+  /** Metrics derived from every audit record this broker writes, and read from its state when scraped. */
+  readonly metrics?: BrokerMetrics;
 }
 
 /** What a tools/call may carry besides the tool and its arguments. */
@@ -51,6 +55,8 @@ export interface CallOptions {
   readonly userInput?: UserInput;
   /** A call made by code mode: the run's correlation id, recorded with the call. */
   readonly parentCorrelationId?: string;
+  /** Set by the front for a session authenticated with an OAuth access token: its scopes decide which grants apply. */
+  readonly oauth?: OAuthSession;
 }
 
 export { REFUSAL_META_KEY };
@@ -66,6 +72,8 @@ interface VisibleTool {
   readonly tool: string;
   readonly access: 'read' | 'write' | 'destructive';
   readonly definition: ExposedDefinition;
+  /** A grant that names no scopes covers it: every session of the agent sees it. Otherwise only sessions with the scopes do. */
+  readonly open: boolean;
 }
 
 /**
@@ -107,8 +115,14 @@ export class Broker {
   constructor(config: WardenConfig, options: BrokerOptions = {}) {
     this.#config = config;
     this.logger = options.logger ?? createLogger(config.log.level);
-    this.audit = options.audit === 'memory' ? memoryAuditTrail() : (options.audit ?? openAuditTrail(config.audit.file));
     this.#state = openStateStore(config.state.dir, 'read-write');
+    try {
+      this.audit = options.audit === 'memory' ? memoryAuditTrail() : (options.audit ?? this.#openAuditTrail(config));
+    } catch (error) {
+      this.#state.close();
+      throw error;
+    }
+    if (options.metrics) this.audit = options.metrics.observe(this, this.audit);
     this.#killSwitch = this.#state.killSwitch.read().state;
     // First run on this store: decisions from before it are not this trail's to report.
     const audited = this.#state.approvals.auditedUntil();
@@ -127,8 +141,8 @@ export class Broker {
       pool: this.#pools.codeMode,
       settings: () => this.#config.sandbox,
       maxResultBytes: () => this.#config.limits.maxResultBytes,
-      toolsFor: (agent) => this.#codeModeTools(agent),
-      call: (agent, name, args, { signal, parentCorrelationId }) => this.callTool(agent, name, args, { signal, parentCorrelationId }),
+      toolsFor: (agent, oauth) => this.#codeModeTools(agent, oauth),
+      call: (agent, name, args, { signal, parentCorrelationId, oauth }) => this.callTool(agent, name, args, { signal, parentCorrelationId, ...(oauth ? { oauth } : {}) }),
     });
     this.#backends = new Map([[CODE_MODE_SERVER, this.#codeMode]]);
     for (const server of config.servers.keys()) this.#backends.set(server, this.#createBackend(config, server));
@@ -152,6 +166,28 @@ export class Broker {
   /** The kill switch as this broker enforces it now. */
   get killSwitch(): KillSwitchState {
     return this.#killSwitch;
+  }
+
+  #phase: 'new' | 'started' | 'closing' = 'new';
+
+  /**
+   * Whether calls can be served now: started and not stopping, the audit trail writable
+   * and the state store readable. What /readyz answers; the kill switch does not count
+   * (refusing is then the broker doing its job).
+   */
+  get ready(): boolean {
+    if (this.#phase !== 'started' || !this.audit.healthy) return false;
+    try {
+      this.#state.dataVersion();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Approvals waiting for a person now, all agents. Throws when the state store cannot be read. */
+  pendingApprovals(): number {
+    return this.#state.approvals.pendingCount(Date.now());
   }
 
   /**
@@ -222,9 +258,9 @@ export class Broker {
     });
   }
 
-  /** What an agent's code may call: what its tools/list shows now, less code mode itself. */
-  #codeModeTools(agentName: string): readonly CodeModeTool[] {
-    return this.#currentTools(agentName)
+  /** What an agent's code may call: what its tools/list shows now in this session, less code mode itself. */
+  #codeModeTools(agentName: string, oauth: OAuthSession | undefined): readonly CodeModeTool[] {
+    return this.#sessionTools(agentName, oauth)
       .filter((tool) => tool.server !== CODE_MODE_SERVER)
       .map((tool) => ({ server: tool.server, tool: tool.tool, exposedName: tool.definition.name, definition: tool.definition }));
   }
@@ -282,6 +318,15 @@ export class Broker {
     return (this.#visible.get(agentName) ?? []).filter(
       (tool) => this.#backends.get(tool.server)?.quarantine === undefined && (this.#killSwitch === 'off' || tool.access === 'read'),
     );
+  }
+
+  /**
+   * What one session of the agent may see now: the tools a grant without scopes covers,
+   * and those a scoped grant covers when the session's access token holds its scopes.
+   */
+  #sessionTools(agentName: string, oauth: OAuthSession | undefined): readonly VisibleTool[] {
+    const agent = this.#config.agents.get(agentName);
+    return this.#currentTools(agentName).filter((tool) => tool.open || (oauth !== undefined && agent !== undefined && findGrant(agent.grants, tool.definition.name, tool.access, oauth.scopes) !== undefined));
   }
 
   /** Tells the listeners which agents' lists differ from what they were last time. */
@@ -416,6 +461,7 @@ export class Broker {
       ...(needsTools ? [this.#pools.tools.start()] : []),
       ...(needsCodeMode ? [this.#pools.codeMode.start()] : []),
     ]);
+    if (this.#phase === 'new') this.#phase = 'started';
   }
 
   async #loadIdentity(config: WardenConfig): Promise<void> {
@@ -504,13 +550,41 @@ export class Broker {
   }
 
   /** What tools/list answers this agent: only granted tools of servers not quarantined, with manifest definitions. */
-  listTools(agentName: string): ListToolsResult {
-    const tools = this.#currentTools(agentName);
-    this.audit.write({ event: 'tools/list', correlationId: randomUUID(), agent: agentName, decision: 'allow', outcome: 'ok', count: tools.length, ...(this.#killSwitch === 'off' ? {} : { killSwitch: this.#killSwitch }) });
+  listTools(agentName: string, options: { readonly oauth?: OAuthSession } = {}): ListToolsResult {
+    const tools = this.#sessionTools(agentName, options.oauth);
+    this.audit.write({ ...oauthFacts(options.oauth), event: 'tools/list', correlationId: randomUUID(), agent: agentName, decision: 'allow', outcome: 'ok', count: tools.length, ...(this.#killSwitch === 'off' ? {} : { killSwitch: this.#killSwitch }) });
     // Code mode describes this agent's own tools as a typed API.
-    const definitions = tools.map((tool) => (tool.definition.name === RUN_CODE ? { ...tool.definition, description: describeCodeMode(this.#codeModeTools(agentName), this.#config.sandbox) } : tool.definition));
+    const definitions = tools.map((tool) => (tool.definition.name === RUN_CODE ? { ...tool.definition, description: describeCodeMode(this.#codeModeTools(agentName, options.oauth), this.#config.sandbox) } : tool.definition));
     // The manifest schema guarantees inputSchema.type === 'object', which the SDK's type wants.
     return { tools: definitions as unknown as ListToolsResult['tools'] };
+  }
+
+  /**
+   * The audit trail the config names, signed with the broker's audit key; every
+   * checkpoint is also kept in the state store, so a trail cut after it is noticed.
+   */
+  #openAuditTrail(config: WardenConfig): AuditTrail {
+    const heads = this.#state.auditHeads;
+    const audit = openAuditTrail(config.audit.file, {
+      key: loadAuditKey(config.audit.keyFile),
+      rotateBytes: config.audit.rotateBytes,
+      checkpointEvery: config.audit.checkpointEvery,
+      checkpointMs: config.audit.checkpointMs,
+      fsyncMs: config.audit.fsyncMs,
+      // Each chain's newest checkpoint is kept under the file it is written to.
+      lastCheckpoint: (file) => heads.read(file),
+      onCheckpoint: (head) => {
+        try {
+          heads.save(head.file, head);
+        } catch (error) {
+          this.logger.error({ err: (error as Error).message }, 'cannot record the audit checkpoint in the state store');
+        }
+      },
+    });
+    if (audit.file !== config.audit.file) {
+      this.logger.warn({ configured: config.audit.file, file: audit.file }, 'another broker is writing the configured audit trail; this one writes its own chain beside it');
+    }
+    return audit;
   }
 
   /** Runs one tools/call for a caller that cannot ask a user: never a question, never throws. */
@@ -534,10 +608,11 @@ export class Broker {
       toolName,
       args,
       startedAt: performance.now(),
-      facts: options.parentCorrelationId === undefined ? {} : { parentCorrelationId: options.parentCorrelationId },
+      facts: { ...oauthFacts(options.oauth), ...(options.parentCorrelationId === undefined ? {} : { parentCorrelationId: options.parentCorrelationId }) },
       callSecrets: [],
       sendGuards: [],
       ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.oauth ? { oauth: options.oauth } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
       ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),
       ...(options.userInput ? { userInput: options.userInput } : {}),
@@ -555,6 +630,7 @@ export class Broker {
   }
 
   async close(): Promise<void> {
+    this.#phase = 'closing';
     if (this.#poll) clearInterval(this.#poll);
     this.#poll = undefined;
     await Promise.all([...this.#backends.values()].map((backend) => backend.close()));
@@ -566,16 +642,22 @@ export class Broker {
   }
 }
 
-/** Per agent, the tools its grants make visible, in catalog order. */
+/** Per agent, the tools its grants make visible to a session holding every scope they name, in catalog order. */
 function visibleTools(config: WardenConfig): Map<string, readonly VisibleTool[]> {
   const visible = new Map<string, readonly VisibleTool[]>();
   for (const [name, agent] of config.agents) {
     const tools = [...config.catalog.values()]
-      .filter((tool) => findGrant(agent.grants, tool.exposedName, tool.tool.access) !== undefined)
-      .map((tool) => ({ server: tool.server, tool: tool.tool.name, access: tool.tool.access, definition: tool.definition }));
+      .filter((tool) => grantable(agent.grants, tool.exposedName, tool.tool.access))
+      .map((tool) => ({ server: tool.server, tool: tool.tool.name, access: tool.tool.access, definition: tool.definition, open: findGrant(agent.grants, tool.exposedName, tool.tool.access) !== undefined }));
     visible.set(name, Object.freeze(tools));
   }
   return visible;
+}
+
+/** Who an access token named, for the audit records of its session; never the token. */
+function oauthFacts(oauth: OAuthSession | undefined): Record<string, string> {
+  if (!oauth) return {};
+  return { oauthSubject: oauth.subject, ...(oauth.tokenId === undefined ? {} : { tokenId: oauth.tokenId }) };
 }
 
 /** Lets requests in flight finish (up to a few seconds), then drops what is left. */
@@ -609,10 +691,12 @@ function backendKey(config: WardenConfig, server: string): string {
 function restartOnlyChange(before: WardenConfig, after: WardenConfig): string | undefined {
   const fixed: readonly [string, (config: WardenConfig) => unknown][] = [
     ['state.dir', (config) => config.state.dir],
-    ['audit.file', (config) => config.audit.file],
+    // The trail is opened once, with its key, rotation, checkpoint and flush settings.
+    ['audit', (config) => config.audit],
     ['http', (config) => config.http],
     ['identity', (config) => config.identity],
     ['log.level', (config) => config.log.level],
+    ['metrics', (config) => config.metrics],
     // The worker pools are made once.
     ['sandbox.workers', (config) => config.sandbox.workers],
     ['sandbox.codeMode.workers', (config) => config.sandbox.codeMode.workers],

@@ -20,6 +20,7 @@ export const ERRORS = {
   WARDEN_AUDIT_UNWRITABLE: { exit: 8, summary: 'the audit trail cannot be opened or written; the broker does not serve without it' },
   WARDEN_AGENT_UNKNOWN: { exit: 2, summary: 'the agent named on the command line is not in the config' },
   WARDEN_UNAUTHENTICATED: { exit: 1, summary: 'an HTTP request had no valid bearer token' },
+  WARDEN_INSUFFICIENT_SCOPE: { exit: 1, summary: 'a grant covers the tool only for access tokens with OAuth scopes this session\'s token does not carry; the message names them' },
   WARDEN_TOOL_NOT_FOUND: { exit: 1, summary: 'the tool does not exist or this agent may not use it (deliberately indistinguishable)' },
   WARDEN_ARGUMENTS_INVALID: { exit: 1, summary: 'the arguments break the tool\'s input schema or a global argument limit; the call was not sent' },
   WARDEN_KILL_SWITCH: { exit: 1, summary: 'the kill switch is on: every call is refused until an operator turns it off' },

@@ -2,7 +2,7 @@ import type { CallToolResult } from '@modelcontextprotocol/client';
 import { CODE_MODE_SERVER, RUN_CODE_TOOL } from '../catalog/builtin.ts';
 import type { SandboxSettings } from '../config/types.ts';
 import { WardenError } from '../errors.ts';
-import { REFUSAL_META_KEY } from '../pipeline/types.ts';
+import { REFUSAL_META_KEY, type OAuthSession } from '../pipeline/types.ts';
 import { parseOutput, runFailure, runLimits } from '../sandbox/failures.ts';
 import type { SandboxPool } from '../sandbox/pool.ts';
 import type { BoundTool } from '../sandbox/typed-api.ts';
@@ -17,6 +17,8 @@ export interface InnerCallOptions {
   readonly signal: AbortSignal;
   /** The run's correlation id, recorded with each call it makes. */
   readonly parentCorrelationId: string;
+  /** The run's session, when it came with an OAuth access token: its calls get the same scopes. */
+  readonly oauth?: OAuthSession;
 }
 
 export interface CodeModeBackendOptions {
@@ -25,8 +27,8 @@ export interface CodeModeBackendOptions {
   readonly settings: () => SandboxSettings;
   /** The broker's cap on a result's text (limits.maxResultBytes): the console gives way to the result. */
   readonly maxResultBytes: () => number;
-  /** What this agent may call from code now: what its tools/list shows, less code mode itself. */
-  readonly toolsFor: (agent: string) => readonly CodeModeTool[];
+  /** What this agent may call from code now: what its tools/list shows in this session, less code mode itself. */
+  readonly toolsFor: (agent: string, oauth: OAuthSession | undefined) => readonly CodeModeTool[];
   /** One call through the whole pipeline, as the agent: never throws, refusals are tool errors. */
   readonly call: (agent: string, exposedName: string, args: Record<string, unknown>, options: InnerCallOptions) => Promise<CallToolResult>;
 }
@@ -78,7 +80,7 @@ export class CodeModeBackend implements ToolBackend {
       throw new WardenError('WARDEN_SANDBOX_LIMIT', `The code is ${codeBytes} bytes; the limit is ${limits.inputBytes} (sandbox limit inputBytes).`, { reason: 'input', notSent: true });
     }
     const tools = new Map<string, string>();
-    for (const tool of this.#options.toolsFor(agent)) tools.set(`${tool.server}.${tool.tool}`, tool.exposedName);
+    for (const tool of this.#options.toolsFor(agent, call.oauth)) tools.set(`${tool.server}.${tool.tool}`, tool.exposedName);
     call.onSend?.();
 
     // Calls still in flight when the run ends (a limit, a cancel) are cancelled with it.
@@ -99,7 +101,7 @@ export class CodeModeBackend implements ToolBackend {
       await calls.enter();
       try {
         if (signal.aborted) return failed('WARDEN_CALL_CANCELLED', 'The run ended before this call was made.');
-        return answer(await this.#options.call(agent, exposedName, args as Record<string, unknown>, { signal, parentCorrelationId: call.correlationId ?? '' }));
+        return answer(await this.#options.call(agent, exposedName, args as Record<string, unknown>, { signal, parentCorrelationId: call.correlationId ?? '', ...(call.oauth ? { oauth: call.oauth } : {}) }));
       } finally {
         calls.leave();
       }

@@ -1,4 +1,5 @@
 import type { CallToolResult } from '@modelcontextprotocol/client';
+import type { OAuthSession } from '../pipeline/types.ts';
 
 export type BackendState = 'starting' | 'ready' | 'down' | 'closed';
 
@@ -34,6 +35,8 @@ export interface ToolCall {
   /** For audit records the backend writes about this call. */
   readonly correlationId?: string;
   readonly agent?: string;
+  /** The session's OAuth access token facts (its scopes), for the calls code mode makes on its behalf. */
+  readonly oauth?: OAuthSession;
   /** The call's audit facts, for what only the backend knows (CPU time of a sandboxed run). */
   readonly facts?: Record<string, unknown>;
 }

@@ -15,7 +15,8 @@ const HELP = `Usage: mcp-warden init DIR [--force]
 
 Writes a complete, working example workspace into DIR:
   DIR/warden.yaml                       config: four servers, one agent named "demo"
-                                        (granted code mode: warden__run_code)
+                                        (granted code mode: warden__run_code),
+                                        metrics and health on 127.0.0.1:9464
   DIR/keys/demo-publisher.key, .pub     a publisher key pair (the secret key mode 0600),
                                         trusted in warden.yaml for example.* and
                                         modelcontextprotocol.*
@@ -52,6 +53,8 @@ export interface Workspace {
 export interface WorkspaceOptions {
   /** Where the example tickets API listens. Default: http://127.0.0.1:7071/api */
   readonly ticketsApiUrl?: string;
+  /** metrics.listen in the config. Default: 127.0.0.1:9464 */
+  readonly metricsListen?: string;
 }
 
 /** Where `npm start` runs the example tickets API. */
@@ -138,6 +141,7 @@ export function writeWorkspace(target: string, force: boolean, options: Workspac
   config.setIn(['agents', 'demo', 'tokenSha256'], sha256Hex(token));
   config.setIn(['trust', 'publishers', 'demo', 'keys'], config.createNode([publisher.publicKey], { flow: true }));
   if (!hasEverything) config.setIn(['servers', 'everything', 'enabled'], false);
+  if (options.metricsListen !== undefined) config.setIn(['metrics', 'listen'], options.metricsListen);
   // The egress rule for the tickets API names its origin and, since it is on loopback, its address.
   config.setIn(['egress', 'allow', 0, 'destination'], ticketsApiUrl.origin);
   config.setIn(['egress', 'allow', 0, 'addresses'], config.createNode([ticketsApiUrl.hostname.replace(/^\[|\]$/g, '')], { flow: true }));
@@ -188,5 +192,8 @@ ${JSON.stringify(entry, null, 2)}
 Or serve Streamable HTTP and connect to http://127.0.0.1:7070/mcp with the header
 "Authorization: Bearer <the token in ${workspace.tokenFile}>":
   ${cli} serve --config ${workspace.config} --http
+
+Either way, Prometheus metrics and health are served on loopback (metrics.listen in
+warden.yaml): http://127.0.0.1:9464/metrics, /healthz and /readyz.
 `;
 }

@@ -1,13 +1,11 @@
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { WardenError } from '../errors.ts';
 import type { StateStore } from '../state/store.ts';
 import { KILL_SWITCH_STATES, type KillSwitchRecord, type KillSwitchState } from '../state/switches.ts';
 import { loginName, personText } from './approvals.ts';
-
-/** DEFAULTS.stateDir of config/load.ts, which is not imported: it compiles the whole config schema. */
-const DEFAULT_STATE_DIR = 'state';
+import { configPaths } from './config-paths.ts';
 
 const EFFECTS: Readonly<Record<KillSwitchState, string>> = {
   on: 'every call is refused and every agent\'s tool list is emptied',
@@ -73,7 +71,7 @@ export async function runKillswitch(argv: string[]): Promise<number> {
 
   // Loaded only now: usage errors and --help answer at once.
   const { openStateStore, STATE_FILE } = await import('../state/store.ts');
-  const dir = await stateDirOf(values.config);
+  const dir = (await configPaths(values.config)).stateDir;
   const file = join(dir, STATE_FILE);
   if (sub === 'status') return status(openStateStore(dir, 'read-only'), file, values.json === true);
 
@@ -132,27 +130,4 @@ function describeChange(record: KillSwitchRecord): string {
 
 function capitalized(text: string): string {
   return `${text.charAt(0).toUpperCase()}${text.slice(1)}`;
-}
-
-/**
- * The state folder, from the config, the way loadConfig resolves it, but without
- * validating the rest or verifying any manifest: stopping calls must not depend on the
- * config being loadable. The document must still look like an mcp-warden config, so a
- * wrong --config does not silently set a switch no broker reads.
- */
-async function stateDirOf(configFile: string): Promise<string> {
-  const { readDocument } = await import('../config/read-document.ts');
-  const path = resolve(configFile);
-  const data = readDocument(path, 'WARDEN_CONFIG_UNREADABLE');
-  const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
-  if (!isObject(data) || data['version'] !== 1 || !isObject(data['servers']) || !isObject(data['agents'])) {
-    throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: not an mcp-warden config (it needs version: 1, servers and agents); give --config the running broker's config`, { file: path });
-  }
-  const state = data['state'];
-  if (state === undefined) return resolve(dirname(path), DEFAULT_STATE_DIR);
-  const dir = isObject(state) ? state['dir'] : undefined;
-  if (!isObject(state) || (dir !== undefined && (typeof dir !== 'string' || dir === ''))) {
-    throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /state/dir: expected the state folder, a non-empty string`, { file: path });
-  }
-  return resolve(dirname(path), typeof dir === 'string' ? dir : DEFAULT_STATE_DIR);
 }

@@ -15,6 +15,7 @@ const VERBS: ReadonlyMap<string, { run: Verb; summary: string }> = new Map<strin
   ['policy', { run: async (argv) => (await import('./policy.ts')).runPolicy(argv), summary: 'explain what the broker would do with one agent\'s call, or list an agent\'s tools' }],
   ['approvals', { run: async (argv) => (await import('./approvals.ts')).runApprovals(argv), summary: 'list, show, approve or deny calls waiting for a person\'s approval' }],
   ['killswitch', { run: async (argv) => (await import('./killswitch.ts')).runKillswitch(argv), summary: 'refuse every call (on), allow only reads (readonly), or resume (off)' }],
+  ['audit', { run: async (argv) => (await import('./audit.ts')).runAudit(argv), summary: 'verify the audit trail\'s chain and signatures, or read it: tail, query' }],
   ['egress', { run: async (argv) => (await import('./egress.ts')).runEgress(argv), summary: 'check whether the broker would send a request to a URL, and which rule decides' }],
 ]);
 
@@ -38,14 +39,15 @@ In an incident (takes effect on running brokers within a second):
 
 Exit codes:
   0  success
-  1  any other failure; egress check: the broker would refuse the request
+  1  any other failure; egress check: the broker would refuse the request;
+     audit verify: the trail is not intact
   2  usage error: unknown command or option, unknown agent
   3  config file unreadable or invalid
   4  a manifest unreadable, invalid or refused
   5  init refused to overwrite existing files
   6  the HTTP listener could not bind its address
   7  the broker identity key cannot be read, written or used
-  8  the audit trail cannot be opened or written
+  8  the audit trail cannot be opened, written or read
   9  the state store (manifest history, approvals, kill switch) cannot be opened or written
   10 a signing key cannot be read, is malformed, or already exists
   11 approvals approve/deny: no such approval, or it is no longer pending

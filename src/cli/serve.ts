@@ -3,12 +3,14 @@ import { Broker } from '../broker.ts';
 import { loadConfig } from '../config/load.ts';
 import { ConfigReloader } from '../config/reload.ts';
 import { listenProblem, parseListen } from '../config/listen.ts';
+import { metricsListenProblem } from '../config/metrics.ts';
+import type { ListenAddress, WardenConfig } from '../config/types.ts';
 import { WardenError } from '../errors.ts';
 import { startHttpFront } from '../front/http.ts';
 import { serveAgentOverStdio } from '../front/stdio.ts';
 
-const HELP = `Usage: mcp-warden serve --config FILE --stdio --agent NAME
-       mcp-warden serve --config FILE --http [--listen HOST:PORT]
+const HELP = `Usage: mcp-warden serve --config FILE --stdio --agent NAME [--metrics HOST:PORT]
+       mcp-warden serve --config FILE --http [--listen HOST:PORT] [--metrics HOST:PORT]
 
 --stdio      Serve one agent on standard input/output. This is what an MCP host
              (Claude Desktop, Claude Code, Cursor, VS Code) starts as its server.
@@ -17,6 +19,13 @@ const HELP = `Usage: mcp-warden serve --config FILE --stdio --agent NAME
              with its bearer token (agents.<name>.tokenSha256 holds the token's hash).
 --listen     Address for --http. Default: http.listen in the config, else 127.0.0.1:7070.
              A non-loopback address needs http.allowedHosts in the config.
+--metrics    Serve Prometheus metrics and health at http://HOST:PORT/metrics, /healthz and
+             /readyz, apart from the agents' listener. Default: metrics.listen when the
+             config has a metrics section (127.0.0.1:9464 unless it says otherwise); off
+             otherwise. A non-loopback address needs metrics.allowNonLoopback: true.
+             Port 0 picks a free port; the address is printed on standard error. With
+             --http a metrics address that cannot be bound stops the broker; with --stdio
+             (a host may start several brokers from one config) it is only reported.
 --config     The config file (warden.yaml). Checked fully before anything starts.
 
 Logs go to standard error; the audit trail goes to the file the config names.
@@ -38,6 +47,7 @@ export async function runServe(argv: string[]): Promise<number> {
       http: { type: 'boolean' },
       agent: { type: 'string' },
       listen: { type: 'string' },
+      metrics: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -66,6 +76,7 @@ export async function runServe(argv: string[]): Promise<number> {
     if (problem) throw new WardenError('WARDEN_USAGE', `--listen: ${problem}`);
     listen = parsed;
   }
+  const metricsListen = metricsAddress(config, values.metrics, values.http ? listen : undefined);
   const agentName = values.agent;
   if (agentName !== undefined && !config.agents.has(agentName)) {
     throw new WardenError('WARDEN_AGENT_UNKNOWN', `agent "${agentName}" is not in ${config.file}; agents: ${[...config.agents.keys()].join(', ') || 'none'}`);
@@ -75,7 +86,8 @@ export async function runServe(argv: string[]): Promise<number> {
     process.stderr.write(`mcp-warden: manifest refused [${rejection.reason}]: server ${server} (${rejection.file}): ${rejection.message}; its tools do not exist for agents\n`);
   }
 
-  const broker = new Broker(config);
+  const metrics = metricsListen ? new (await import('../metrics/broker-metrics.ts')).BrokerMetrics() : undefined;
+  const broker = new Broker(config, metrics ? { metrics } : {});
   await broker.start();
   const reloader = new ConfigReloader(broker, config.file);
   reloader.watch();
@@ -85,6 +97,22 @@ export async function runServe(argv: string[]): Promise<number> {
     throw new WardenError('WARDEN_AUDIT_UNWRITABLE', `cannot write the audit trail ${config.audit.file}; the broker does not serve without it`, { file: config.audit.file });
   }
 
+  let metricsListener: { readonly url: string; close(): Promise<void> } | undefined;
+  if (metrics && metricsListen) {
+    const { startMetricsListener } = await import('../metrics/listener.ts');
+    try {
+      metricsListener = await startMetricsListener({ scrape: () => metrics.scrape(), ready: () => broker.ready }, metricsListen, { allowedHosts: config.metrics.allowedHosts, logger: broker.logger });
+      process.stderr.write(`mcp-warden: metrics at ${metricsListener.url}/metrics, health at ${metricsListener.url}/healthz and /readyz\n`);
+    } catch (error) {
+      if (agentName === undefined) {
+        reloader.close();
+        await broker.close();
+        throw error;
+      }
+      process.stderr.write(`mcp-warden: warning: ${(error as Error).message}; serving without metrics\n`);
+    }
+  }
+
   let stopFront: () => Promise<void>;
   if (agentName !== undefined) {
     const handle = serveAgentOverStdio(broker, agentName);
@@ -92,6 +120,7 @@ export async function runServe(argv: string[]): Promise<number> {
     process.stdin.on('end', () => void shutdown('stdin closed'));
   } else {
     const front = await startHttpFront(broker, listen).catch(async (error: unknown) => {
+      await metricsListener?.close();
       await broker.close();
       throw error;
     });
@@ -109,9 +138,28 @@ export async function runServe(argv: string[]): Promise<number> {
     process.off('SIGHUP', hangup);
     await stopFront().catch(() => undefined);
     await broker.close();
+    // Last, so /readyz answers 503 while the broker stops.
+    await metricsListener?.close().catch(() => undefined);
     exit.resolve(0);
   }
   process.once('SIGINT', () => void shutdown('SIGINT'));
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   return exit.promise;
+}
+
+/**
+ * Where the metrics listener goes: --metrics, else the config's metrics section, else
+ * nowhere. The address is checked like the config's (loopback unless allowed, never the
+ * agents' listener, which --listen may have moved).
+ */
+function metricsAddress(config: WardenConfig, flag: string | undefined, http: ListenAddress | undefined): ListenAddress | undefined {
+  let address = config.metrics.enabled ? config.metrics.listen : undefined;
+  if (flag !== undefined) {
+    address = parseListen(flag);
+    if (!address) throw new WardenError('WARDEN_USAGE', `--metrics expects HOST:PORT or [IPV6]:PORT, got "${flag}"`);
+  }
+  if (!address) return undefined;
+  const problem = metricsListenProblem(address, config.metrics, http);
+  if (problem) throw new WardenError('WARDEN_USAGE', `${flag === undefined ? 'metrics.listen' : '--metrics'}: ${problem}`);
+  return address;
 }

@@ -1,4 +1,5 @@
 import { X509Certificate } from 'node:crypto';
+import { AUDIT_DEFAULTS } from '../audit/trail.ts';
 import { readFileSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
@@ -18,6 +19,8 @@ import { classifyAddress } from '../guard/address-class.ts';
 import { checkRequest, compileEgressRule, type EgressPolicy, type RawEgressRule } from '../guard/egress-rules.ts';
 import { deepFreeze } from './freeze.ts';
 import { listenProblem, parseListen } from './listen.ts';
+import { compileOAuth, type RawOAuth } from './oauth-settings.ts';
+import { compileMetrics, type RawMetrics } from './metrics.ts';
 import { readDocumentWithDigest } from './read-document.ts';
 import { describeSchemaErrors } from './schema-errors.ts';
 import configSchema from './warden-config.schema.json' with { type: 'json' };
@@ -26,7 +29,9 @@ import type { AgentPolicy, CredentialSource, RateLimits, RejectedServer, Sandbox
 export const DEFAULTS = {
   manifestsDir: 'manifests',
   auditFile: 'audit/audit.jsonl',
+  auditKeyFile: 'state/audit-signing.key',
   listen: '127.0.0.1:7070',
+  metricsListen: '127.0.0.1:9464', // Prometheus /metrics, /healthz, /readyz; loopback only
   maxBodyBytes: 1024 * 1024, // 1 MiB
   callTimeoutMs: 30_000, // 30 s
   maxCallTimeoutMs: 120_000, // 2 min
@@ -71,12 +76,13 @@ interface RawConfig {
   manifestsDir?: string;
   servers: Record<string, { manifest: string; name: string; enabled?: boolean; identity?: { audience?: string; lifetimeSeconds?: number }; allowPlainHttp?: boolean; tls?: { ca?: string } }>;
   identity?: { keyFile?: string; issuer?: string };
-  agents: Record<string, { tokenSha256?: string; allow: RawGrant[]; rateLimit?: RateLimit }>;
+  agents: Record<string, { tokenSha256?: string; oauthSubject?: string; allow: RawGrant[]; rateLimit?: RateLimit }>;
   rateLimits?: { concurrent?: number; perAgent?: RateLimit; perTool?: RateLimit; tools?: ({ tools: string[] } & RateLimit)[] };
   approvals?: { waitSeconds?: number; expireSeconds?: number };
   idempotency?: { windowSeconds?: number };
-  audit?: { file?: string };
-  http?: { listen?: string; allowedHosts?: string[]; allowedOrigins?: string[]; maxBodyBytes?: number };
+  audit?: { file?: string; keyFile?: string; rotateBytes?: number; checkpointEvery?: number; checkpointMs?: number; fsyncMs?: number; argumentPreviewBytes?: number };
+  http?: { listen?: string; allowedHosts?: string[]; allowedOrigins?: string[]; maxBodyBytes?: number; oauth?: RawOAuth };
+  metrics?: RawMetrics;
   credentials?: Record<string, Record<string, { env: string } | { file: string }>>;
   limits?: {
     callTimeoutMs?: number;
@@ -155,6 +161,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
 
   const agents = new Map<string, AgentPolicy>();
   const tokenOwners = new Map<string, string>();
+  const subjectOwners = new Map<string, string>();
   for (const [name, agent] of Object.entries(raw.agents)) {
     if (agent.tokenSha256 !== undefined) {
       const other = tokenOwners.get(agent.tokenSha256);
@@ -163,6 +170,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
       }
       tokenOwners.set(agent.tokenSha256, name);
     }
+    checkOAuthAgent(name, agent, raw.http?.oauth !== undefined, subjectOwners, path, warnings);
     const grants = compileGrants(agent.allow);
     for (const grant of grants) {
       for (const [i, matcher] of grant.matchers.entries()) {
@@ -174,6 +182,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
     agents.set(name, {
       name,
       ...(agent.tokenSha256 === undefined ? {} : { tokenSha256: Buffer.from(agent.tokenSha256, 'hex') }),
+      ...(agent.oauthSubject === undefined ? {} : { oauthSubject: agent.oauthSubject }),
       grants,
       rateLimit: mergeLimit(mergeLimit(DEFAULTS.perAgent, raw.rateLimits?.perAgent), agent.rateLimit),
     });
@@ -190,6 +199,9 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
   const allowedHosts = raw.http?.allowedHosts ?? [];
   const problem = listenProblem(listen, allowedHosts);
   if (problem) throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /http/allowedHosts: ${problem}`, { file: path });
+  const oauth = raw.http?.oauth === undefined ? undefined : compileOAuth(raw.http.oauth, dir, path, warnings);
+  const metrics = compileMetrics(raw.metrics, listen, DEFAULTS.metricsListen);
+  if ('problem' in metrics) throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at ${metrics.at}: ${metrics.problem}`, { file: path });
 
   const maxCallTimeoutMs = raw.limits?.maxCallTimeoutMs ?? DEFAULTS.maxCallTimeoutMs;
   const callTimeoutMs = raw.limits?.callTimeoutMs ?? Math.min(DEFAULTS.callTimeoutMs, maxCallTimeoutMs);
@@ -208,13 +220,23 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
     pinning: { recheckMs: (raw.pinning?.recheckSeconds ?? DEFAULTS.recheckSeconds) * 1000 },
     agents,
     catalog,
-    audit: { file: resolve(dir, raw.audit?.file ?? DEFAULTS.auditFile) },
+    audit: {
+      file: resolve(dir, raw.audit?.file ?? DEFAULTS.auditFile),
+      keyFile: resolve(dir, raw.audit?.keyFile ?? DEFAULTS.auditKeyFile),
+      rotateBytes: raw.audit?.rotateBytes ?? AUDIT_DEFAULTS.rotateBytes,
+      checkpointEvery: raw.audit?.checkpointEvery ?? AUDIT_DEFAULTS.checkpointEvery,
+      checkpointMs: raw.audit?.checkpointMs ?? AUDIT_DEFAULTS.checkpointMs,
+      fsyncMs: raw.audit?.fsyncMs ?? AUDIT_DEFAULTS.fsyncMs,
+      argumentPreviewBytes: raw.audit?.argumentPreviewBytes ?? 0,
+    },
     http: {
       listen,
       allowedHosts,
       allowedOrigins: raw.http?.allowedOrigins ?? [],
       maxBodyBytes: raw.http?.maxBodyBytes ?? DEFAULTS.maxBodyBytes,
+      ...(oauth ? { oauth } : {}),
     },
+    metrics,
     credentials,
     serverTls,
     identityTokens,
@@ -427,6 +449,25 @@ function checkTransportSecurity(name: string, entry: RawConfig['servers'][string
   if (address?.range !== 'loopback') {
     throw new ManifestRejection('insecure-transport', `servers.${name}.allowPlainHttp applies to loopback addresses (127.0.0.0/8, [::1]) only; ${url.hostname} is not one${address ? '' : ' (a name could resolve anywhere; write the address)'}`);
   }
+}
+
+/**
+ * An agent's OAuth subject names it alone; a subject or a scoped grant that can never be
+ * used (no http.oauth, or no subject for the agent) is a warning, as a grant matching no tool is.
+ */
+function checkOAuthAgent(name: string, agent: RawConfig['agents'][string], oauth: boolean, owners: Map<string, string>, path: string, warnings: string[]): void {
+  if (agent.oauthSubject !== undefined) {
+    const other = owners.get(agent.oauthSubject);
+    if (other !== undefined) {
+      throw new WardenError('WARDEN_CONFIG_INVALID', `${path}: at /agents/${name}/oauthSubject: the same subject as agent "${other}"; each subject names one agent`, { file: path });
+    }
+    owners.set(agent.oauthSubject, name);
+    if (!oauth) warnings.push(`/agents/${name}/oauthSubject: has no effect without http.oauth`);
+  }
+  agent.allow.forEach((grant, index) => {
+    if (grant.scopes === undefined || (oauth && agent.oauthSubject !== undefined)) return;
+    warnings.push(`/agents/${name}/allow/${index}/scopes: this grant never applies: only sessions with an OAuth access token have scopes, and ${oauth ? `agent "${name}" has no oauthSubject` : 'http.oauth is not set'}`);
+  });
 }
 
 /** Largest CA file read for a server. */

@@ -6,6 +6,7 @@ import type { RateLimit } from '../guard/rate-limits.ts';
 import type { RejectionReason } from '../manifest/rejections.ts';
 import type { TrustPolicy } from '../manifest/trust.ts';
 import type { EgressPolicy } from '../guard/egress-rules.ts';
+import type { JSONWebKeySet } from 'jose';
 
 /** A server whose manifest was refused: it does not exist for agents. */
 export interface RejectedServer {
@@ -18,6 +19,8 @@ export interface AgentPolicy {
   readonly name: string;
   /** SHA-256 of the bearer token; absent means the agent may connect over stdio only. */
   readonly tokenSha256?: Buffer;
+  /** The value of the access token's subject claim (http.oauth.subjectClaim) that names this agent; unique across agents. */
+  readonly oauthSubject?: string;
   readonly grants: readonly Grant[];
   /** rateLimits.perAgent with this agent's own rateLimit over it. */
   readonly rateLimit: RateLimit;
@@ -38,6 +41,17 @@ export interface ListenAddress {
   readonly port: number;
 }
 
+/** The metrics and health listener (Prometheus /metrics, /healthz, /readyz). */
+export interface MetricsSettings {
+  /** The config has a metrics section; serve --metrics turns it on too. */
+  readonly enabled: boolean;
+  readonly listen: ListenAddress;
+  /** Listening where other machines can connect was asked for explicitly. */
+  readonly allowNonLoopback: boolean;
+  /** Host header names accepted besides IP addresses and localhost (DNS-rebinding defence). */
+  readonly allowedHosts: readonly string[];
+}
+
 export interface SandboxSettings {
   /** Worker processes for code tools. */
   readonly workers: number;
@@ -48,6 +62,27 @@ export interface SandboxSettings {
   /** The most a code tool may ask for. */
   readonly maxLimits: SandboxLimitSettings;
   readonly codeMode: { readonly workers: number; readonly maxCalls: number; readonly concurrency: number };
+}
+
+/** The broker as an OAuth 2.1 resource server (http.oauth), checked at load. */
+export interface OAuthSettings {
+  /** The tokens' iss, compared exactly. */
+  readonly issuer: string;
+  /** This broker's resource identifier (RFC 8707): the audience its tokens must carry. */
+  readonly resource: string;
+  /** Where the protected-resource metadata document is, as clients derive it from the resource (RFC 9728 section 3.1). */
+  readonly metadataUrl: string;
+  readonly authorizationServers: readonly string[];
+  /** The identity provider's signing keys: fetched from a URL, or read from a file at load. */
+  readonly keys: { readonly url: string } | { readonly file: string; readonly jwks: JSONWebKeySet };
+  /** Asymmetric signature algorithms only. */
+  readonly algorithms: readonly string[];
+  readonly clockSkewSeconds: number;
+  /** The claim whose value names the agent (agents.<name>.oauthSubject). */
+  readonly subjectClaim: string;
+  readonly jwksTimeoutMs: number;
+  readonly jwksCooldownMs: number;
+  readonly jwksCacheMs: number;
 }
 
 /** Where a credential's value comes from. */
@@ -67,13 +102,26 @@ export interface WardenConfig {
   readonly pinning: { readonly recheckMs: number };
   readonly agents: ReadonlyMap<string, AgentPolicy>;
   readonly catalog: ReadonlyMap<string, CatalogTool>;
-  readonly audit: { readonly file: string };
+  readonly audit: {
+    readonly file: string;
+    /** The checkpoint signing key (PKCS#8 PEM); its public key is `<keyFile>.pub`. */
+    readonly keyFile: string;
+    readonly rotateBytes: number;
+    readonly checkpointEvery: number;
+    readonly checkpointMs: number;
+    readonly fsyncMs: number;
+    /** 0: arguments are recorded by digest only. */
+    readonly argumentPreviewBytes: number;
+  };
   readonly http: {
     readonly listen: ListenAddress;
     readonly allowedHosts: readonly string[];
     readonly allowedOrigins: readonly string[];
     readonly maxBodyBytes: number;
+    /** Agents may also authenticate with an OAuth access token (a JWT) from this identity provider. */
+    readonly oauth?: OAuthSettings;
   };
+  readonly metrics: MetricsSettings;
   /** Servers that get a per-call identity token, by server key. */
   readonly identityTokens: ReadonlyMap<string, { readonly audience: string; readonly lifetimeSeconds: number }>;
   readonly identity: { readonly keyFile: string; readonly issuer: string };

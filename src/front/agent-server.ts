@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { CLIENT_CAPABILITIES_META_KEY, createRequestStateCodec, inputRequired, Server, type ClientCapabilities, type RequestStateCodec, type ServerContext } from '@modelcontextprotocol/server';
 import type { Broker } from '../broker.ts';
 import { IDEMPOTENCY_META_KEY } from '../pipeline/stages/deduplicate.ts';
-import { APPROVAL_INPUT_KEY, type Progress } from '../pipeline/types.ts';
+import { APPROVAL_INPUT_KEY, type OAuthSession, type Progress } from '../pipeline/types.ts';
 import { BROKER_INFO } from '../version.ts';
 
 const INSTRUCTIONS =
@@ -29,10 +29,11 @@ export function approvalStateCodec(ttlSeconds: number): ApprovalStateCodec {
  * The MCP server one agent talks to. Low-level Server, because tool definitions are raw
  * JSON Schema from manifests. With notifyToolsChanged (a long-lived connection, stdio) it
  * sends tools/list_changed itself when this agent's list changes; the HTTP front publishes
- * changes for all its streams. The agent's name is fixed here by the front that
- * authenticated it; nothing the agent sends can change it.
+ * changes for all its streams. The agent's name, and for an OAuth access token its scopes,
+ * are fixed here by the front that authenticated it; nothing the agent sends can change them.
  */
-export function createAgentServer(broker: Broker, agentName: string, options: { notifyToolsChanged: boolean; approvalState: ApprovalStateCodec }): Server {
+export function createAgentServer(broker: Broker, agentName: string, options: { notifyToolsChanged: boolean; approvalState: ApprovalStateCodec; oauth?: OAuthSession }): Server {
+  const session = options.oauth ? { oauth: options.oauth } : {};
   const server = new Server({ ...BROKER_INFO }, { capabilities: { tools: { listChanged: true } }, instructions: INSTRUCTIONS, requestState: { verify: options.approvalState.verify } });
   if (options.notifyToolsChanged) {
     const unsubscribe = broker.onToolsChanged((agents) => {
@@ -40,7 +41,7 @@ export function createAgentServer(broker: Broker, agentName: string, options: { 
     });
     server.onclose = unsubscribe;
   }
-  server.setRequestHandler('tools/list', async () => broker.listTools(agentName));
+  server.setRequestHandler('tools/list', async () => broker.listTools(agentName, session));
   server.setRequestHandler('tools/call', async (request, ctx) => {
     const args = request.params.arguments ?? {};
     // Progress goes back only to an agent that asked for it, under the agent's own token.
@@ -52,6 +53,7 @@ export function createAgentServer(broker: Broker, agentName: string, options: { 
     // The signal aborts when the agent cancels or goes away; the downstream call follows.
     const answer = await broker.call(agentName, request.params.name, args as Record<string, unknown>, {
       signal: ctx.mcpReq.signal,
+      ...session,
       ...(onProgress ? { onProgress } : {}),
       idempotencyKey: request.params._meta?.[IDEMPOTENCY_META_KEY],
       userInput: {

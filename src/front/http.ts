@@ -4,10 +4,13 @@ import { toNodeHandler } from '@modelcontextprotocol/node';
 import { createMcpHandler } from '@modelcontextprotocol/server';
 import { writeOrLog } from '../audit/trail.ts';
 import type { Broker } from '../broker.ts';
+import { METADATA_PATH } from '../config/oauth-settings.ts';
 import type { ListenAddress } from '../config/types.ts';
 import { WardenError } from '../errors.ts';
+import type { OAuthSession } from '../pipeline/types.ts';
 import { approvalStateCodec, createAgentServer } from './agent-server.ts';
 import { agentForBearer } from './bearer.ts';
+import { agentForSubject, createAccessTokenVerifier, protectedResourceMetadata, type TokenFailure } from './oauth.ts';
 
 export const MCP_PATH = '/mcp';
 const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
@@ -19,16 +22,31 @@ export interface HttpFront {
   close(): Promise<void>;
 }
 
+/** Who a request's bearer token names, or why it names nobody. */
+type Authentication =
+  | { readonly agent: string; readonly oauth?: OAuthSession }
+  | { readonly failure: TokenFailure | 'missing-token' | 'unknown-subject'; readonly detail?: Readonly<Record<string, string>> };
+
 /**
  * Streamable HTTP for agents. Before the MCP handler sees a request: path, Host (DNS
  * rebinding), Origin, body size and bearer token are checked, in that order. The agent's
- * identity is the one its token hash maps to in the config, nothing it says.
+ * identity is the one its token hash maps to in the config, or, with http.oauth, the one
+ * its access token's subject maps to; nothing it says. With http.oauth the protected-
+ * resource metadata (RFC 9728) is served too, after the same Host and Origin checks.
  */
 export async function startHttpFront(broker: Broker, listen: ListenAddress): Promise<HttpFront> {
   // Fixed for the life of the listener (a reload that changes http is refused); the agents are read per request.
   const { config, logger, audit } = broker;
   const approvalState = approvalStateCodec(config.approvals.expireMs / 1000);
-  const handler = createMcpHandler(({ authInfo }) => createAgentServer(broker, authInfo?.clientId ?? '', { notifyToolsChanged: false, approvalState }), {
+  const oauth = config.http.oauth;
+  const verifyAccessToken = oauth ? createAccessTokenVerifier(oauth, logger) : undefined;
+  // The document at the root and at the MCP path's suffixed form (RFC 9728 section 3.1).
+  const metadataPaths = new Set(oauth ? [METADATA_PATH, `${METADATA_PATH}${MCP_PATH}`] : []);
+  // The session's scopes come from the access token the front verified, never from a message.
+  const handler = createMcpHandler(({ authInfo }) => {
+    const session = authInfo?.extra?.['oauth'] as OAuthSession | undefined;
+    return createAgentServer(broker, authInfo?.clientId ?? '', { notifyToolsChanged: false, approvalState, ...(session ? { oauth: session } : {}) });
+  }, {
     onerror: (error) => logger.debug({ err: error.message }, 'mcp handler rejected a request'),
   });
   // One publication reaches every open change stream (2026-07-28 subscriptions/listen);
@@ -54,8 +72,9 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     // The request target is compared as text, never parsed: a hostile one cannot throw.
     const target = req.url ?? '';
-    const path = target.split('?', 1)[0];
-    if (path !== MCP_PATH) return reject(res, 404, 'not_found', `The MCP endpoint is ${MCP_PATH}.`);
+    const path = target.split('?', 1)[0] ?? '';
+    const metadata = metadataPaths.has(path);
+    if (path !== MCP_PATH && !metadata) return reject(res, 404, 'not_found', `The MCP endpoint is ${MCP_PATH}.`);
     // One Host and one Authorization header: duplicates would make the check ambiguous.
     if (countHeader(req.rawHeaders, 'host') !== 1 || countHeader(req.rawHeaders, 'authorization') > 1) {
       return reject(res, 400, 'duplicate_header', 'Send exactly one Host header and at most one Authorization header.');
@@ -68,30 +87,59 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
     if (origin !== undefined && !allowedOrigins.has(origin.toLowerCase())) {
       return reject(res, 403, 'origin_not_allowed', 'Requests from this Origin are not allowed. Add it to http.allowedOrigins.');
     }
+    if (metadata && oauth) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.setHeader('allow', 'GET, HEAD');
+        return reject(res, 405, 'method_not_allowed', 'Read the metadata document with GET.');
+      }
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      return void res.end(req.method === 'HEAD' ? undefined : JSON.stringify(protectedResourceMetadata(oauth, broker.config.agents)));
+    }
     const length = Number(req.headers['content-length'] ?? 0);
     if (!Number.isFinite(length) || length > config.http.maxBodyBytes) {
       return reject(res, 413, 'body_too_large', `Request bodies are limited to ${config.http.maxBodyBytes} bytes.`);
     }
-    const agent = agentForBearer(req.headers.authorization, broker.config.agents);
-    if (agent === undefined) {
-      writeOrLog(
-        audit,
-        { event: 'auth.failure', reason: req.headers.authorization === undefined ? 'missing-token' : 'invalid-token', remote: req.socket.remoteAddress },
-        logger,
-      );
-      // RFC 6750 section 3: a challenge on every 401; error only when a token was presented.
-      const challenge = req.headers.authorization === undefined ? 'Bearer realm="mcp-warden"' : 'Bearer realm="mcp-warden", error="invalid_token"';
-      res.setHeader('WWW-Authenticate', challenge);
-      return reject(res, 401, 'WARDEN_UNAUTHENTICATED', 'A valid bearer token is required. Ask the operator for this agent\'s token.');
-    }
-    // Only the agent's name travels on; the token itself is not kept.
-    Object.assign(req, { auth: { token: '', clientId: agent, scopes: [] } });
-    mcp(req, res).catch((error: unknown) => {
+    serveAuthenticated(req, res).catch((error: unknown) => {
       logger.error({ err: error }, 'http request failed');
       if (!res.headersSent) reject(res, 500, 'internal', 'The request failed inside the broker.');
       else res.destroy();
     });
   };
+
+  /** A static token (its hash in the config) first; then, with http.oauth, an access token whose subject maps to an agent. */
+  const authenticate = async (header: string | undefined): Promise<Authentication> => {
+    if (header === undefined) return { failure: 'missing-token' };
+    const agent = agentForBearer(header, broker.config.agents);
+    if (agent !== undefined) return { agent };
+    if (!verifyAccessToken) return { failure: 'invalid-token' };
+    const verdict = await verifyAccessToken(header);
+    if (!verdict.ok) return { failure: verdict.reason, ...(verdict.detail ? { detail: verdict.detail } : {}) };
+    // Read now, not when the listener started: a reload may have changed who maps to whom.
+    const named = agentForSubject(verdict.subject, broker.config.agents);
+    if (named === undefined) return { failure: 'unknown-subject', detail: { subject: verdict.subject } };
+    const { subject, scopes, tokenId } = verdict;
+    return { agent: named, oauth: { subject, scopes, ...(tokenId === undefined ? {} : { tokenId }) } };
+  };
+
+  const serveAuthenticated = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const header = req.headers.authorization;
+    const identity = await authenticate(header);
+    if ('failure' in identity) {
+      // The reason and a few facts (a claim's name, a verified subject), never the token.
+      writeOrLog(audit, { ...identity.detail, event: 'auth.failure', reason: identity.failure, remote: req.socket.remoteAddress }, logger);
+      res.setHeader('WWW-Authenticate', challenge(header !== undefined));
+      return reject(res, 401, 'WARDEN_UNAUTHENTICATED', oauth
+        ? `A valid bearer token is required: this agent's static token, or an access token for ${oauth.resource} from ${oauth.issuer}.`
+        : 'A valid bearer token is required. Ask the operator for this agent\'s token.');
+    }
+    // Only the agent's name and the token's facts travel on; the token itself is not kept.
+    Object.assign(req, { auth: { token: '', clientId: identity.agent, scopes: identity.oauth ? [...identity.oauth.scopes] : [], ...(identity.oauth ? { extra: { oauth: identity.oauth } } : {}) } });
+    await mcp(req, res);
+  };
+
+  /** RFC 6750 section 3: a challenge on every 401, error only when a token was presented; RFC 9728 section 5.1: where the metadata is. */
+  const challenge = (presented: boolean): string =>
+    ['Bearer realm="mcp-warden"', ...(oauth ? [`resource_metadata="${oauth.metadataUrl}"`] : []), ...(presented ? ['error="invalid_token"'] : [])].join(', ');
   server.headersTimeout = 10_000; // 10 s to send headers
   server.requestTimeout = 5 * 60_000; // 5 min for a whole request, streaming included
   server.maxHeadersCount = 100;

@@ -218,7 +218,7 @@ async function mapStrings(value: unknown, fn: (text: string) => Promise<string>)
 }
 
 /** The longest prefix of text that fits in maxBytes of UTF-8, never splitting a character. */
-function truncateUtf8(text: string, maxBytes: number): string {
+export function truncateUtf8(text: string, maxBytes: number): string {
   let bytes = 0;
   let end = 0;
   for (const char of text) {

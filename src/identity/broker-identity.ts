@@ -1,8 +1,6 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { createPublicKey, sign } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK, type JWK } from 'jose';
-import { WardenError } from '../errors.ts';
+import { readOrCreateEd25519Key } from './key-file.ts';
 
 /** Longest lifetime of an identity token, seconds: a leaked token is useless soon. */
 export const MAX_IDENTITY_LIFETIME_S = 300;
@@ -33,7 +31,7 @@ export interface BrokerIdentity {
  * The agent's own credentials are never passed on.
  */
 export async function loadBrokerIdentity(keyFile: string, issuer: string): Promise<BrokerIdentity> {
-  const privateKey = readOrCreateKey(keyFile);
+  const privateKey = readOrCreateEd25519Key(keyFile, 'WARDEN_IDENTITY_KEY', 'the broker identity key');
   const publicJwk = await exportJWK(createPublicKey(privateKey));
   const kid = await calculateJwkThumbprint(publicJwk);
   const jwk: JWK = { ...publicJwk, kid, alg: 'EdDSA', use: 'sig' };
@@ -56,34 +54,4 @@ export async function loadBrokerIdentity(keyFile: string, issuer: string): Promi
 
 function base64url(text: string): string {
   return Buffer.from(text, 'utf8').toString('base64url');
-}
-
-function readOrCreateKey(keyFile: string): KeyObject {
-  let pem: string;
-  try {
-    pem = readFileSync(keyFile, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new WardenError('WARDEN_IDENTITY_KEY', `cannot read the broker identity key ${keyFile}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`, { keyFile });
-    }
-    mkdirSync(dirname(keyFile), { recursive: true, mode: 0o700 });
-    const { privateKey } = generateKeyPairSync('ed25519');
-    pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-    try {
-      // 'wx': never overwrite a key another process has just written.
-      writeFileSync(keyFile, pem, { mode: 0o600, flag: 'wx' });
-    } catch (writeError) {
-      if ((writeError as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new WardenError('WARDEN_IDENTITY_KEY', `cannot write the broker identity key ${keyFile}: ${(writeError as NodeJS.ErrnoException).code ?? 'error'}`, { keyFile });
-      }
-      pem = readFileSync(keyFile, 'utf8');
-    }
-  }
-  try {
-    const key = createPrivateKey(pem);
-    if (key.asymmetricKeyType !== 'ed25519') throw new Error(`a ${key.asymmetricKeyType} key`);
-    return key;
-  } catch (error) {
-    throw new WardenError('WARDEN_IDENTITY_KEY', `${keyFile} is not an Ed25519 private key in PKCS#8 PEM (${(error as Error).message})`, { keyFile });
-  }
 }

@@ -25,6 +25,8 @@ export interface CallContext {
   readonly startedAt: number;
   /** Aborted when the agent cancels the call or disconnects. */
   readonly signal?: AbortSignal;
+  /** What the agent's OAuth access token established, set by the front; absent for a static token and stdio. */
+  readonly oauth?: OAuthSession;
   agent?: AgentPolicy;
   tool?: CatalogTool;
   grant?: Grant;
@@ -48,6 +50,17 @@ export interface CallContext {
   readonly sendGuards?: (() => Refusal | undefined)[];
 }
 
+/**
+ * A session authenticated with an OAuth access token: its scopes (grants that name scopes
+ * apply only when it holds them all), and for the audit trail the subject it was mapped
+ * from and the token's id (jti). Never the token itself.
+ */
+export interface OAuthSession {
+  readonly scopes: ReadonlySet<string>;
+  readonly subject: string;
+  readonly tokenId?: string;
+}
+
 /** In-band input (elicitation): can the host ask its user, and what came back on a retry. */
 export interface UserInput {
   readonly canAsk: boolean;
@@ -69,7 +82,7 @@ export interface Refusal {
   /** Shown to the agent: what was refused and what it can do instead. No secrets, paths or stacks. */
   readonly message: string;
   /** For the agent's host, beside the code: when to retry, which approval it waits on. */
-  readonly hints?: { readonly retryAfterMs?: number; readonly approvalId?: string };
+  readonly hints?: { readonly retryAfterMs?: number; readonly approvalId?: string; readonly missingScopes?: readonly string[] };
 }
 
 export type CallOutcome =

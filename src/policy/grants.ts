@@ -21,6 +21,8 @@ export interface Grant {
   readonly approval: Approval;
   /** For approval user, when the agent's host cannot ask its user: out-of-band approval, or refuse. */
   readonly fallback: 'required' | 'refuse';
+  /** OAuth scopes the session's access token must all hold for this grant to apply; empty: none. */
+  readonly scopes: readonly string[];
 }
 
 export interface RawGrant {
@@ -28,6 +30,7 @@ export interface RawGrant {
   readonly access?: readonly Access[];
   readonly approval?: Approval;
   readonly fallback?: 'required' | 'refuse';
+  readonly scopes?: readonly string[];
 }
 
 /**
@@ -44,6 +47,7 @@ export function compileGrants(raw: readonly RawGrant[]): readonly Grant[] {
     approval: grant.approval ?? 'none',
     // Never approve silently: without a way to ask the user, refuse unless the rule says otherwise.
     fallback: grant.fallback ?? 'refuse',
+    scopes: grant.scopes ?? [],
   }));
 }
 
@@ -92,20 +96,62 @@ export function compileGlob(pattern: string): Matcher {
 
 const STRICTNESS: Readonly<Record<Approval, number>> = { none: 0, user: 1, required: 2 };
 
-/** Every grant that covers this exposed tool and its access class, in config order. */
-export function matchingGrants(grants: readonly Grant[], exposedName: string, access: Access): Grant[] {
-  return grants.filter((grant) => grant.access.has(access) && grant.matchers.some((matches) => matches(exposedName)));
+/**
+ * The scopes of the session a call or a list comes from, as the front established them
+ * from an OAuth access token; undefined for a session without one (a static token, stdio).
+ */
+export type SessionScopes = ReadonlySet<string> | undefined;
+
+/** A grant that names scopes never applies to a session without an access token. */
+function scopesHeld(grant: Grant, scopes: SessionScopes): boolean {
+  return grant.scopes.length === 0 || (scopes !== undefined && grant.scopes.every((scope) => scopes.has(scope)));
+}
+
+function covers(grant: Grant, exposedName: string, access: Access): boolean {
+  return grant.access.has(access) && grant.matchers.some((matches) => matches(exposedName));
+}
+
+/** Every grant that covers this exposed tool and its access class for a session with these scopes, in config order. */
+export function matchingGrants(grants: readonly Grant[], exposedName: string, access: Access, scopes?: SessionScopes): Grant[] {
+  return grants.filter((grant) => covers(grant, exposedName, access) && scopesHeld(grant, scopes));
+}
+
+/** Whether some grant covers the tool for a session holding the scopes it names. */
+export function grantable(grants: readonly Grant[], exposedName: string, access: Access): boolean {
+  return grants.some((grant) => covers(grant, exposedName, access));
 }
 
 /**
- * The grant that decides a call, or undefined (default deny). When several cover the
- * tool, the strictest approval wins, so a broad grant cannot waive the approval a narrow
- * one asks for; among equals, the first in the file.
+ * For a session with an access token that no grant covers the tool for: the scopes it
+ * lacks for the grant that needs the fewest more, or undefined when no grant would cover
+ * it with any scopes.
  */
-export function findGrant(grants: readonly Grant[], exposedName: string, access: Access): Grant | undefined {
+export function missingScopes(grants: readonly Grant[], exposedName: string, access: Access, scopes: ReadonlySet<string>): readonly string[] | undefined {
+  let fewest: string[] | undefined;
+  for (const grant of grants) {
+    if (!covers(grant, exposedName, access)) continue;
+    const missing = grant.scopes.filter((scope) => !scopes.has(scope));
+    if (missing.length > 0 && (fewest === undefined || missing.length < fewest.length)) fewest = missing;
+  }
+  return fewest;
+}
+
+/**
+ * The grant that decides a call, or undefined (default deny). Only grants whose scopes the
+ * session holds can allow it. When several cover the tool, the strictest approval wins,
+ * so a broad grant cannot waive the approval a narrow one asks for; among equals, the
+ * first in the file. That holds for scoped grants too: one the session does not hold
+ * cannot allow the call, but its approval still binds the grant that does.
+ */
+export function findGrant(grants: readonly Grant[], exposedName: string, access: Access, scopes?: SessionScopes): Grant | undefined {
   let decider: Grant | undefined;
-  for (const grant of matchingGrants(grants, exposedName, access)) {
+  let strictest: Approval = 'none';
+  for (const grant of grants) {
+    if (!covers(grant, exposedName, access)) continue;
+    if (STRICTNESS[grant.approval] > STRICTNESS[strictest]) strictest = grant.approval;
+    if (!scopesHeld(grant, scopes)) continue;
     if (!decider || STRICTNESS[grant.approval] > STRICTNESS[decider.approval]) decider = grant;
   }
-  return decider;
+  if (!decider || decider.approval === strictest) return decider;
+  return { ...decider, approval: strictest };
 }

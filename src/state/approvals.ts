@@ -59,6 +59,8 @@ export interface ApprovalLedger {
   consume(id: string): boolean;
   /** Marks every pending approval past its expiry expired; returns how many. */
   expire(now: number): number;
+  /** Approvals still waiting for a decision at `now`, all agents. */
+  pendingCount(now: number): number;
   /** Deletes approvals that ended (denied, expired, used) before `before`; returns how many. */
   prune(before: number): number;
   /** Approvals decided (approved, denied, expired) at or after `since`, oldest first. */
@@ -152,6 +154,7 @@ export function approvalLedger(db: DatabaseSync, file: string): ApprovalLedger {
   const upsertAudited = prepare(db, file, 'INSERT INTO approvals_audited (id, until) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET until = MAX(until, excluded.until)');
   const pruneRows = prepare(db, file, "DELETE FROM approvals WHERE status IN ('denied', 'expired', 'used') AND COALESCE(decided_at, expires_at) < ?");
   const expireRows = prepare(db, file, "UPDATE approvals SET status = 'expired', decided_at = ?, decided_by = 'mcp-warden', reason = 'unanswered in time' WHERE status = 'pending' AND expires_at <= ?");
+  const countAllPending = prepare(db, file, "SELECT COUNT(*) AS n FROM approvals WHERE status = 'pending' AND expires_at > ?");
 
   const get = (id: string) => guarded(file, () => {
     const row = selectOne.get(id) as Row | undefined;
@@ -196,6 +199,9 @@ export function approvalLedger(db: DatabaseSync, file: string): ApprovalLedger {
     },
     expire(now) {
       return guarded(file, () => Number(expireRows.run(now, now).changes));
+    },
+    pendingCount(now) {
+      return guarded(file, () => Number((countAllPending.get(now) as { n: number | bigint }).n));
     },
     auditedUntil() {
       return guarded(file, () => {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { WardenError } from '../errors.ts';
 import { approvalLedger, APPROVALS_SCHEMA, type ApprovalLedger } from './approvals.ts';
+import { AUDIT_HEAD_SCHEMA, auditHeadLedger, type AuditHeadLedger } from './audit-head.ts';
 import { idempotencyLedger, IDEMPOTENCY_SCHEMA, type IdempotencyLedger } from './idempotency.ts';
 import { guarded, prepare, readOnlyStore, unavailable } from './sqlite.ts';
 import { killSwitch, SWITCHES_SCHEMA, type KillSwitch } from './switches.ts';
@@ -45,6 +46,8 @@ export interface StateStore extends ManifestHistory, QuarantineLedger {
   readonly approvals: ApprovalLedger;
   readonly idempotency: IdempotencyLedger;
   readonly killSwitch: KillSwitch;
+  /** The newest signed checkpoint of each audit trail. */
+  readonly auditHeads: AuditHeadLedger;
   /**
    * A number that changes whenever another connection (the approvals or killswitch
    * command) has committed a change: the broker polls it, cheaply, to notice them.
@@ -71,6 +74,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 ${APPROVALS_SCHEMA}
 ${IDEMPOTENCY_SCHEMA}
 ${SWITCHES_SCHEMA}
+${AUDIT_HEAD_SCHEMA}
 `;
 
 /**
@@ -126,6 +130,7 @@ export function openStateStore(dir: string, mode: 'read-write' | 'read-only'): S
     approvals: writable || tableExists(db, 'approvals') ? approvalLedger(db, file) : noApprovals(file),
     idempotency: writable || tableExists(db, 'idempotency') ? idempotencyLedger(db, file) : noIdempotency(file),
     killSwitch: writable || tableExists(db, 'switches') ? killSwitch(db, file, writable) : switchOff(file),
+    auditHeads: writable || tableExists(db, 'audit_head') ? auditHeadLedger(db, file, writable) : noAuditHeads(file),
     dataVersion: () => guarded(file, () => Number((dataVersion.get() as { data_version: number | bigint }).data_version)),
     latest,
     admit(name, serial, digest) {
@@ -189,6 +194,7 @@ function emptyHistory(file: string): StateStore {
     approvals: noApprovals(file),
     idempotency: noIdempotency(file),
     killSwitch: switchOff(file),
+    auditHeads: noAuditHeads(file),
     dataVersion: () => 0,
     latest: () => undefined,
     admit: () => 'accepted',
@@ -204,7 +210,7 @@ function noApprovals(file: string): ApprovalLedger {
   const fail = () => {
     throw readOnlyStore(file);
   };
-  return { open: fail, get: () => undefined, list: () => [], decide: fail, consume: fail, expire: fail, prune: fail, decidedSince: () => [], auditedUntil: () => undefined, setAuditedUntil: fail };
+  return { open: fail, get: () => undefined, list: () => [], decide: fail, consume: fail, expire: fail, pendingCount: () => 0, prune: fail, decidedSince: () => [], auditedUntil: () => undefined, setAuditedUntil: fail };
 }
 
 function noIdempotency(file: string): IdempotencyLedger {
@@ -212,6 +218,16 @@ function noIdempotency(file: string): IdempotencyLedger {
     throw readOnlyStore(file);
   };
   return { begin: fail, sending: fail, finish: fail, abandon: fail, prune: fail };
+}
+
+function noAuditHeads(file: string): AuditHeadLedger {
+  return {
+    read: () => undefined,
+    list: () => [],
+    save: () => {
+      throw readOnlyStore(file);
+    },
+  };
 }
 
 function switchOff(file: string): KillSwitch {

@@ -59,7 +59,7 @@ describe('egress check: command line', () => {
     assert.match(help.stdout, /1 when it would\nrefuse it; 2 for a usage error/);
     const main = run(['--help']);
     assert.match(main.stdout, /^ {2}egress +check whether the broker would send a request/m);
-    assert.match(main.stdout, /^ {2}1 +any other failure; egress check: the broker would refuse the request$/m);
+    assert.match(main.stdout, /^ {2}1 +any other failure; egress check: the broker would refuse the request;\n +audit verify: the trail is not intact$/m);
   });
 
   it('usage errors exit 2 with WARDEN_USAGE', () => {

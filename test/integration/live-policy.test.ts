@@ -125,7 +125,7 @@ describe('live config edits', () => {
       writeConfig(file, policy({ state: { dir: 'state-live' }, audit: { file: 'elsewhere.jsonl' } }, [{ tools: ['*'], access: ['read', 'write', 'destructive'] }]));
       assert.ok(await waitFor(() => refusals().length >= 3, 200, 50), 'the restart-only change is refused');
       assert.equal(refusals()[2]?.['reason'], 'WARDEN_RELOAD_REFUSED');
-      assert.match(String(refusals()[2]?.['message']), /audit\.file/, 'and says which setting');
+      assert.match(String(refusals()[2]?.['message']), /: audit changed; that needs a restart/, 'and says which setting');
       assert.deepEqual(await agent.names(), ['notes__echo'], 'the previous config stands');
       assert.equal(agent.seen.listChanged, 1);
       const reloads = audit(dir, 'audit-live.jsonl').filter((line) => line['event'] === 'config.reloaded');

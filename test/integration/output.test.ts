@@ -55,7 +55,7 @@ describe('output guards end to end', () => {
     assert.ok(Buffer.byteLength(text) < 4096 + 100);
     assert.deepEqual(Object.keys(result).sort(), ['content']);
     const records = (broker.audit as unknown as { records: Record<string, unknown>[] }).records;
-    const redactions = records.find((r) => r['tool'] === 'rogue__dirty')?.['redactions'] as { invisible: number; truncatedBytes: number };
+    const redactions = records.find((r) => r['event'] === 'tools/call' && r['tool'] === 'rogue__dirty')?.['redactions'] as { invisible: number; truncatedBytes: number };
     assert.ok(redactions.invisible >= 7);
     assert.ok(redactions.truncatedBytes > 90_000);
   });

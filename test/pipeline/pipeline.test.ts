@@ -38,8 +38,11 @@ describe('call pipeline', () => {
     const outcome = await call('alice', 'notes__echo', { text: 'secret value' });
     assert.equal(outcome.kind, 'result');
     assert.deepEqual(calls, ['echo']);
-    assert.equal(audit.records.length, 1);
-    const record = audit.records[0];
+    // The write-ahead record just before sending, then the outcome, with one correlation id.
+    assert.deepEqual(audit.records.map((r) => r.event), ['tools/call.dispatch', 'tools/call']);
+    assert.equal(audit.records[0]?.correlationId, audit.records[1]?.correlationId);
+    assert.equal(audit.records[0]?.argsSha256, audit.records[1]?.argsSha256);
+    const record = audit.records[1];
     assert.equal(record?.decision, 'allow');
     assert.equal(record?.outcome, 'ok');
     assert.equal(record?.server, 'notes');
@@ -92,8 +95,9 @@ describe('call pipeline', () => {
     });
     const outcome = await call('alice', 'notes__echo', { text: 'x' });
     assert.equal(outcome.kind === 'refused' && outcome.code, 'WARDEN_DOWNSTREAM_TIMEOUT');
-    assert.equal(audit.records[0]?.decision, 'allow');
-    assert.equal(audit.records[0]?.outcome, 'refused');
+    const record = audit.records.find((r) => r.event === 'tools/call');
+    assert.equal(record?.decision, 'allow');
+    assert.equal(record?.outcome, 'refused');
   });
 
   it('fails closed when a stage throws something unexpected, without leaking it', async () => {

@@ -64,3 +64,31 @@ describe('grants', () => {
     );
   });
 });
+
+describe('findGrant with scoped grants', () => {
+  const grants = compileGrants([
+    { tools: ['*'], access: ['read', 'write'] },
+    { tools: ['payments__refund'], access: ['write'], approval: 'required', scopes: ['payments'] },
+  ]);
+
+  it('a scoped grant the session does not hold still makes the broad grant ask for approval', () => {
+    for (const scopes of [undefined, new Set<string>(), new Set(['other'])]) {
+      const grant = findGrant(grants, 'payments__refund', 'write', scopes);
+      assert.ok(grant, 'the broad grant allows the call');
+      assert.equal(grant.approval, 'required', `scopes ${scopes ? [...scopes].join(',') : 'none'}: the narrow grant's approval binds`);
+    }
+  });
+
+  it('the session that holds the scope gets the scoped grant; other tools keep the broad grant as it is', () => {
+    assert.equal(findGrant(grants, 'payments__refund', 'write', new Set(['payments']))?.approval, 'required');
+    assert.equal(findGrant(grants, 'notes__add_note', 'write', undefined)?.approval, 'none');
+    assert.equal(findGrant(grants, 'notes__add_note', 'write', undefined), grants[0]);
+  });
+
+  it('a scoped grant alone allows nothing to a session without the scope', () => {
+    const only = compileGrants([{ tools: ['payments__refund'], access: ['write'], scopes: ['payments'] }]);
+    assert.equal(findGrant(only, 'payments__refund', 'write', undefined), undefined);
+    assert.equal(findGrant(only, 'payments__refund', 'write', new Set(['other'])), undefined);
+    assert.ok(findGrant(only, 'payments__refund', 'write', new Set(['payments'])));
+  });
+});

@@ -2,6 +2,7 @@ import type { CatalogTool } from '../../catalog/build.ts';
 import type { WardenConfig } from '../../config/types.ts';
 import { isWardenError } from '../../errors.ts';
 import { findGrant } from '../../policy/grants.ts';
+import { printableName } from '../names.ts';
 import { refuse, type CallContext, type Refusal, type StageFactory } from '../types.ts';
 import { toolNotFound } from './resolve.ts';
 import { killSwitchRefusal } from './kill-switch.ts';
@@ -11,9 +12,10 @@ export const IDENTITY_META_KEY = 'dev.mcp-warden/identity';
 
 /**
  * Last stage: sends the call to the tool's downstream server, bounded by the tool's
- * timeout and cancelled with the agent's request.
+ * timeout and cancelled with the agent's request. At the moment of sending, after the
+ * last checks, the call's write-ahead record goes to the audit trail.
  */
-export const dispatch: StageFactory = ({ backends, config, identity, killSwitch, liveConfig }) => async (ctx) => {
+export const dispatch: StageFactory = ({ audit, backends, config, identity, killSwitch, liveConfig }) => async (ctx) => {
   if (!ctx.tool || !ctx.grant) return refuse('WARDEN_INTERNAL', 'The call was refused because a broker check was skipped.');
   const tool = ctx.tool;
   const backend = backends.get(ctx.tool.server);
@@ -49,6 +51,23 @@ export const dispatch: StageFactory = ({ backends, config, identity, killSwitch,
       vetoed = refuse('WARDEN_STATE_UNAVAILABLE', 'The call was refused because the broker cannot use its state store. The operator can find it in the audit trail by its correlation id.');
     }
     if (vetoed) throw new Error('vetoed before sending');
+    // Write-ahead: the call is in the audit trail before a byte of it reaches the tool.
+    try {
+      audit.write({
+        event: 'tools/call.dispatch',
+        correlationId: ctx.correlationId,
+        agent: ctx.agentName,
+        tool: printableName(ctx.toolName),
+        server: tool.server,
+        argsSha256: ctx.argsSha256 ?? null,
+        timeoutMs,
+        ...(ctx.facts['argsPreview'] === undefined ? {} : { argsPreview: ctx.facts['argsPreview'] }),
+        ...(ctx.facts['identityToken'] === undefined ? {} : { identityToken: ctx.facts['identityToken'] }),
+      });
+    } catch {
+      vetoed = refuse('WARDEN_INTERNAL', 'The broker cannot write its audit trail, so it refuses all calls. Tell the operator.');
+      throw new Error('vetoed: audit trail not writable');
+    }
     ctx.facts['dispatched'] = true;
   };
   // The result goes back through sanitizeOutput, which keeps only what an agent may see.
@@ -62,6 +81,7 @@ export const dispatch: StageFactory = ({ backends, config, identity, killSwitch,
       agent: ctx.agentName,
       facts: ctx.facts,
       ...(ctx.signal ? { signal: ctx.signal } : {}),
+      ...(ctx.oauth ? { oauth: ctx.oauth } : {}),
       ...(meta ? { meta } : {}),
       ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
     });
@@ -80,7 +100,7 @@ function revoked(live: WardenConfig, judged: WardenConfig, agentName: string, to
   if (live === judged) return undefined;
   const agent = live.agents.get(agentName);
   const now = live.catalog.get(tool.exposedName);
-  if (agent && now && now.server === tool.server && now.tool.access === tool.tool.access && findGrant(agent.grants, now.exposedName, now.tool.access)) return undefined;
+  if (agent && now && now.server === tool.server && now.tool.access === tool.tool.access && findGrant(agent.grants, now.exposedName, now.tool.access, ctx.oauth?.scopes)) return undefined;
   ctx.facts['cause'] = 'revoked-during-call';
   return toolNotFound(tool.exposedName);
 }

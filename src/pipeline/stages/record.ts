@@ -1,13 +1,15 @@
-import { digestArguments } from '../../audit/digest.ts';
+import { argumentPreview, digestArguments } from '../../audit/digest.ts';
 import { printableName } from '../names.ts';
 import { refuse, type StageFactory } from '../types.ts';
 
 /**
  * Outermost stage: refuses every call while the audit trail cannot be written (fail
- * closed), and writes one record per call with its decision and outcome. Argument values
- * are never written; their canonical SHA-256 is (null when they cannot be serialised).
+ * closed), and writes one record per call with its decision and outcome, sharing the
+ * call's correlation id with the record the dispatch stage writes just before sending.
+ * Argument values are never written; their canonical SHA-256 is (null when they cannot
+ * be serialised).
  */
-export const record: StageFactory = ({ audit }) => async (ctx, next) => {
+export const record: StageFactory = ({ audit, config, secretForms }) => async (ctx, next) => {
   if (!audit.healthy) {
     return refuse('WARDEN_INTERNAL', 'The broker cannot write its audit trail, so it refuses all calls. Tell the operator.');
   }
@@ -15,10 +17,14 @@ export const record: StageFactory = ({ audit }) => async (ctx, next) => {
   const argsSha256 = digestArguments(ctx.args) ?? null;
   // The stages that bind to the arguments (deduplication, approval) use this one digest.
   if (argsSha256 !== null) ctx.argsSha256 = argsSha256;
+  // A preview only where the config asks for one; masked, never a credential.
+  if (config.audit.argumentPreviewBytes > 0) {
+    ctx.facts['argsPreview'] = await argumentPreview(ctx.args, secretForms(), config.audit.argumentPreviewBytes).catch(() => null);
+  }
   const outcome = await next();
   const refused = outcome.kind === 'refused';
   // The result goes back only once its record is written (a failure throws: fail closed).
-  await audit.commit({
+  audit.write({
     ...ctx.facts, // first, so no fact can overwrite the fields below
     event: 'tools/call',
     correlationId: ctx.correlationId,
