@@ -559,9 +559,13 @@ function argumentProblemsAt(args: readonly string[], cwd: string, cwdReal: Locat
   }
   if (!node) return problems;
 
-  /** A module path as Node resolves it: the text against its working directory, then endings, then a folder's package.json main and index. */
-  const modulePath = (arg: string, text: string) => {
-    if (isData(text)) return;
+  /**
+   * A module path as Node resolves it: the text against its working directory, then
+   * endings, then a folder's package.json main and index. Declared data is code too when a
+   * preload option names it: the server may write its data, so it is never exempt there.
+   */
+  const modulePath = (arg: string, text: string, dataExempt = true) => {
+    if (dataExempt && isData(text)) return;
     if (!isAbsolute(text) && cwdReal instanceof ArtifactError) return void judge(arg, cwdReal);
     const base = isAbsolute(text) ? resolve(text) : resolve(cwdReal as string, text);
     const tryPath = (path: string) => judge(arg, locate(path));
@@ -597,13 +601,13 @@ function argumentProblemsAt(args: readonly string[], cwd: string, cwdReal: Locat
       continue;
     }
     const what = classifyPreload(specifier);
-    if (what.kind === 'path') modulePath(arg, what.path);
+    if (what.kind === 'path') modulePath(arg, what.path, false);
     else if (what.kind === 'package') packageName(arg, what.name);
     else if (what.kind === 'unknown') report({ arg, why: `${what.why}; ${exact}` });
     else if (what.kind === 'url') {
       const path = fileUrlPath(specifier);
       if (path === undefined) report({ arg, why: `is not a file: URL of a local file; ${exact}` });
-      else modulePath(arg, path);
+      else modulePath(arg, path, false);
     }
   }
   return problems;

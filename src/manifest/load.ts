@@ -184,7 +184,7 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
       command,
       args,
       cwd,
-      env: toPlainRecord(raw.transport.env ?? {}),
+      env: codeFreeEnv(toPlainRecord(raw.transport.env ?? {})),
       // Over stdio, auto and modern make the SDK start the server a second time, briefly,
       // to probe its era (with the same environment, credentials included): legacy unless
       // the manifest asks.
@@ -335,6 +335,8 @@ function checkCredentials(raw: RawManifest, transport: Manifest['transport']): M
       if (credential.clientCertificate) throw fail('clientCertificate applies to Streamable HTTP servers (type: http)');
       if (credential.header !== undefined || credential.prefix !== undefined) throw fail('header and prefix apply to http servers; a stdio server gets its credentials as environment variables (env)');
       const env = credential.env ?? credential.name;
+      // A value from the config must never decide what code the server loads.
+      if (LOADER_VARIABLE.test(env)) throw fail(`environment variable "${env}" makes the runtime load code; a credential cannot set it`);
       if (env in transport.env) throw fail(`environment variable "${env}" is also set in /transport/env; a credential cannot share it`);
       if (targets.has(env)) throw fail(`environment variable "${env}" is used by two credentials`);
       targets.add(env);
@@ -393,4 +395,22 @@ function toPlainRecord(source: Record<string, string>): Record<string, string> {
   const target: Record<string, string> = Object.create(null);
   for (const [key, value] of Object.entries(source)) target[key] = value;
   return target;
+}
+
+/**
+ * Environment variables through which a runtime loads code or libraries (Node, the
+ * dynamic linker, Python, Perl, Ruby, the JVM, shells). What they name is not a launch
+ * argument, so no pin would cover it: a manifest may not set them.
+ */
+const LOADER_VARIABLE = /^(?:NODE_OPTIONS|NODE_PATH|NODE_REPL_EXTERNAL_MODULE|LD_[A-Z_]+|DYLD_[A-Z_]+|PYTHON(?:PATH|STARTUP|HOME|USERBASE|INSPECT)|PERL5LIB|PERL5OPT|PERLLIB|RUBYLIB|RUBYOPT|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_JAVA_OPTIONS|BASH_ENV|ENV)$/;
+
+function codeFreeEnv(env: Record<string, string>): Record<string, string> {
+  for (const name of Object.keys(env)) {
+    if (LOADER_VARIABLE.test(name)) {
+      throw new ManifestRejection('artifact-unpinned', `at /transport/env/${name}: this variable makes the runtime load code the broker cannot pin; load it through a pinned launch argument instead (for example "--import ./hook.mjs" with the file pinned)`, {
+        path: `/transport/env/${name}`,
+      });
+    }
+  }
+  return env;
 }

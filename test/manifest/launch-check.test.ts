@@ -223,6 +223,14 @@ describe('unpinnedArguments: what Node loads from its arguments', () => {
     assert.deepEqual(unpinnedArguments(args, root, all, process.execPath), []);
   });
 
+  it('a preload value is code even inside declared data: the server may write its data', () => {
+    const root = tree({ 'data/hook.js': 'hook', 'server.js': 'server' });
+    const hook = pathToFileURL(join(root, 'data/hook.js')).href;
+    const pins = pinsFor(process.execPath, { files: [join(root, 'server.js')], data: [join(root, 'data')] });
+    const args = ['--require=./data/hook.js', '-r', './data/hook', `--import=${hook}`, '--db=./data/hook.js', 'server.js'];
+    assert.deepEqual(unpinnedArguments(args, root, pins, process.execPath).sort(), ['--require=./data/hook.js', './data/hook', `--import=${hook}`].sort());
+  });
+
   it('takes a bare package name as the package Node finds from the working directory, which a packages pin must cover', () => {
     const root = tree({ 'node_modules/dotenv/package.json': '{"name":"dotenv","version":"1.0.0"}', 'node_modules/dotenv/config.js': 'c', 'node_modules/@acme/hooks/package.json': '{"name":"@acme/hooks"}', 'srv/server.js': 's' });
     const cwd = join(root, 'srv');

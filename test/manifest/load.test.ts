@@ -249,6 +249,20 @@ describe('buildManifest: a stdio server\'s arguments and pins, as the server wil
     tools: [],
   });
 
+  it('refuses environment variables that make the runtime load code, in transport.env and as a credential\'s variable', () => {
+    for (const name of ['NODE_OPTIONS', 'NODE_PATH', 'LD_PRELOAD', 'LD_LIBRARY_PATH', 'DYLD_INSERT_LIBRARIES', 'PYTHONPATH', 'PERL5OPT', 'RUBYOPT', 'JAVA_TOOL_OPTIONS', 'BASH_ENV']) {
+      const source = stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS) as { transport: Record<string, unknown> };
+      source.transport = { ...source.transport, env: { [name]: '--require ./unpinned.js' } };
+      expectRejection(() => build(source), 'artifact-unpinned', new RegExp(`at /transport/env/${name}: this variable makes the runtime load code`));
+      const viaCredential = { ...stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS), credentials: [{ name: 'TOKEN', env: name }] };
+      expectRejection(() => build(viaCredential), 'invalid-manifest', new RegExp(`"${name}" makes the runtime load code; a credential cannot set it`));
+    }
+    // Ordinary variables stay allowed.
+    const plain = stdioManifest('notes', NOTES_SERVER, NOTES_TOOLS) as { transport: Record<string, unknown> };
+    plain.transport = { ...plain.transport, env: { NODE_ENV: 'production', LOG_LEVEL: 'info' } };
+    assert.doesNotThrow(() => build(plain));
+  });
+
   it('refuses (artifact-unpinned) what Node would load without a pin, naming the argument and what to pin', () => {
     const root = project();
     const rejection = expectRejection(() => build(manifestFor(root, ['-r', './setup', 'server'], {})), 'artifact-unpinned');
