@@ -80,7 +80,11 @@ export function signCheckpoint(record: Readonly<Record<string, unknown>>, privat
 export function checkpointSignatureValid(record: Readonly<Record<string, unknown>>, signature: string, publicKey: KeyObject): boolean {
   try {
     if (!/^[A-Za-z0-9+/]{86}==$/.test(signature)) return false;
-    return verify(null, checkpointPayload(record), publicKey, Buffer.from(signature, 'base64'));
+    const bytes = Buffer.from(signature, 'base64');
+    // Only the one spelling the writer produces: the last character's unused bits must be
+    // zero, or a closing checkpoint's text could change while its signature still verifies.
+    if (bytes.toString('base64') !== signature) return false;
+    return verify(null, checkpointPayload(record), publicKey, bytes);
   } catch {
     return false;
   }

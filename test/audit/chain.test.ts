@@ -48,6 +48,21 @@ describe('the chain format', () => {
     assert.deepEqual(JSON.parse(line), chainRecord(7, '2026-01-01T00:00:00.000Z', GENESIS, { event: 'tools/call' }));
   });
 
+  it('a signature is accepted in its one canonical base64 spelling only', () => {
+    const record = chainRecord(3, '2026-01-01T00:00:00.000Z', GENESIS, { event: 'audit.checkpoint', keyId: 'k', final: true, records: 1 });
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const signature = signCheckpoint(record, privateKey);
+    assert.equal(checkpointSignatureValid(record, signature, publicKey), true);
+    // The 86th character carries 2 bits of the signature and 4 unused ones.
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+    const value = alphabet.indexOf(signature[85]!);
+    for (let unused = 1; unused < 16; unused++) {
+      const variant = `${signature.slice(0, 85)}${alphabet[value ^ unused]}==`;
+      assert.deepEqual(Buffer.from(variant, 'base64'), Buffer.from(signature, 'base64'), 'decodes to the same bytes');
+      assert.equal(checkpointSignatureValid(record, variant, publicKey), false, `unused bits ${unused}`);
+    }
+  });
+
   it('a line is exactly the JSON serialisation of its chained record, whatever the record holds', () => {
     fc.assert(
       fc.property(fc.dictionary(fc.string(), fc.jsonValue()), fc.integer({ min: 1, max: 2 ** 40 }), (record, seq) => {
