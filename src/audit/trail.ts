@@ -185,6 +185,8 @@ export function openAuditTrail(configured: string, options: AuditTrailOptions): 
   let generation = 0;
   let healthy = true;
   let closed = false;
+  /** The newest checkpoint told to onCheckpoint. */
+  let recordedSeq = 0;
 
   /** Appends one line; the chain advances only once the whole line is written. */
   const append = (record: Readonly<Record<string, unknown>>, time = new Date().toISOString()): string => {
@@ -215,21 +217,37 @@ export function openAuditTrail(configured: string, options: AuditTrailOptions): 
     const signature = signCheckpoint(chainRecord(seq + 1, time, prev, fields), key.privateKey);
     const line = append({ ...fields, signature }, time);
     sinceCheckpoint = 0;
+    const head = { seq, hash: lineHash(line), file, time };
+    const record = (): void => {
+      // Never an older head after a newer one (a close records its final one at once).
+      if (head.seq <= recordedSeq) return;
+      recordedSeq = head.seq;
+      try {
+        options.onCheckpoint?.(head);
+      } catch {
+        // The state store reports its own failures; the trail itself is intact.
+      }
+    };
     // On disk before the state store records it: a machine crash must not leave the store
     // naming a checkpoint the file lost (which would read as records cut from the trail).
-    if (settings.fsyncMs !== 0) {
+    if (settings.fsyncMs === 0) return record();
+    if (final) {
+      // Closing or rotating: the file is synced and closed right after, so wait for it here.
       try {
         fdatasyncSync(fd);
       } catch (error) {
         healthy = false;
         throw new Error(`audit flush failed: ${codeOf(error)}`);
       }
+      return record();
     }
-    try {
-      options.onCheckpoint?.({ seq, hash: lineHash(line), file, time });
-    } catch {
-      // The state store reports its own failures; the trail itself is intact.
-    }
+    // Otherwise off the event loop: calls go on while the disk catches up.
+    const synced = generation;
+    fdatasync(fd, (error) => {
+      // A rotation since synced this file before closing it.
+      if (!error || synced !== generation) record();
+      else if (!closed) healthy = false;
+    });
   };
 
   const opened = (facts: Record<string, unknown>): void => {

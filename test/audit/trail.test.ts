@@ -101,7 +101,8 @@ describe('audit trail', () => {
   it('checkpoints follow every checkpointEvery records, and closing writes a final one', () => {
     const file = caseFile();
     const heads: number[] = [];
-    const trail = openAuditTrail(file, { key, checkpointEvery: 3, ...NO_TIMER, onCheckpoint: (head) => heads.push(head.seq) });
+    // fsyncMs 0: every record is flushed as written, and each checkpoint recorded at once.
+    const trail = openAuditTrail(file, { key, checkpointEvery: 3, fsyncMs: 0, ...NO_TIMER, onCheckpoint: (head) => heads.push(head.seq) });
     for (let i = 0; i < 7; i++) trail.write(callRecord(i));
     const open = readLines(file).map((line) => JSON.parse(line));
     trail.close();
@@ -115,6 +116,20 @@ describe('audit trail', () => {
     const report = verifyWithKey([file]);
     assert.equal(report.ok, true);
     assert.equal(report.checkpoints, 4);
+  });
+
+  it('with a flush interval, a checkpoint is recorded once it is on disk, never out of order, and the closing one at close', async () => {
+    const file = caseFile();
+    const heads: number[] = [];
+    const trail = openAuditTrail(file, { key, checkpointEvery: 3, fsyncMs: 1000, ...NO_TIMER, onCheckpoint: (head) => heads.push(head.seq) });
+    for (let i = 0; i < 7; i++) trail.write(callRecord(i));
+    assert.deepEqual(heads, [], 'not before the disk has it');
+    // Flushes finish in any order; a head older than one recorded is never recorded after it.
+    assert.ok(await waitFor(() => heads.at(-1) === 10, 200, 10), `recorded after the flush: ${heads.join(',')}`);
+    assert.ok(heads.every((seq, i) => [2, 6, 10].includes(seq) && (i === 0 || seq > heads[i - 1]!)), heads.join(','));
+    trail.write(callRecord(7));
+    trail.close();
+    assert.equal(heads.at(-1), 13, 'the closing checkpoint at once');
   });
 
   it('the signing key is created on first use, owner-only, with its public key beside it', () => {
