@@ -92,6 +92,16 @@ function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
+/** How many brokers may write beside one configured trail at once, each its own chain. */
+export const MAX_TRAIL_SLOTS = 64;
+
+/** The file of slot n of a configured trail: the file itself for n = 1, else `<stem>-n<ext>` beside it. */
+export function trailSlot(configured: string, n: number): string {
+  if (n === 1) return configured;
+  const extension = extname(configured);
+  return join(dirname(configured), `${basename(configured, extension)}-${n}${extension}`);
+}
+
 /**
  * Every chain written beside a configured trail, each as its files in chain order: the
  * configured file's own, then those of brokers that found it busy and wrote
@@ -100,20 +110,16 @@ function escapeRegExp(text: string): string {
  */
 export function configuredTrails(configured: string): string[][] {
   const trails = [trailFiles(configured)];
-  const extension = extname(configured);
-  const stem = basename(configured, extension);
-  for (let n = 2; n <= 64; n++) {
-    const slot = join(dirname(configured), `${stem}-${n}${extension}`);
+  for (let n = 2; n <= MAX_TRAIL_SLOTS; n++) {
+    const slot = trailSlot(configured, n);
     const files = trailFiles(slot);
     if (existsSync(slot) || files.length > 1) trails.push(files);
   }
   return trails;
 }
 
-/** Whether file is the configured trail or one of the chains written beside it (`<stem>-N<ext>`). */
+/** Whether file is the configured trail or one of the chains written beside it. */
 export function slotOf(configured: string, file: string): boolean {
-  if (file === configured) return true;
-  const extension = extname(configured);
-  const stem = basename(configured, extension);
-  return dirname(file) === dirname(configured) && new RegExp(`^${escapeRegExp(stem)}-([2-9]|[1-5]\\d|6[0-4])${escapeRegExp(extension)}$`).test(basename(file));
+  for (let n = 1; n <= MAX_TRAIL_SLOTS; n++) if (trailSlot(configured, n) === file) return true;
+  return false;
 }

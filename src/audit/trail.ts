@@ -20,7 +20,7 @@ import { hostname } from 'node:os';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { WardenError } from '../errors.ts';
 import { chainRecord, formatLine, GENESIS, lineHash, MAX_LINE_BYTES, signCheckpoint } from './chain.ts';
-import { trailFiles, trailLines } from './read.ts';
+import { MAX_TRAIL_SLOTS, trailFiles, trailLines, trailSlot } from './read.ts';
 import type { AuditKey } from './signing-key.ts';
 
 /** One audit record. Argument values never appear; argsSha256 identifies them. */
@@ -483,28 +483,18 @@ function lineHashAt(file: string, seq: number): string | undefined {
   return undefined;
 }
 
-/** How many brokers may write beside one configured trail at once, each its own chain. */
-const MAX_SLOTS = 64;
-
 /**
  * The first of the configured file, then `<stem>-2<ext>`, `<stem>-3<ext>`, ... whose lock
  * this process can take: a broker started while another writes the configured trail gets
  * a chain of its own instead of interleaving with it.
  */
 function acquireSlot(configured: string): { readonly file: string; readonly lock: string } {
-  for (let n = 1; n <= MAX_SLOTS; n++) {
+  for (let n = 1; n <= MAX_TRAIL_SLOTS; n++) {
     const file = trailSlot(configured, n);
     const lock = acquireLock(file);
     if (lock !== 'busy') return { file, lock };
   }
-  throw unwritable(configured, `${MAX_SLOTS} brokers are writing audit trails beside ${configured} already; give this broker its own audit.file`);
-}
-
-/** The file of slot n of a configured trail: the file itself for n = 1. */
-export function trailSlot(configured: string, n: number): string {
-  if (n === 1) return configured;
-  const extension = extname(configured);
-  return join(dirname(configured), `${basename(configured, extension)}-${n}${extension}`);
+  throw unwritable(configured, `${MAX_TRAIL_SLOTS} brokers are writing audit trails beside ${configured} already; give this broker its own audit.file`);
 }
 
 /**

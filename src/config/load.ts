@@ -1,9 +1,9 @@
 import { X509Certificate } from 'node:crypto';
-import { AUDIT_DEFAULTS } from '../audit/trail.ts';
 import { readFileSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
+import { AUDIT_DEFAULTS } from '../audit/trail.ts';
 import { WardenError } from '../errors.ts';
 import { DEFAULT_ARGUMENT_LIMITS, type ArgumentLimits } from '../guard/argument-limits.ts';
 import { buildCatalog } from '../catalog/build.ts';
