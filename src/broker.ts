@@ -30,6 +30,11 @@ import { APPROVAL_RETENTION_MS } from './state/approvals.ts';
 import { openStateStore, type StateStore } from './state/store.ts';
 import type { KillSwitchState } from './state/switches.ts';
 import type { BrokerMetrics } from './metrics/broker-metrics.ts';
+import type { CompleteRequestParams, CompleteResult, GetPromptResult, ListPromptsResult, ListResourcesResult, ListResourceTemplatesResult, ReadResourceResult } from '@modelcontextprotocol/server';
+import type { SurfaceDeps, SurfaceRequest } from './surface/judge.ts';
+import { listResources, listResourceTemplates, readResource } from './surface/resources.ts';
+import { getPrompt, listPrompts } from './surface/prompts.ts';
+import { complete } from './surface/complete.ts';
 
 export interface BrokerOptions {
   readonly logger?: Logger;
@@ -147,6 +152,17 @@ export class Broker {
     this.#backends = new Map([[CODE_MODE_SERVER, this.#codeMode]]);
     for (const server of config.servers.keys()) this.#backends.set(server, this.#createBackend(config, server));
     this.#pipeline = this.#buildPipeline();
+    this.#surface = {
+      config: () => this.#config,
+      backend: (server) => {
+        const backend = this.#backends.get(server);
+        return backend instanceof McpBackend ? backend : undefined;
+      },
+      audit: this.audit,
+      secretForms: () => this.#currentSecretForms(),
+      killSwitch: () => this.#killSwitch,
+      limits: this.#limits,
+    };
     this.#visible = visibleTools(config);
     this.#listedChanges();
     const pollMs = options.statePollMs ?? STATE_POLL_MS;
@@ -585,6 +601,37 @@ export class Broker {
       this.logger.warn({ configured: config.audit.file, file: audit.file }, 'another broker is writing the configured audit trail; this one writes its own chain beside it');
     }
     return audit;
+  }
+
+  /**
+   * Resources, prompts and completion: reads, each judged by the agent's resource and
+   * prompt grants, cleaned like tool results and audited (src/surface/). A refusal throws
+   * a SurfaceRefusal, which the front answers as a protocol error.
+   */
+  readonly #surface: SurfaceDeps;
+
+  listResources(request: SurfaceRequest): Promise<ListResourcesResult> {
+    return listResources(this.#surface, request);
+  }
+
+  listResourceTemplates(request: SurfaceRequest): Promise<ListResourceTemplatesResult> {
+    return listResourceTemplates(this.#surface, request);
+  }
+
+  readResource(request: SurfaceRequest, uri: unknown): Promise<ReadResourceResult> {
+    return readResource(this.#surface, request, uri);
+  }
+
+  listPrompts(request: SurfaceRequest): Promise<ListPromptsResult> {
+    return listPrompts(this.#surface, request);
+  }
+
+  getPrompt(request: SurfaceRequest, name: unknown, args: unknown): Promise<GetPromptResult> {
+    return getPrompt(this.#surface, request, name, args);
+  }
+
+  complete(request: SurfaceRequest, params: CompleteRequestParams): Promise<CompleteResult> {
+    return complete(this.#surface, request, params);
   }
 
   /** Runs one tools/call for a caller that cannot ask a user: never a question, never throws. */

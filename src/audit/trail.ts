@@ -23,12 +23,16 @@ import { chainRecord, formatLine, GENESIS, lineHash, MAX_LINE_BYTES, signCheckpo
 import { MAX_TRAIL_SLOTS, trailFiles, trailLines, trailSlot } from './read.ts';
 import type { AuditKey } from './signing-key.ts';
 
+/** The requests of the resource, prompt and completion paths (src/surface/), one record each. */
+export type SurfaceEvent = 'resources/list' | 'resources/templates/list' | 'resources/read' | 'prompts/list' | 'prompts/get' | 'completion/complete';
+
 /** One audit record. Argument values never appear; argsSha256 identifies them. */
 export interface AuditRecord {
   readonly event:
     | 'tools/list'
     | 'tools/call'
     | 'tools/call.dispatch'
+    | SurfaceEvent
     | 'server.state'
     | 'server.quarantined'
     | 'manifest.rejected'

@@ -8,6 +8,13 @@ import {
   StreamableHTTPClientTransport,
   type CallToolResult,
   type Tool,
+  type Prompt,
+  type Resource,
+  type ResourceTemplateType as ResourceTemplate,
+  type ReadResourceResult,
+  type GetPromptResult,
+  type CompleteRequestParams,
+  type CompleteResult,
   type FetchLike,
   type Transport,
   type VersionNegotiationMode,
@@ -22,7 +29,7 @@ import { cleanText, noRedactions, secretForms } from '../guard/sanitize-output.t
 import { resolveCredentials, type ResolvedCredential } from './credentials.ts';
 import { comparePins, diffDigest, type LiveServer } from '../manifest/pin.ts';
 import { BROKER_INFO } from '../version.ts';
-import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
+import { createHash, createPrivateKey, randomUUID, X509Certificate } from 'node:crypto';
 import type { ServerTls } from './egress-agent.ts';
 import { checkLaunch } from '../manifest/artifacts.ts';
 import type { BackendState, PinTrigger, Quarantine, ToolBackend, ToolCall } from './types.ts';
@@ -91,6 +98,8 @@ const MAX_STDERR_LINE = 2000;
 export class McpBackend implements ToolBackend {
   readonly server: string;
   readonly #transportSpec: StdioTransport | HttpTransport;
+  /** The agent-side progress callback of each call in flight, by the progress token the broker sent. */
+  readonly #progress = new Map<string, NonNullable<ToolCall['onProgress']>>();
   #state: BackendState = 'starting';
   #client: Client | undefined;
   #attempt = 0;
@@ -159,6 +168,59 @@ export class McpBackend implements ToolBackend {
   }
 
   async callTool({ tool, args, timeoutMs, signal, meta, onProgress, onSend }: ToolCall): Promise<CallToolResult> {
+    const client = this.#usableClient();
+    const trial = this.#admit();
+    let progressToken: string | undefined;
+    try {
+      // On timeout or abort the SDK sends notifications/cancelled to the server (or, on a
+      // 2026-07-28 HTTP connection, aborts the request), so the server can stop working.
+      // Progress goes by a token of the broker's own, routed as it arrives (see #routeProgress),
+      // not through the SDK's onprogress, and never extends the call: the timeout is a hard cap.
+      if (onProgress) this.#progress.set((progressToken = `warden-${randomUUID()}`), onProgress);
+      const _meta = { ...meta, ...(progressToken ? { progressToken } : {}) };
+      const params = { name: tool, arguments: args, ...(Object.keys(_meta).length > 0 ? { _meta } : {}) };
+      const options = { timeout: timeoutMs, resetTimeoutOnProgress: false, ...(signal ? { signal } : {}) };
+      onSend?.();
+      const result = (await client.callTool(params, options)) as CallToolResult;
+      this.#timeoutsInARow = 0;
+      this.#openUntil = 0;
+      return result;
+    } catch (error) {
+      const translated = signal?.aborted
+        ? new WardenError('WARDEN_CALL_CANCELLED', 'the agent cancelled the call', { server: this.server })
+        : this.#translate(error, timeoutMs);
+      if (translated.code === 'WARDEN_DOWNSTREAM_TIMEOUT') this.#recordTimeout();
+      throw translated;
+    } finally {
+      if (progressToken) this.#progress.delete(progressToken);
+      if (trial) this.#trialInFlight = false;
+    }
+  }
+
+  /**
+   * Progress for a call in flight is handed on as its message arrives, before the SDK sees
+   * it. The SDK runs notification handlers a microtask later but settles a response at once,
+   * removing the call's onprogress: a server's last progress, read in the same chunk as its
+   * result, was dropped (modelcontextprotocol/typescript-sdk#2580). Other messages, and
+   * progress for tokens the broker did not send, go to the SDK unchanged.
+   */
+  #routeProgress(transport: Transport): void {
+    const deliver = transport.onmessage;
+    transport.onmessage = (message, extra) => {
+      if ('method' in message && message.method === 'notifications/progress' && !('id' in message)) {
+        const { progressToken, progress, total, message: text } = (message.params ?? {}) as { progressToken?: unknown; progress?: unknown; total?: unknown; message?: unknown };
+        const forward = typeof progressToken === 'string' ? this.#progress.get(progressToken) : undefined;
+        if (forward) {
+          if (typeof progress === 'number') forward({ progress, ...(typeof total === 'number' ? { total } : {}), ...(typeof text === 'string' ? { message: text } : {}) });
+          return;
+        }
+      }
+      deliver?.call(transport, message, extra);
+    };
+  }
+
+  /** The connected client, or the reason calls are refused now (quarantined, not connected). */
+  #usableClient(): Client {
     const client = this.#client;
     const quarantine = this.#quarantine;
     if (quarantine) {
@@ -178,26 +240,57 @@ export class McpBackend implements ToolBackend {
         state: this.#state,
       });
     }
-    const trial = this.#admit();
+    return client;
+  }
+
+  /**
+   * The server's resources (every page), for a session whose grants name this server; the
+   * broker filters and cleans them. None when the server does not offer resources.
+   */
+  async listResources(timeoutMs: number, signal?: AbortSignal): Promise<Resource[]> {
+    const client = this.#usableClient();
+    if (!client.getServerCapabilities()?.resources) return [];
+    return this.#downstream(timeoutMs, () => allPages(MAX_LIST_PAGES, 'resources/list', async (cursor) => {
+      const page = await client.listResources(cursor === undefined ? {} : { cursor }, { timeout: timeoutMs, cacheMode: 'bypass', ...(signal ? { signal } : {}) });
+      return { items: page.resources, nextCursor: page.nextCursor };
+    }));
+  }
+
+  async listResourceTemplates(timeoutMs: number, signal?: AbortSignal): Promise<ResourceTemplate[]> {
+    const client = this.#usableClient();
+    if (!client.getServerCapabilities()?.resources) return [];
+    return this.#downstream(timeoutMs, () => allPages(MAX_LIST_PAGES, 'resources/templates/list', async (cursor) => {
+      const page = await client.listResourceTemplates(cursor === undefined ? {} : { cursor }, { timeout: timeoutMs, cacheMode: 'bypass', ...(signal ? { signal } : {}) });
+      return { items: page.resourceTemplates, nextCursor: page.nextCursor };
+    }));
+  }
+
+  async readResource(uri: string, timeoutMs: number, signal?: AbortSignal): Promise<ReadResourceResult> {
+    const client = this.#usableClient();
+    if (!client.getServerCapabilities()?.resources) throw new WardenError('WARDEN_RESOURCE_NOT_FOUND', `server "${this.server}" offers no resources`, { server: this.server });
+    // bypass: the shared client's cache must not serve one agent's read to another.
+    return this.#downstream(timeoutMs, () => client.readResource({ uri }, { timeout: timeoutMs, cacheMode: 'bypass', ...(signal ? { signal } : {}) }), signal);
+  }
+
+  async getPrompt(name: string, args: Record<string, string>, timeoutMs: number, signal?: AbortSignal): Promise<GetPromptResult> {
+    const client = this.#usableClient();
+    return this.#downstream(timeoutMs, () => client.getPrompt({ name, arguments: args }, { timeout: timeoutMs, ...(signal ? { signal } : {}) }), signal);
+  }
+
+  /** completion/complete for one of this server's prompts or resource templates; empty when the server offers no completions. */
+  async complete(params: CompleteRequestParams, timeoutMs: number, signal?: AbortSignal): Promise<CompleteResult> {
+    const client = this.#usableClient();
+    if (!client.getServerCapabilities()?.completions) return { completion: { values: [] } };
+    return this.#downstream(timeoutMs, () => client.complete(params, { timeout: timeoutMs, ...(signal ? { signal } : {}) }), signal);
+  }
+
+  /** One request to the server, its failures translated like a tool call's. */
+  async #downstream<T>(timeoutMs: number, send: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     try {
-      // On timeout or abort the SDK sends notifications/cancelled to the server (or, on a
-      // 2026-07-28 HTTP connection, aborts the request), so the server can stop working.
-      const params = { name: tool, arguments: args, ...(meta ? { _meta: meta } : {}) };
-      // Progress is passed on but never extends the call: the timeout is a hard cap.
-      const options = { timeout: timeoutMs, resetTimeoutOnProgress: false, ...(signal ? { signal } : {}), ...(onProgress ? { onprogress: onProgress } : {}) };
-      onSend?.();
-      const result = (await client.callTool(params, options)) as CallToolResult;
-      this.#timeoutsInARow = 0;
-      this.#openUntil = 0;
-      return result;
+      return await send();
     } catch (error) {
-      const translated = signal?.aborted
-        ? new WardenError('WARDEN_CALL_CANCELLED', 'the agent cancelled the call', { server: this.server })
-        : this.#translate(error, timeoutMs);
-      if (translated.code === 'WARDEN_DOWNSTREAM_TIMEOUT') this.#recordTimeout();
-      throw translated;
-    } finally {
-      if (trial) this.#trialInFlight = false;
+      if (signal?.aborted) throw new WardenError('WARDEN_CALL_CANCELLED', 'the agent cancelled the request', { server: this.server });
+      throw this.#translate(error, timeoutMs);
     }
   }
 
@@ -254,7 +347,10 @@ export class McpBackend implements ToolBackend {
         versionNegotiation: { mode: negotiationMode(this.#transportSpec.era) },
         // Opens the change stream on a 2026-07-28 connection; the handler itself is set
         // after connecting, so it also runs for a server that never advertised the capability.
-        listChanged: { tools: { autoRefresh: false, debounceMs: 0, onChanged: () => undefined } },
+        listChanged: {
+          tools: { autoRefresh: false, debounceMs: 0, onChanged: () => undefined },
+          prompts: { autoRefresh: false, debounceMs: 0, onChanged: () => undefined },
+        },
       },
     );
     let timer: NodeJS.Timeout | undefined;
@@ -266,7 +362,9 @@ export class McpBackend implements ToolBackend {
         timer = setTimeout(() => reject(new Error(`no answer within ${connectTimeoutMs} ms`)), connectTimeoutMs);
       });
       await Promise.race([client.connect(transport, { timeout: connectTimeoutMs }), deadline]);
+      this.#routeProgress(transport);
       const tools = await Promise.race([listAllTools(client, connectTimeoutMs), deadline]);
+      const prompts = await Promise.race([listAllPrompts(client, connectTimeoutMs), deadline]);
       clearTimeout(timer);
       if (this.#closed()) {
         await client.close().catch(() => undefined);
@@ -278,9 +376,10 @@ export class McpBackend implements ToolBackend {
       // Registered only now: a close during the handshake is handled by the catch below.
       client.onclose = () => this.#onDisconnect(client);
       client.setNotificationHandler('notifications/tools/list_changed', () => void this.#recheck('list_changed'));
+      client.setNotificationHandler('notifications/prompts/list_changed', () => void this.#recheck('list_changed'));
       logger.info({ server: this.server, era: client.getProtocolEra() }, 'downstream server connected');
       this.#audit({ event: 'server.state', server: this.server, state: 'ready', era: client.getProtocolEra(), manifest: manifest.name, serial: manifest.serial });
-      this.#judge({ tools, instructions: client.getInstructions() }, 'connect');
+      this.#judge({ tools, prompts, instructions: client.getInstructions() }, 'connect');
       this.#recheckTimer = setInterval(() => void this.#recheck('interval'), this.#options.recheckMs ?? DEFAULT_RECHECK_MS);
       this.#recheckTimer.unref();
     } catch (error) {
@@ -311,7 +410,8 @@ export class McpBackend implements ToolBackend {
     this.#recheckInFlight = true;
     try {
       const tools = await listAllTools(client, this.#options.connectTimeoutMs);
-      if (this.#client === client) this.#judge({ tools, instructions: client.getInstructions() }, trigger);
+      const prompts = await listAllPrompts(client, this.#options.connectTimeoutMs);
+      if (this.#client === client) this.#judge({ tools, prompts, instructions: client.getInstructions() }, trigger);
     } catch (error) {
       if (this.#client !== client) return;
       const reason = this.#redact(error instanceof Error ? error.message : String(error));
@@ -354,9 +454,9 @@ export class McpBackend implements ToolBackend {
       this.#auditedDrifts.add(digest);
       const quarantine: Quarantine = { reason: 'drift', since: this.#quarantine?.since ?? new Date().toISOString(), trigger, report, diffDigest: digest };
       this.#quarantine = quarantine;
-      const { added, removed, changed, instructionsChanged, liveDigest } = report;
-      logger.warn({ server: this.server, trigger, added, removed, changed, instructionsChanged }, 'server quarantined: live tools differ from the signed manifest');
-      this.#audit({ event: 'server.quarantined', server: this.server, manifest: manifest.name, serial: manifest.serial, digest: manifest.digest, reason: 'drift', trigger, diffDigest: digest, liveDigest, added, removed, changed, instructionsChanged });
+      const { added, removed, changed, instructionsChanged, prompts, liveDigest } = report;
+      logger.warn({ server: this.server, trigger, added, removed, changed, instructionsChanged, prompts }, 'server quarantined: live tools or prompts differ from the signed manifest');
+      this.#audit({ event: 'server.quarantined', server: this.server, manifest: manifest.name, serial: manifest.serial, digest: manifest.digest, reason: 'drift', trigger, diffDigest: digest, liveDigest, added, removed, changed, instructionsChanged, prompts });
       if (!wasQuarantined) this.#options.onQuarantine?.(quarantine);
     }
     if (!wasQuarantined) this.#options.onToolsChanged?.();
@@ -507,17 +607,34 @@ function negotiationMode(era: Era): VersionNegotiationMode {
   return 'auto';
 }
 
-async function listAllTools(client: Client, timeoutMs: number): Promise<Tool[]> {
-  const tools: Tool[] = [];
+/** Every page of a list, bounded: a server that pages on and on is not believed. */
+async function allPages<T>(maxPages: number, method: string, page: (cursor: string | undefined) => Promise<{ items: T[]; nextCursor?: string | undefined }>): Promise<T[]> {
+  const items: T[] = [];
   let cursor: string | undefined;
-  for (let page = 0; page < MAX_LIST_PAGES; page++) {
-    // bypass: a server-sent cache lifetime must not let an old list stand in for the live one.
-    const result = await client.listTools(cursor === undefined ? {} : { cursor }, { timeout: timeoutMs, cacheMode: 'bypass' });
-    tools.push(...result.tools);
+  for (let count = 0; count < maxPages; count++) {
+    const result = await page(cursor);
+    items.push(...result.items);
     cursor = result.nextCursor;
-    if (cursor === undefined) return tools;
+    if (cursor === undefined) return items;
   }
-  throw new Error(`tools/list returned more than ${MAX_LIST_PAGES} pages`);
+  throw new Error(`${method} returned more than ${maxPages} pages`);
+}
+
+function listAllTools(client: Client, timeoutMs: number): Promise<Tool[]> {
+  // bypass: a server-sent cache lifetime must not let an old list stand in for the live one.
+  return allPages(MAX_LIST_PAGES, 'tools/list', async (cursor) => {
+    const page = await client.listTools(cursor === undefined ? {} : { cursor }, { timeout: timeoutMs, cacheMode: 'bypass' });
+    return { items: page.tools, nextCursor: page.nextCursor };
+  });
+}
+
+/** The live prompts, every page; none when the server does not offer prompts. */
+async function listAllPrompts(client: Client, timeoutMs: number): Promise<Prompt[]> {
+  if (!client.getServerCapabilities()?.prompts) return [];
+  return allPages(MAX_LIST_PAGES, 'prompts/list', async (cursor) => {
+    const page = await client.listPrompts(cursor === undefined ? {} : { cursor }, { timeout: timeoutMs, cacheMode: 'bypass' });
+    return { items: page.prompts, nextCursor: page.nextCursor };
+  });
 }
 
 function forwardStderr(stream: unknown, server: string, logger: Logger, redact: (text: string) => string): void {

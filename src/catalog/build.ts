@@ -35,17 +35,30 @@ export function exposedName(server: string, tool: string): string {
 }
 
 /**
+ * The name agents see for a server's tool or prompt: prefixed, unless the config exposes
+ * that server's names as they are (servers.<key>.prefix: false). An unprefixed name may not
+ * contain the separator, so it can never pass for another server's (or the broker's) name.
+ */
+export function agentFacingName(server: string, name: string, unprefixed: ReadonlySet<string>, configFile: string): string {
+  if (!unprefixed.has(server)) return exposedName(server, name);
+  if (name.includes(SEPARATOR)) {
+    throw new WardenError('WARDEN_CONFIG_INVALID', `${configFile}: at /servers/${server}/prefix: "${name}" contains "${SEPARATOR}", so it cannot be exposed without the server prefix; keep prefix: true`, { file: configFile, server });
+  }
+  return name;
+}
+
+/**
  * Builds the one catalog of exposed tools from the manifests and the broker's own tools.
  * Server keys cannot contain an underscore (config schema), so `<server>__<tool>` is
  * unambiguous; collisions are still checked, since a check that cannot fail costs nothing.
  */
-export function buildCatalog(servers: ReadonlyMap<string, Manifest>, configFile: string, builtins: readonly CatalogTool[] = []): ReadonlyMap<string, CatalogTool> {
+export function buildCatalog(servers: ReadonlyMap<string, Manifest>, configFile: string, builtins: readonly CatalogTool[] = [], unprefixed: ReadonlySet<string> = new Set()): ReadonlyMap<string, CatalogTool> {
   const catalog = new Map<string, CatalogTool>();
   // The broker's own tools (code mode); the config refuses a server with their key.
   for (const tool of builtins) catalog.set(tool.exposedName, tool);
   for (const [server, manifest] of servers) {
     for (const tool of manifest.tools) {
-      const name = exposedName(server, tool.name);
+      const name = agentFacingName(server, tool.name, unprefixed, configFile);
       if (!EXPOSED_NAME.test(name)) {
         throw new WardenError(
           'WARDEN_CONFIG_INVALID',

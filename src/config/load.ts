@@ -14,6 +14,9 @@ import type { Manifest, SandboxLimitSettings } from '../manifest/types.ts';
 import { CODE_MODE_SERVER, RUN_CODE, runCodeTool } from '../catalog/builtin.ts';
 import { openStateStore, type ManifestHistory } from '../state/store.ts';
 import { compileGlob, compileGrants, type RawGrant } from '../policy/grants.ts';
+import { compilePromptGrants, compileResourceGrants, type RawSurfaceGrant } from '../policy/surface-grants.ts';
+import { resourceUriProblem } from '../guard/resource-uri.ts';
+import { buildPromptCatalog } from '../catalog/prompts.ts';
 import type { RateLimit } from '../guard/rate-limits.ts';
 import { classifyAddress } from '../guard/address-class.ts';
 import { checkRequest, compileEgressRule, type EgressPolicy, type RawEgressRule } from '../guard/egress-rules.ts';
@@ -74,9 +77,9 @@ const validateConfig = new Ajv2020({ allErrors: true, strict: true }).compile(co
 
 interface RawConfig {
   manifestsDir?: string;
-  servers: Record<string, { manifest: string; name: string; enabled?: boolean; identity?: { audience?: string; lifetimeSeconds?: number }; allowPlainHttp?: boolean; tls?: { ca?: string } }>;
+  servers: Record<string, { manifest: string; name: string; enabled?: boolean; identity?: { audience?: string; lifetimeSeconds?: number }; allowPlainHttp?: boolean; tls?: { ca?: string }; prefix?: boolean }>;
   identity?: { keyFile?: string; issuer?: string };
-  agents: Record<string, { tokenSha256?: string; oauthSubject?: string; allow: RawGrant[]; rateLimit?: RateLimit }>;
+  agents: Record<string, { tokenSha256?: string; oauthSubject?: string; allow: (RawGrant & RawSurfaceGrant)[]; rateLimit?: RateLimit }>;
   rateLimits?: { concurrent?: number; perAgent?: RateLimit; perTool?: RateLimit; tools?: ({ tools: string[] } & RateLimit)[] };
   approvals?: { waitSeconds?: number; expireSeconds?: number };
   idempotency?: { windowSeconds?: number };
@@ -154,8 +157,10 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
     if (entry.identity && servers.has(name)) identityTokens.set(name, { audience: entry.identity.audience ?? name, lifetimeSeconds: entry.identity.lifetimeSeconds ?? DEFAULTS.identityLifetimeSeconds });
   }
   // Code mode exists only where a grant names it (a wildcard never does).
-  const codeMode = Object.values(raw.agents).some((agent) => agent.allow.some((grant) => grant.tools.includes(RUN_CODE)));
-  const catalog = buildCatalog(servers, path, codeMode ? [runCodeTool(sandbox)] : []);
+  const codeMode = Object.values(raw.agents).some((agent) => agent.allow.some((grant) => grant.tools?.includes(RUN_CODE)));
+  const unprefixed = new Set(Object.entries(raw.servers).filter(([, entry]) => entry.prefix === false).map(([name]) => name));
+  const catalog = buildCatalog(servers, path, codeMode ? [runCodeTool(sandbox)] : [], unprefixed);
+  const prompts = buildPromptCatalog(servers, path, unprefixed);
   const credentials = loadCredentialSources(raw, servers, dir, path, warnings);
   const serverTls = loadServerTls(raw, servers, dir, path, warnings);
 
@@ -171,6 +176,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
       tokenOwners.set(agent.tokenSha256, name);
     }
     checkOAuthAgent(name, agent, raw.http?.oauth !== undefined, subjectOwners, path, warnings);
+    checkGrantShapes(name, agent.allow, raw.servers, servers, path, warnings);
     const grants = compileGrants(agent.allow);
     for (const grant of grants) {
       for (const [i, matcher] of grant.matchers.entries()) {
@@ -179,11 +185,19 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
         }
       }
     }
+    const promptGrants = compilePromptGrants(agent.allow);
+    for (const grant of promptGrants) {
+      for (const [i, matcher] of grant.matchers.entries()) {
+        if (![...prompts.keys()].some((prompt) => matcher(prompt))) warnings.push(`/agents/${name}/allow/${grant.index}/prompts/${i}: "${grant.patterns[i]}" matches no prompt`);
+      }
+    }
     agents.set(name, {
       name,
       ...(agent.tokenSha256 === undefined ? {} : { tokenSha256: Buffer.from(agent.tokenSha256, 'hex') }),
       ...(agent.oauthSubject === undefined ? {} : { oauthSubject: agent.oauthSubject }),
       grants,
+      promptGrants,
+      resourceGrants: compileResourceGrants(agent.allow),
       rateLimit: mergeLimit(mergeLimit(DEFAULTS.perAgent, raw.rateLimits?.perAgent), agent.rateLimit),
     });
   }
@@ -220,6 +234,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
     pinning: { recheckMs: (raw.pinning?.recheckSeconds ?? DEFAULTS.recheckSeconds) * 1000 },
     agents,
     catalog,
+    prompts,
     audit: {
       file: resolve(dir, raw.audit?.file ?? DEFAULTS.auditFile),
       keyFile: resolve(dir, raw.audit?.keyFile ?? DEFAULTS.auditKeyFile),
@@ -467,6 +482,37 @@ function checkOAuthAgent(name: string, agent: RawConfig['agents'][string], oauth
   agent.allow.forEach((grant, index) => {
     if (grant.scopes === undefined || (oauth && agent.oauthSubject !== undefined)) return;
     warnings.push(`/agents/${name}/allow/${index}/scopes: this grant never applies: only sessions with an OAuth access token have scopes, and ${oauth ? `agent "${name}" has no oauthSubject` : 'http.oauth is not set'}`);
+  });
+}
+
+/**
+ * What the schema cannot say about one allow entry: approval and access belong to tool
+ * grants, server to resource grants; a resource grant for a server that is not configured,
+ * or is not an MCP server, can never match.
+ */
+function checkGrantShapes(name: string, allow: readonly (RawGrant & RawSurfaceGrant)[], servers: RawConfig['servers'], manifests: ReadonlyMap<string, Manifest>, path: string, warnings: string[]): void {
+  allow.forEach((grant, index) => {
+    const at = `${path}: at /agents/${name}/allow/${index}`;
+    const kinds = (['tools', 'prompts', 'resources'] as const).filter((kind) => grant[kind] !== undefined);
+    if (kinds.length !== 1) {
+      throw new WardenError('WARDEN_CONFIG_INVALID', `${at}: a grant names exactly one of tools, prompts or resources (this one has ${kinds.length === 0 ? 'none' : kinds.join(' and ')}); split it into one grant each`, { file: path });
+    }
+    if (grant.resources !== undefined && grant.server === undefined) throw new WardenError('WARDEN_CONFIG_INVALID', `${at}: a resources grant needs server: the server whose resources it names`, { file: path });
+    if (grant.tools === undefined) {
+      for (const field of ['access', 'approval', 'fallback'] as const) {
+        if (grant[field] !== undefined) throw new WardenError('WARDEN_CONFIG_INVALID', `${at}/${field}: applies to tool grants only; prompts and resources are read-only`, { file: path });
+      }
+    }
+    if (grant.server !== undefined && grant.resources === undefined) throw new WardenError('WARDEN_CONFIG_INVALID', `${at}/server: applies to resource grants only (with resources)`, { file: path });
+    if (grant.server !== undefined && !Object.hasOwn(servers, grant.server)) {
+      throw new WardenError('WARDEN_CONFIG_INVALID', `${at}/server: no server "${grant.server}" under /servers`, { file: path });
+    }
+    const type = grant.server === undefined ? undefined : manifests.get(grant.server)?.transport.type;
+    if (type === 'http-api' || type === 'sandbox') warnings.push(`/agents/${name}/allow/${index}/server: "${grant.server}" is not an MCP server and has no resources; this grant matches nothing`);
+    (grant.resources ?? []).forEach((pattern, i) => {
+      const problem = resourceUriProblem(pattern.replaceAll('*', 'x'));
+      if (problem) throw new WardenError('WARDEN_CONFIG_INVALID', `${at}/resources/${i}: "${pattern}" can never match a URI the broker reads: ${problem.replace('the URI', 'the pattern')}`, { file: path });
+    });
   });
 }
 

@@ -2,6 +2,8 @@ import type { ArgumentLimits } from '../guard/argument-limits.ts';
 import type { CatalogTool } from '../catalog/build.ts';
 import type { Manifest, SandboxLimitSettings } from '../manifest/types.ts';
 import type { Grant, Matcher } from '../policy/grants.ts';
+import type { PromptGrant, ResourceGrant } from '../policy/surface-grants.ts';
+import type { CatalogPrompt } from '../catalog/prompts.ts';
 import type { RateLimit } from '../guard/rate-limits.ts';
 import type { RejectionReason } from '../manifest/rejections.ts';
 import type { TrustPolicy } from '../manifest/trust.ts';
@@ -22,6 +24,10 @@ export interface AgentPolicy {
   /** The value of the access token's subject claim (http.oauth.subjectClaim) that names this agent; unique across agents. */
   readonly oauthSubject?: string;
   readonly grants: readonly Grant[];
+  /** Which exposed prompts (<server>__<prompt>) the agent may list and get. */
+  readonly promptGrants: readonly PromptGrant[];
+  /** Which resources (by server and URI pattern) the agent may list and read. */
+  readonly resourceGrants: readonly ResourceGrant[];
   /** rateLimits.perAgent with this agent's own rateLimit over it. */
   readonly rateLimit: RateLimit;
 }
@@ -102,6 +108,8 @@ export interface WardenConfig {
   readonly pinning: { readonly recheckMs: number };
   readonly agents: ReadonlyMap<string, AgentPolicy>;
   readonly catalog: ReadonlyMap<string, CatalogTool>;
+  /** Every prompt of an accepted manifest, by exposed name (<server>__<prompt>). */
+  readonly prompts: ReadonlyMap<string, CatalogPrompt>;
   readonly audit: {
     readonly file: string;
     /** The checkpoint signing key (PKCS#8 PEM); its public key is `<keyFile>.pub`. */

@@ -1,12 +1,26 @@
 import { randomBytes } from 'node:crypto';
-import { CLIENT_CAPABILITIES_META_KEY, createRequestStateCodec, inputRequired, Server, type ClientCapabilities, type RequestStateCodec, type ServerContext } from '@modelcontextprotocol/server';
+import { CLIENT_CAPABILITIES_META_KEY, createRequestStateCodec, inputRequired, ProtocolError, Server, type ClientCapabilities, type RequestStateCodec, type ServerContext } from '@modelcontextprotocol/server';
+import { SurfaceRefusal, type SurfaceRequest } from '../surface/judge.ts';
+import type { WardenErrorCode } from '../errors.ts';
 import type { Broker } from '../broker.ts';
 import { IDEMPOTENCY_META_KEY } from '../pipeline/stages/deduplicate.ts';
 import { APPROVAL_INPUT_KEY, type OAuthSession, type Progress } from '../pipeline/types.ts';
 import { BROKER_INFO } from '../version.ts';
 
 const INSTRUCTIONS =
-  'mcp-warden is a security broker. It lists only the tools your policy allows; a call to anything else is refused with a code in brackets, such as [WARDEN_TOOL_NOT_FOUND].';
+  'mcp-warden is a security broker. It lists only the tools, prompts and resources your policy allows; a request for anything else is refused with a code in brackets, such as [WARDEN_TOOL_NOT_FOUND].';
+
+/**
+ * JSON-RPC error codes for refused surface requests: invalid params, else internal. (The
+ * SDK sends the 2025 resource-not-found code, -32002, only with data { uri }; the broker's
+ * data carries its code and correlation id instead.)
+ */
+const RPC_CODES: Partial<Record<WardenErrorCode, number>> = {
+  WARDEN_RESOURCE_NOT_FOUND: -32602,
+  WARDEN_RESOURCE_URI_INVALID: -32602,
+  WARDEN_PROMPT_NOT_FOUND: -32602,
+  WARDEN_ARGUMENTS_INVALID: -32602,
+};
 
 /** The form the host shows its user for an in-band approval: one yes/no question. */
 const APPROVAL_FORM: { type: 'object'; properties: { approve: { type: 'boolean'; title: string; description: string } }; required: string[] } = {
@@ -34,14 +48,32 @@ export function approvalStateCodec(ttlSeconds: number): ApprovalStateCodec {
  */
 export function createAgentServer(broker: Broker, agentName: string, options: { notifyToolsChanged: boolean; approvalState: ApprovalStateCodec; oauth?: OAuthSession }): Server {
   const session = options.oauth ? { oauth: options.oauth } : {};
-  const server = new Server({ ...BROKER_INFO }, { capabilities: { tools: { listChanged: true } }, instructions: INSTRUCTIONS, requestState: { verify: options.approvalState.verify } });
+  const server = new Server(
+    { ...BROKER_INFO },
+    {
+      // logging: setLevel is accepted per session (the SDK keeps the level).
+      capabilities: { tools: { listChanged: true }, prompts: { listChanged: true }, resources: {}, completions: {}, logging: {} },
+      instructions: INSTRUCTIONS,
+      requestState: { verify: options.approvalState.verify },
+    },
+  );
   if (options.notifyToolsChanged) {
     const unsubscribe = broker.onToolsChanged((agents) => {
-      if (agents.has(agentName)) void server.sendToolListChanged().catch(() => undefined);
+      if (!agents.has(agentName)) return;
+      void server.sendToolListChanged().catch(() => undefined);
+      // A quarantine or a new config can change the prompts too.
+      void server.sendPromptListChanged().catch(() => undefined);
     });
     server.onclose = unsubscribe;
   }
+  const surface = (ctx: ServerContext): SurfaceRequest => ({ agentName, ...session, signal: ctx.mcpReq.signal });
   server.setRequestHandler('tools/list', async () => broker.listTools(agentName, session));
+  server.setRequestHandler('resources/list', (_request, ctx) => answered(broker.listResources(surface(ctx))));
+  server.setRequestHandler('resources/templates/list', (_request, ctx) => answered(broker.listResourceTemplates(surface(ctx))));
+  server.setRequestHandler('resources/read', (request, ctx) => answered(broker.readResource(surface(ctx), request.params.uri)));
+  server.setRequestHandler('prompts/list', (_request, ctx) => answered(broker.listPrompts(surface(ctx))));
+  server.setRequestHandler('prompts/get', (request, ctx) => answered(broker.getPrompt(surface(ctx), request.params.name, request.params.arguments)));
+  server.setRequestHandler('completion/complete', (request, ctx) => answered(broker.complete(surface(ctx), request.params)));
   server.setRequestHandler('tools/call', async (request, ctx) => {
     const args = request.params.arguments ?? {};
     // Progress goes back only to an agent that asked for it, under the agent's own token.
@@ -69,6 +101,16 @@ export function createAgentServer(broker: Broker, agentName: string, options: { 
     });
   });
   return server;
+}
+
+/** A refused surface request becomes a protocol error carrying its code and correlation id. */
+async function answered<T>(pending: Promise<T>): Promise<T> {
+  try {
+    return await pending;
+  } catch (error) {
+    if (!(error instanceof SurfaceRefusal)) throw new ProtocolError(-32603, 'mcp-warden refused the request [WARDEN_INTERNAL]: the broker could not record it.');
+    throw new ProtocolError(RPC_CODES[error.code] ?? -32603, `mcp-warden refused the request [${error.code}]: ${error.message}`, { code: error.code, correlationId: error.correlationId });
+  }
 }
 
 /**

@@ -51,7 +51,11 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
   });
   // One publication reaches every open change stream (2026-07-28 subscriptions/listen);
   // each agent then lists again and sees only its own tools.
-  const stopNotifying = broker.onToolsChanged(() => handler.notify.toolsChanged());
+  const stopNotifying = broker.onToolsChanged(() => {
+    handler.notify.toolsChanged();
+    // A quarantine or a new config can change the prompts too.
+    handler.notify.promptsChanged();
+  });
   const mcp = toNodeHandler(handler, {
     maxRequestBodySize: config.http.maxBodyBytes,
     onerror: (error) => logger.warn({ err: error.message }, 'http adapter error'),

@@ -149,15 +149,22 @@ async function cleanBlock(block: Block, text: (value: string) => Promise<string>
     case 'resource': {
       const resource = block.resource;
       if ('text' in resource && typeof resource.text === 'string') {
-        return { type: 'resource', resource: { uri: await clean(resource.uri), ...(resource.mimeType ? { mimeType: resource.mimeType } : {}), text: await text(resource.text) } };
+        return { type: 'resource', resource: { uri: await clean(resource.uri), ...(resource.mimeType ? { mimeType: await clean(resource.mimeType) } : {}), text: await text(resource.text) } };
       }
-      return { type: 'resource', resource: { ...resource, uri: await clean(resource.uri) } } as Block;
+      // A blob: binary, passed as it is; only the fields the spec defines, _meta dropped.
+      const blob = 'blob' in resource && typeof resource.blob === 'string' ? resource.blob : '';
+      return { type: 'resource', resource: { uri: await clean(resource.uri), ...(resource.mimeType ? { mimeType: await clean(resource.mimeType) } : {}), blob } };
     }
     case 'resource_link':
       return (await mapStrings(block, clean)) as Block;
+    case 'image':
+    case 'audio':
+      // Binary data, passed as it is; rebuilt from the fields the spec defines, so no _meta
+      // (whose strings would reach the model unchecked) comes along; the mimeType is cleaned.
+      return { type: block.type, data: typeof block.data === 'string' ? block.data : '', mimeType: await clean(typeof block.mimeType === 'string' ? block.mimeType : '') } as Block;
     default:
-      // image and audio: binary data, passed as it is; their mimeType is cleaned.
-      return 'mimeType' in block && typeof block.mimeType === 'string' ? ({ ...block, mimeType: await clean(block.mimeType) } as Block) : block;
+      // A block type this broker does not know: every string cleaned.
+      return (await mapStrings(block, clean)) as Block;
   }
 }
 
@@ -219,13 +226,10 @@ async function mapStrings(value: unknown, fn: (text: string) => Promise<string>)
 
 /** The longest prefix of text that fits in maxBytes of UTF-8, never splitting a character. */
 export function truncateUtf8(text: string, maxBytes: number): string {
-  let bytes = 0;
-  let end = 0;
-  for (const char of text) {
-    const size = Buffer.byteLength(char, 'utf8');
-    if (bytes + size > maxBytes) break;
-    bytes += size;
-    end += char.length;
-  }
-  return text.slice(0, end);
+  // encodeInto stops before the first character that does not fit whole and reports how
+  // much of the string it consumed: one pass, not a byte count per character.
+  const room = Math.max(0, Math.floor(maxBytes));
+  if (text.length * 3 <= room) return text;
+  const { read } = new TextEncoder().encodeInto(text, new Uint8Array(room));
+  return text.slice(0, read);
 }

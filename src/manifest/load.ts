@@ -8,7 +8,7 @@ import { findInvisible } from '../guard/invisible.ts';
 import manifestSchema from './manifest.schema.json' with { type: 'json' };
 import { ManifestRejection } from './rejections.ts';
 import type { TrustPolicy } from './trust.ts';
-import type { Era, Manifest, ManifestCredential, ManifestTool } from './types.ts';
+import type { Era, Manifest, ManifestCredential, ManifestPrompt, ManifestTool } from './types.ts';
 import { checkManifestPolicy, verifyEnvelope } from './verify.ts';
 import { compileArgumentSchema, type ArgumentValidator } from '../guard/argument-schema.ts';
 import { compileOutputScope, type OutputScope } from '../guard/output-scope.ts';
@@ -37,6 +37,7 @@ interface RawManifest {
     | { type: 'http-api'; baseUrl: string }
     | { type: 'sandbox'; module: string; sha256: string };
   tools: ManifestTool[];
+  prompts?: ManifestPrompt[];
   credentials?: { name: string; env?: string; header?: string; prefix?: string; clientCertificate?: true }[];
 }
 
@@ -172,6 +173,21 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
     }
   });
 
+  const prompts = raw.prompts ?? [];
+  const promptNames = new Set<string>();
+  prompts.forEach((prompt, index) => {
+    if (promptNames.has(prompt.name)) throw invalid(`/prompts/${index}/name`, `prompt "${prompt.name}" is declared twice`);
+    promptNames.add(prompt.name);
+    const argumentNames = new Set<string>();
+    (prompt.arguments ?? []).forEach((argument, position) => {
+      if (argumentNames.has(argument.name)) throw invalid(`/prompts/${index}/arguments/${position}/name`, `argument "${argument.name}" is declared twice`);
+      argumentNames.add(argument.name);
+    });
+  });
+  if (prompts.length > 0 && (raw.transport.type === 'http-api' || raw.transport.type === 'sandbox')) {
+    throw invalid('/prompts', 'prompts come from an MCP server (stdio or http transport)');
+  }
+
   const base = options.base ?? dirname(resolve(file));
   let transport: Manifest['transport'];
   if (raw.transport.type === 'stdio') {
@@ -244,6 +260,7 @@ export function buildManifest(data: unknown, file: string, options: BuildOptions
     transport,
     ...(moduleSource === undefined ? {} : { moduleSource }),
     tools: raw.tools,
+    prompts,
     credentials,
     validators,
     outputValidators,

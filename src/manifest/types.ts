@@ -28,6 +28,14 @@ export interface ManifestTool {
   readonly sandbox?: Readonly<Partial<SandboxLimitSettings>>;
 }
 
+/** A prompt as its owner declared it: pinned, field for field, against what the live server lists. */
+export interface ManifestPrompt {
+  readonly name: string;
+  readonly title?: string;
+  readonly description?: string;
+  readonly arguments?: readonly { readonly name: string; readonly title?: string; readonly description?: string; readonly required?: boolean }[];
+}
+
 /** Limits of one sandboxed run, as the config and manifests set them. */
 export interface SandboxLimitSettings {
   readonly memoryMb: number;
@@ -125,5 +133,7 @@ export interface Manifest {
   /** sandbox servers: the module's text, read and checked against its pinned SHA-256 at load; what runs is this, never the file read again. */
   readonly moduleSource?: string;
   readonly tools: readonly ManifestTool[];
+  /** MCP servers only; empty when the manifest declares none (then the live server must offer none). */
+  readonly prompts: readonly ManifestPrompt[];
   readonly credentials: readonly ManifestCredential[];
 }

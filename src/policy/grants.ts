@@ -26,7 +26,8 @@ export interface Grant {
 }
 
 export interface RawGrant {
-  readonly tools: readonly string[];
+  /** Absent on an entry that grants prompts or resources instead (compiled in surface-grants.ts). */
+  readonly tools?: readonly string[];
   readonly access?: readonly Access[];
   readonly approval?: Approval;
   readonly fallback?: 'required' | 'refuse';
@@ -38,17 +39,22 @@ export interface RawGrant {
  * (only [A-Za-z0-9_-] plus the wildcards * and ?).
  */
 export function compileGrants(raw: readonly RawGrant[]): readonly Grant[] {
-  return raw.map((grant, index) => ({
-    index,
-    patterns: grant.tools,
-    // Writes are never granted by accident: a grant covers reads unless it says otherwise.
-    access: new Set(grant.access ?? ['read']),
-    matchers: grant.tools.map(compileGrantPattern),
-    approval: grant.approval ?? 'none',
-    // Never approve silently: without a way to ask the user, refuse unless the rule says otherwise.
-    fallback: grant.fallback ?? 'refuse',
-    scopes: grant.scopes ?? [],
-  }));
+  const grants: Grant[] = [];
+  raw.forEach((grant, index) => {
+    if (!grant.tools) return;
+    grants.push({
+      index,
+      patterns: grant.tools,
+      // Writes are never granted by accident: a grant covers reads unless it says otherwise.
+      access: new Set(grant.access ?? ['read']),
+      matchers: grant.tools.map(compileGrantPattern),
+      approval: grant.approval ?? 'none',
+      // Never approve silently: without a way to ask the user, refuse unless the rule says otherwise.
+      fallback: grant.fallback ?? 'refuse',
+      scopes: grant.scopes ?? [],
+    });
+  });
+  return grants;
 }
 
 /** Names of the broker's own tools (code mode). */

@@ -1,0 +1,67 @@
+import { compileUriPattern, type UriMatcher } from '../guard/resource-uri.ts';
+import { compileGlob, type Matcher, type SessionScopes } from './grants.ts';
+
+/** One compiled prompt grant: which exposed prompt names (<server>__<prompt>) it covers. */
+export interface PromptGrant {
+  /** Position in the agent's allow list. */
+  readonly index: number;
+  readonly patterns: readonly string[];
+  readonly matchers: readonly Matcher[];
+  readonly scopes: readonly string[];
+}
+
+/** One compiled resource grant: one server, and the URIs of it that may be read. */
+export interface ResourceGrant {
+  readonly index: number;
+  readonly server: string;
+  readonly patterns: readonly string[];
+  readonly matchers: readonly UriMatcher[];
+  readonly scopes: readonly string[];
+}
+
+/** An allow entry as the config writes it: exactly one of tools, prompts or resources (the loader checks). */
+export interface RawSurfaceGrant {
+  readonly prompts?: readonly string[];
+  readonly resources?: readonly string[];
+  readonly server?: string;
+  readonly scopes?: readonly string[];
+}
+
+export function compilePromptGrants(raw: readonly RawSurfaceGrant[]): readonly PromptGrant[] {
+  const grants: PromptGrant[] = [];
+  raw.forEach((grant, index) => {
+    if (!grant.prompts) return;
+    grants.push({ index, patterns: grant.prompts, matchers: grant.prompts.map(compileGlob), scopes: grant.scopes ?? [] });
+  });
+  return grants;
+}
+
+export function compileResourceGrants(raw: readonly RawSurfaceGrant[]): readonly ResourceGrant[] {
+  const grants: ResourceGrant[] = [];
+  raw.forEach((grant, index) => {
+    if (!grant.resources || grant.server === undefined) return;
+    grants.push({ index, server: grant.server, patterns: grant.resources, matchers: grant.resources.map(compileUriPattern), scopes: grant.scopes ?? [] });
+  });
+  return grants;
+}
+
+/** A grant that names scopes applies only to a session whose access token holds them all. */
+function held(grant: { readonly scopes: readonly string[] }, scopes: SessionScopes): boolean {
+  return grant.scopes.length === 0 || (scopes !== undefined && grant.scopes.every((scope) => scopes.has(scope)));
+}
+
+export function promptAllowed(grants: readonly PromptGrant[], exposedName: string, scopes: SessionScopes): boolean {
+  return grants.some((grant) => held(grant, scopes) && grant.matchers.some((matches) => matches(exposedName)));
+}
+
+/** The resource grants of this session for one server: what its listing is filtered by. */
+export function resourceGrantsFor(grants: readonly ResourceGrant[], server: string, scopes: SessionScopes): readonly ResourceGrant[] {
+  return grants.filter((grant) => grant.server === server && held(grant, scopes));
+}
+
+/** Every server whose grants let this session read the URI (a URI checked by resourceUriProblem first). */
+export function serversAllowing(grants: readonly ResourceGrant[], uri: string, scopes: SessionScopes): readonly string[] {
+  const servers = new Set<string>();
+  for (const grant of grants) if (held(grant, scopes) && grant.matchers.some((matches) => matches(uri))) servers.add(grant.server);
+  return [...servers];
+}

@@ -1,0 +1,115 @@
+import type { ListResourcesResult, ListResourceTemplatesResult, ReadResourceResult, Resource, ResourceTemplateType } from '@modelcontextprotocol/server';
+import { WardenError } from '../errors.ts';
+import { resourceUriProblem, templateMatches } from '../guard/resource-uri.ts';
+import { sanitizeResource, sanitizeResourceContents, sanitizeTemplate } from '../guard/sanitize-surface.ts';
+import { resourceGrantsFor, serversAllowing, type ResourceGrant } from '../policy/surface-grants.ts';
+import { judged, scopesOf, surfaceTimeout, type SurfaceDeps, type SurfaceRequest } from './judge.ts';
+
+/** Most resources (or templates) one listing passes on, all servers together. */
+export const MAX_LISTED = 1000;
+/** Longest URI quoted in an audit record. */
+const MAX_AUDITED_URI = 512;
+
+/**
+ * resources/list: for each server the agent's resource grants name, the live resources
+ * whose URI a grant matches (and that the URI check accepts), cleaned. A quarantined or
+ * unreachable server contributes nothing; the audit record says which.
+ */
+export function listResources(deps: SurfaceDeps, request: SurfaceRequest): Promise<ListResourcesResult> {
+  return judged(deps, request, 'resources/list', {}, async (judgement) => {
+    const resources: Resource[] = [];
+    const unavailable: string[] = [];
+    for (const [server, grants] of grantedServers(deps, request)) {
+      const live = await fromServer(deps, server, unavailable, (backend) => backend.listResources(surfaceTimeout(deps.config()), request.signal));
+      for (const resource of live) {
+        if (resources.length >= MAX_LISTED) break;
+        if (typeof resource.uri !== 'string' || !allowed(grants, resource.uri)) continue;
+        resources.push(await sanitizeResource(resource, { secretForms: deps.secretForms(), maxTextBytes: deps.config().limits.maxResultBytes }, judgement.redactions));
+      }
+    }
+    Object.assign(judgement.facts, { count: resources.length, ...(unavailable.length > 0 ? { unavailable } : {}) });
+    return { resources };
+  });
+}
+
+/** resources/templates/list: the templates that can produce a URI a grant allows. */
+export function listResourceTemplates(deps: SurfaceDeps, request: SurfaceRequest): Promise<ListResourceTemplatesResult> {
+  return judged(deps, request, 'resources/templates/list', {}, async (judgement) => {
+    const resourceTemplates: ResourceTemplateType[] = [];
+    const unavailable: string[] = [];
+    for (const [server, grants] of grantedServers(deps, request)) {
+      const live = await fromServer(deps, server, unavailable, (backend) => backend.listResourceTemplates(surfaceTimeout(deps.config()), request.signal));
+      for (const template of live) {
+        if (resourceTemplates.length >= MAX_LISTED) break;
+        if (typeof template.uriTemplate !== 'string' || !grants.some((grant) => grant.matchers.some((matcher) => templateMatches(matcher, template.uriTemplate)))) continue;
+        resourceTemplates.push(await sanitizeTemplate(template, { secretForms: deps.secretForms(), maxTextBytes: deps.config().limits.maxResultBytes }, judgement.redactions));
+      }
+    }
+    Object.assign(judgement.facts, { count: resourceTemplates.length, ...(unavailable.length > 0 ? { unavailable } : {}) });
+    return { resourceTemplates };
+  });
+}
+
+/**
+ * resources/read: the URI is checked, then exactly one server's grants must cover it
+ * (none: not found; several: ambiguous, never a guess). Only contents whose URIs the same
+ * grants cover come back, cleaned and within the size cap.
+ */
+export function readResource(deps: SurfaceDeps, request: SurfaceRequest, uri: unknown): Promise<ReadResourceResult> {
+  const quoted = typeof uri === 'string' ? uri.slice(0, MAX_AUDITED_URI) : null;
+  return judged(deps, request, 'resources/read', { uri: quoted }, async (judgement) => {
+    const problem = resourceUriProblem(uri);
+    if (problem !== undefined) throw new WardenError('WARDEN_RESOURCE_URI_INVALID', `The resource URI was refused: ${problem}.`);
+    const target = uri as string;
+    const agent = deps.config().agents.get(request.agentName);
+    const servers = serversAllowing(agent?.resourceGrants ?? [], target, scopesOf(request));
+    if (servers.length === 0) throw notFound();
+    if (servers.length > 1) throw new WardenError('WARDEN_RESOURCE_AMBIGUOUS', `The URI is granted on more than one server (${servers.join(', ')}); the broker does not guess which to read. Tell the security team.`);
+    const server = servers[0]!;
+    judgement.facts['server'] = server;
+    const backend = deps.backend(server);
+    if (!backend) throw notFound();
+    const config = deps.config();
+    const result = await backend.readResource(target, surfaceTimeout(config), request.signal);
+    const grants = resourceGrantsFor(agent?.resourceGrants ?? [], server, scopesOf(request));
+    const entries = Array.isArray(result.contents) ? result.contents : [];
+    // A server may answer with other URIs (a folder's files): only granted ones pass.
+    const contents = entries.filter((entry) => typeof entry.uri === 'string' && allowed(grants, entry.uri));
+    if (contents.length < entries.length) judgement.facts['droppedContents'] = entries.length - contents.length;
+    const { result: clean, redactions } = await sanitizeResourceContents({ contents }, { secretForms: deps.secretForms(), maxTextBytes: config.limits.maxResultBytes });
+    judgement.redactions = redactions;
+    return clean;
+  });
+}
+
+function notFound(): WardenError {
+  return new WardenError('WARDEN_RESOURCE_NOT_FOUND', 'No resource with this URI is available to this agent. Use resources/list or resources/templates/list to see what is.');
+}
+
+function allowed(grants: readonly ResourceGrant[], uri: string): boolean {
+  return resourceUriProblem(uri) === undefined && grants.some((grant) => grant.matchers.some((matches) => matches(uri)));
+}
+
+/** The servers this session's resource grants name, each with those grants, in config order. */
+function grantedServers(deps: SurfaceDeps, request: SurfaceRequest): Map<string, readonly ResourceGrant[]> {
+  const agent = deps.config().agents.get(request.agentName);
+  const servers = new Map<string, readonly ResourceGrant[]>();
+  for (const grant of agent?.resourceGrants ?? []) {
+    if (servers.has(grant.server)) continue;
+    const held = resourceGrantsFor(agent!.resourceGrants, grant.server, scopesOf(request));
+    if (held.length > 0) servers.set(grant.server, held);
+  }
+  return servers;
+}
+
+/** A listing from one server; a server that cannot answer (quarantined, down) adds nothing and is named in the record. */
+async function fromServer<T>(deps: SurfaceDeps, server: string, unavailable: string[], list: (backend: NonNullable<ReturnType<SurfaceDeps['backend']>>) => Promise<T[]>): Promise<T[]> {
+  const backend = deps.backend(server);
+  if (!backend) return [];
+  try {
+    return await list(backend);
+  } catch (error) {
+    unavailable.push(`${server}: ${error instanceof WardenError ? error.code : 'error'}`);
+    return [];
+  }
+}
