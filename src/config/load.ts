@@ -512,6 +512,13 @@ function checkGrantShapes(name: string, allow: readonly (RawGrant & RawSurfaceGr
     (grant.resources ?? []).forEach((pattern, i) => {
       const problem = resourceUriProblem(pattern.replaceAll('*', 'x'));
       if (problem) throw new WardenError('WARDEN_CONFIG_INVALID', `${at}/resources/${i}: "${pattern}" can never match a URI the broker reads: ${problem.replace('the URI', 'the pattern')}`, { file: path });
+      // A wildcard beside a name in the host part (*.example.com) could cross "?" or "#" into
+      // another host's URI (https://evil.com?.example.com/); a host part that is only a
+      // wildcard says "any host" and means it.
+      const authority = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/]*)/.exec(pattern)?.[1];
+      if (authority?.includes('*') && !/^\*+$/.test(authority)) {
+        throw new WardenError('WARDEN_CONFIG_INVALID', `${at}/resources/${i}: "${pattern}" has a wildcard beside a name in its host part; name the host exactly (one grant per host), or write only * for any host`, { file: path });
+      }
     });
   });
 }

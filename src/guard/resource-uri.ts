@@ -21,21 +21,37 @@ const FORBIDDEN = /[\u0000-\u0020\u007f-\u009f\\]/;
  * second spelling of a separator for a server that decodes before it resolves.
  */
 const ENCODED_SEPARATOR = /%(25)*(2e|2f|5c|00)/i;
-/** Fullwidth and other dots some servers normalise to "." (NFKC). */
-const DOT_LOOKALIKE = /[\uff0e\u2024\ufe52]/;
-
 /** Why a URI is refused, or undefined when it may be matched against grants. */
 export function resourceUriProblem(uri: unknown): string | undefined {
+  const problem = spellingProblem(uri);
+  if (problem !== undefined) return problem;
+  // A server that normalises (NFKC) would read fullwidth dots and slashes as "." and "/":
+  // the normalised spelling must pass too.
+  const normalised = (uri as string).normalize('NFKC');
+  if (normalised !== uri && spellingProblem(normalised) !== undefined) return 'the URI contains characters that normalise (NFKC) to a dot, slash, backslash or percent sign';
+  return undefined;
+}
+
+/** The checks on one spelling of a URI. */
+function spellingProblem(uri: unknown): string | undefined {
   if (typeof uri !== 'string' || uri.length === 0) return 'the URI is empty';
   if (uri.length > MAX_RESOURCE_URI) return `the URI is longer than ${MAX_RESOURCE_URI} characters`;
   if (!SCHEME.test(uri)) return 'the URI has no scheme (such as file: or https:)';
   if (FORBIDDEN.test(uri) || findInvisible(uri) !== undefined) return 'the URI contains a space, a control or invisible character, or a backslash';
   if (ENCODED_SEPARATOR.test(uri)) return 'the URI contains an encoded dot, slash, backslash or NUL (%2e, %2f, %5c, %00, or these encoded again)';
-  if (DOT_LOOKALIKE.test(uri)) return 'the URI contains a character that normalises to a dot';
   // Without the scheme, so a first segment right after it (scheme:../x) is checked too.
-  const path = uri.replace(SCHEME, '').replace(/[?#].*$/s, '');
-  // A segment's parameters (..;x) are ignored by some servers when they resolve it.
-  if (path.split('/').some((segment) => ['.', '..'].includes(segment.split(';')[0]!))) return 'the URI contains a "." or ".." path segment';
+  let rest = uri.replace(SCHEME, '');
+  if (rest.startsWith('//')) {
+    const authority = /^\/\/([^/?#]*)/.exec(rest)![1]!;
+    // user@host: a credential in a URI, and a way to make a host pattern read as user info.
+    if (authority.includes('@')) return 'the URI has user information (user@host) in it';
+    rest = rest.slice(2 + authority.length);
+  }
+  // "?" and "#" end nothing for a server that fills a {+path} template with them, so the
+  // whole rest is checked. A segment's parameters (..;x) are ignored by some servers.
+  if (rest.split(/[/?#]/).some((segment) => ['.', '..'].includes(segment.split(';')[0]!))) return 'the URI contains a "." or ".." path segment';
+  // An empty segment makes a path absolute again for path.resolve and the like.
+  if (rest.includes('//')) return 'the URI contains an empty path segment (//)';
   return undefined;
 }
 
@@ -60,23 +76,28 @@ export function compileUriPattern(pattern: string): UriMatcher {
     } else tokens.push({ kind: 'star' });
   }
   return (uri) => {
-    // matched[j]: the first i characters of the URI match the first j tokens.
-    let matched = new Array<boolean>(tokens.length + 1).fill(false);
-    matched[0] = true;
-    for (let j = 1; j <= tokens.length && tokens[j - 1]!.kind !== 'char'; j++) matched[j] = true;
+    // matched[j]: the first i characters of the URI match the first j tokens (two rows, reused).
+    let matched = new Uint8Array(tokens.length + 1);
+    let next = new Uint8Array(tokens.length + 1);
+    matched[0] = 1;
+    for (let j = 1; j <= tokens.length && tokens[j - 1]!.kind !== 'char'; j++) matched[j] = 1;
     for (let i = 1; i <= uri.length; i++) {
       const char = uri[i - 1]!;
-      const next = new Array<boolean>(tokens.length + 1).fill(false);
+      next[0] = 0;
+      let any = 0;
       for (let j = 1; j <= tokens.length; j++) {
         const token = tokens[j - 1]!;
-        if (token.kind === 'char') next[j] = matched[j - 1]! && token.char === char;
+        if (token.kind === 'char') next[j] = matched[j - 1]! & (token.char === char ? 1 : 0);
         // A star takes this character (staying on the star) or nothing (from the token before).
-        else if (token.kind === 'globstar') next[j] = matched[j]! || next[j - 1]!;
-        else next[j] = (matched[j]! && char !== '/') || next[j - 1]!;
+        else if (token.kind === 'globstar') next[j] = matched[j]! | next[j - 1]!;
+        else next[j] = (matched[j]! & (char !== '/' ? 1 : 0)) | next[j - 1]!;
+        any |= next[j]!;
       }
-      matched = next;
+      // No prefix of the pattern matches this much of the URI: nothing longer can.
+      if (!any) return false;
+      [matched, next] = [next, matched];
     }
-    return matched[tokens.length]!;
+    return matched[tokens.length] === 1;
   };
 }
 
@@ -86,5 +107,16 @@ export function compileUriPattern(pattern: string): UriMatcher {
  * its concrete URI.
  */
 export function templateMatches(matcher: UriMatcher, uriTemplate: string): boolean {
-  return matcher(uriTemplate.replace(/\{[^}]*\}/g, 'x'));
+  const example = templateExample(uriTemplate);
+  return example !== undefined && matcher(example);
+}
+
+/**
+ * A template with each expression filled in with one harmless value, or undefined for a
+ * template too long to be a URI. Linear: an expression cannot contain a brace, so no run of
+ * unclosed braces makes the pattern scan again.
+ */
+export function templateExample(uriTemplate: string): string | undefined {
+  if (uriTemplate.length > MAX_RESOURCE_URI) return undefined;
+  return uriTemplate.replace(/\{[^{}]*\}/g, 'x');
 }

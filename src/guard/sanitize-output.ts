@@ -119,7 +119,13 @@ export async function sanitizeResult(result: CallToolResult, options: SanitizeOp
   };
 
   const content: Block[] = [];
-  for (const block of Array.isArray(result.content) ? result.content : []) content.push(await cleanBlock(block, text, clean));
+  // Binary data cannot be masked in place: data holding a credential form is withheld whole.
+  const binary = (data: string): string | undefined => {
+    if (!options.secretForms.some((form) => data.includes(form))) return data;
+    counts.credential++;
+    return undefined;
+  };
+  for (const block of Array.isArray(result.content) ? result.content : []) content.push(await cleanBlock(block, text, clean, binary));
   const sanitized: CallToolResult = { content };
   if (result.structuredContent !== undefined) {
     const cleaned = await mapStrings(result.structuredContent, async (value) => cleanText(value, options.secretForms, counts));
@@ -142,7 +148,10 @@ export async function sanitizeResult(result: CallToolResult, options: SanitizeOp
 
 type Block = CallToolResult['content'][number];
 
-async function cleanBlock(block: Block, text: (value: string) => Promise<string>, clean: (value: string) => Promise<string>): Promise<Block> {
+/** Marks binary content the broker withheld because it carries a credential. */
+const BINARY_WITHHELD = '[binary content withheld by mcp-warden: it holds a credential]';
+
+async function cleanBlock(block: Block, text: (value: string) => Promise<string>, clean: (value: string) => Promise<string>, binary: (data: string) => string | undefined): Promise<Block> {
   switch (block.type) {
     case 'text':
       return { type: 'text', text: await text(block.text) };
@@ -151,17 +160,24 @@ async function cleanBlock(block: Block, text: (value: string) => Promise<string>
       if ('text' in resource && typeof resource.text === 'string') {
         return { type: 'resource', resource: { uri: await clean(resource.uri), ...(resource.mimeType ? { mimeType: await clean(resource.mimeType) } : {}), text: await text(resource.text) } };
       }
-      // A blob: binary, passed as it is; only the fields the spec defines, _meta dropped.
-      const blob = 'blob' in resource && typeof resource.blob === 'string' ? resource.blob : '';
+      // A blob: binary, passed as it is unless it holds a credential form; only the fields
+      // the spec defines, _meta dropped.
+      const blob = binary('blob' in resource && typeof resource.blob === 'string' ? resource.blob : '');
+      if (blob === undefined) return { type: 'resource', resource: { uri: await clean(resource.uri), mimeType: 'text/plain', text: BINARY_WITHHELD } };
       return { type: 'resource', resource: { uri: await clean(resource.uri), ...(resource.mimeType ? { mimeType: await clean(resource.mimeType) } : {}), blob } };
     }
     case 'resource_link':
       return (await mapStrings(block, clean)) as Block;
     case 'image':
     case 'audio':
-      // Binary data, passed as it is; rebuilt from the fields the spec defines, so no _meta
-      // (whose strings would reach the model unchecked) comes along; the mimeType is cleaned.
-      return { type: block.type, data: typeof block.data === 'string' ? block.data : '', mimeType: await clean(typeof block.mimeType === 'string' ? block.mimeType : '') } as Block;
+    {
+      // Binary data, passed as it is unless it holds a credential form; rebuilt from the
+      // fields the spec defines, so no _meta (whose strings would reach the model
+      // unchecked) comes along; the mimeType is cleaned.
+      const data = binary(typeof block.data === 'string' ? block.data : '');
+      if (data === undefined) return { type: 'text', text: BINARY_WITHHELD };
+      return { type: block.type, data, mimeType: await clean(typeof block.mimeType === 'string' ? block.mimeType : '') } as Block;
+    }
     default:
       // A block type this broker does not know: every string cleaned.
       return (await mapStrings(block, clean)) as Block;

@@ -1,6 +1,6 @@
 import type { CompleteRequestParams, CompleteResult } from '@modelcontextprotocol/server';
 import { WardenError } from '../errors.ts';
-import { resourceUriProblem, templateMatches } from '../guard/resource-uri.ts';
+import { resourceUriProblem, templateExample, templateMatches } from '../guard/resource-uri.ts';
 import { cleanText } from '../guard/sanitize-output.ts';
 import { maskSecrets } from '../guard/detect-secrets.ts';
 import { judged, scopesOf, surfaceTimeout, type SurfaceDeps, type SurfaceRequest } from './judge.ts';
@@ -64,7 +64,8 @@ function templateServer(deps: SurfaceDeps, request: SurfaceRequest, uriTemplate:
   const scopes = scopesOf(request);
   const servers = new Set<string>();
   // The template text must itself be a plausible URI once its expressions are filled in.
-  if (resourceUriProblem(uriTemplate.replace(/\{[^}]*\}/g, 'x')) === undefined) {
+  const example = templateExample(uriTemplate);
+  if (example !== undefined && resourceUriProblem(example) === undefined) {
     for (const grant of agent?.resourceGrants ?? []) {
       const held = grant.scopes.length === 0 || (scopes !== undefined && grant.scopes.every((scope) => scopes.has(scope)));
       if (held && grant.matchers.some((matcher) => templateMatches(matcher, uriTemplate))) servers.add(grant.server);

@@ -7,6 +7,8 @@ import { judged, scopesOf, surfaceTimeout, type SurfaceDeps, type SurfaceRequest
 
 /** Most resources (or templates) one listing passes on, all servers together. */
 export const MAX_LISTED = 1000;
+/** Most live entries one listing looks at: a server listing a flood of ungranted URIs costs bounded time. */
+const MAX_EXAMINED = 10 * MAX_LISTED;
 /** Longest URI quoted in an audit record. */
 const MAX_AUDITED_URI = 512;
 
@@ -21,7 +23,7 @@ export function listResources(deps: SurfaceDeps, request: SurfaceRequest): Promi
     const unavailable: string[] = [];
     for (const [server, grants] of grantedServers(deps, request)) {
       const live = await fromServer(deps, server, unavailable, (backend) => backend.listResources(surfaceTimeout(deps.config()), request.signal));
-      for (const resource of live) {
+      for (const resource of live.slice(0, MAX_EXAMINED)) {
         if (resources.length >= MAX_LISTED) break;
         if (typeof resource.uri !== 'string' || !allowed(grants, resource.uri)) continue;
         resources.push(await sanitizeResource(resource, { secretForms: deps.secretForms(), maxTextBytes: deps.config().limits.maxResultBytes }, judgement.redactions));
@@ -39,7 +41,7 @@ export function listResourceTemplates(deps: SurfaceDeps, request: SurfaceRequest
     const unavailable: string[] = [];
     for (const [server, grants] of grantedServers(deps, request)) {
       const live = await fromServer(deps, server, unavailable, (backend) => backend.listResourceTemplates(surfaceTimeout(deps.config()), request.signal));
-      for (const template of live) {
+      for (const template of live.slice(0, MAX_EXAMINED)) {
         if (resourceTemplates.length >= MAX_LISTED) break;
         if (typeof template.uriTemplate !== 'string' || !grants.some((grant) => grant.matchers.some((matcher) => templateMatches(matcher, template.uriTemplate)))) continue;
         resourceTemplates.push(await sanitizeTemplate(template, { secretForms: deps.secretForms(), maxTextBytes: deps.config().limits.maxResultBytes }, judgement.redactions));

@@ -97,6 +97,9 @@ describe('config: prompt and resource grants', () => {
     ['a resource pattern with a zero-width character', [{ resources: ['notes://x\u200b/*'], server: 'notes' }]],
     ['a resource pattern longer than 2048 characters', [{ resources: [`notes://${'a'.repeat(2048)}`], server: 'notes' }]],
     ['a server key that cannot be a server', [{ resources: ['notes://x/*'], server: 'Not_A_Key' }]],
+    ['a wildcard in the host part', [{ resources: ['https://*.example.com/**'], server: 'notes' }]],
+    ['a globstar beside a name in the host part', [{ resources: ['https://**.example.com/x'], server: 'notes' }]],
+    ['a wildcard after a name in the host part', [{ resources: ['https://example.*/x'], server: 'notes' }]],
   ];
   for (const [label, allow] of refused) {
     it(`refuses ${label} (WARDEN_CONFIG_INVALID)`, () => {

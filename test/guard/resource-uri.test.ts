@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { compileUriPattern, MAX_RESOURCE_URI, resourceUriProblem, templateMatches } from '../../src/guard/resource-uri.ts';
+import { compileUriPattern, MAX_RESOURCE_URI, resourceUriProblem, templateExample, templateMatches } from '../../src/guard/resource-uri.ts';
 
 /** URIs the broker may match against grants. */
 const ACCEPTED = [
@@ -20,7 +20,7 @@ const ACCEPTED = [
   'file:///srv/docs/%41%42', // other escapes are fine
   'file:///srv/caf\u00e9.txt', // visible non-ASCII
   'https://example.com/search?q=../x', // dots in the query are not path segments
-  'https://example.com/page#../frag', // nor in the fragment
+  'https://example.com/page#frag',
   `file:///${'a'.repeat(MAX_RESOURCE_URI - 'file:///'.length)}`, // exactly the longest
 ];
 
@@ -80,6 +80,13 @@ const REFUSED: readonly (readonly [string, unknown])[] = [
   ['dot with a segment parameter', 'https://host/docs/.;x/a'],
   ['fullwidth dots', 'file:///srv/docs/\uff0e\uff0e/etc'],
   ['one dot leader', 'file:///srv/docs/\u2024\u2024/etc'],
+  ['two dot leader (NFKC: ..)', 'file:///srv/docs/\u2025/\u2025/etc/passwd'],
+  ['fullwidth slashes (NFKC: /)', 'file:///srv/docs/..\uff0f..\uff0fetc\uff0fpasswd'],
+  ['dot-dot after a question mark, for a {+path} server', 'file:///srv/docs/x?/../../../etc/passwd'],
+  ['dot-dot after a hash', 'file:///srv/docs/x#/../../etc/passwd'],
+  ['dot-dot in the fragment', 'https://example.com/page#../frag'],
+  ['empty segment', 'file:///srv/docs//etc/passwd'],
+  ['user information', 'https://a@evil.com/x'],
 ];
 
 describe('resourceUriProblem', () => {
@@ -111,19 +118,22 @@ describe('resourceUriProblem', () => {
   });
 
   it('never throws, and whatever it accepts has a scheme, no dot segment, no control, backslash or encoded separator (property)', () => {
-    const piece = fc.constantFrom('file:', '//', '/', '.', '..', ';', '%2e', '%2E', '%2f', '%5c', '%25', '%41', '%00', '\\', '\u0000', '\u200b', '\uff0e', ' ', 'a', 'b', '?', '#', ':', 'é', '\u{e0041}');
+    const piece = fc.constantFrom('file:', '//', '/', '.', '..', ';', '%2e', '%2E', '%2f', '%5c', '%25', '%41', '%00', '\\', '\u0000', '\u200b', '\uff0e', '\u2025', '\uff0f', '@', ' ', 'a', 'b', '?', '#', ':', 'é', '\u{e0041}');
     const uri = fc.oneof(fc.array(piece, { maxLength: 16 }).map((parts) => parts.join('')), fc.string({ maxLength: 40 }), fc.string({ unit: 'binary', maxLength: 40 }));
     fc.assert(
       fc.property(uri, (candidate) => {
         const problem = resourceUriProblem(candidate);
         if (problem !== undefined) return;
-        assert.match(candidate, /^[A-Za-z][A-Za-z0-9+.-]*:/);
-        // eslint-disable-next-line no-control-regex
-        assert.ok(!/[\u0000-\u0020\u007f-\u009f\\\u200b\u{e0041}]/u.test(candidate), JSON.stringify(candidate));
-        assert.ok(!/%(25)*(2e|2f|5c|00)/i.test(candidate), candidate);
-        assert.ok(!candidate.includes('\uff0e'), candidate);
-        const path = candidate.replace(/^[A-Za-z][A-Za-z0-9+.-]*:/, '').replace(/[?#].*$/s, '');
-        assert.ok(!path.split('/').some((segment) => ['.', '..'].includes(segment.split(';')[0]!)), candidate);
+        // The spelling accepted, and the one a normalising (NFKC) server would read.
+        for (const spelling of [candidate, candidate.normalize('NFKC')]) {
+          assert.match(spelling, /^[A-Za-z][A-Za-z0-9+.-]*:/);
+          // eslint-disable-next-line no-control-regex
+          assert.ok(!/[\u0000-\u0020\u007f-\u009f\\\u200b\u{e0041}]/u.test(spelling), JSON.stringify(candidate));
+          assert.ok(!/%(25)*(2e|2f|5c|00)/i.test(spelling), candidate);
+          const rest = spelling.replace(/^[A-Za-z][A-Za-z0-9+.-]*:/, '').replace(/^\/\/[^/?#]*/, '');
+          assert.ok(!rest.split(/[/?#]/).some((segment) => ['.', '..'].includes(segment.split(';')[0]!)), candidate);
+          assert.ok(!rest.includes('//'), candidate);
+        }
       }),
       { numRuns: 3000 },
     );
@@ -257,3 +267,21 @@ describe('templateMatches', () => {
     assert.ok(!templateMatches(compileUriPattern('file:///srv/docs/*'), 'file:///{+path}'));
   });
 });
+
+describe('templateExample', () => {
+  it('fills each expression with one value', () => {
+    assert.equal(templateExample('file:///srv/{+path}/v{n}'), 'file:///srv/x/vx');
+  });
+
+  it('a template longer than a URI may be is not filled in at all', () => {
+    assert.equal(templateExample(`a:${'{'.repeat(MAX_RESOURCE_URI)}`), undefined);
+  });
+
+  it('unclosed braces are scanned once, not once per brace (bounded input)', () => {
+    // With /\{[^}]*\}/ this string took time proportional to its length squared.
+    const hostile = `a:${'{'.repeat(MAX_RESOURCE_URI - 2)}`;
+    assert.equal(templateExample(hostile), hostile);
+    assert.equal(templateExample('a:{{x}'), 'a:{x');
+  });
+});
+

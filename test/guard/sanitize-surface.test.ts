@@ -122,6 +122,25 @@ describe('sanitizeResourceContents', () => {
     assert.ok(redactions.truncatedBytes >= 3000);
   });
 
+  it('binary content that holds a credential form is withheld whole, in resources, prompt messages and tool results', async () => {
+    for (const offset of [0, 1, 2, 5]) {
+      const blob = Buffer.concat([Buffer.alloc(offset, 7), Buffer.from(`API_TOKEN=${CANARY}`), Buffer.alloc(3, 9)]).toString('base64');
+      const { result, redactions } = await sanitizeResourceContents({ contents: [{ uri: 'file:///leak.bin', mimeType: 'text/plain', blob }] }, OPTIONS);
+      const [entry] = result.contents as ({ blob?: string; text?: string })[];
+      assert.equal(entry!.blob, undefined, `offset ${offset}`);
+      assert.match(entry!.text ?? '', /withheld by mcp-warden/);
+      assert.ok(redactions.credential >= 1);
+      const prompt = await sanitizePromptResult({ messages: [{ role: 'user', content: { type: 'image', data: blob, mimeType: 'image/png' } }] }, OPTIONS);
+      assert.ok(!JSON.stringify(prompt.result).includes(blob), `offset ${offset}`);
+      const tool = await sanitizeResult({ content: [{ type: 'audio', data: blob, mimeType: 'audio/wav' }] }, OPTIONS);
+      assert.ok(!JSON.stringify(tool.result).includes(blob), `offset ${offset}`);
+    }
+    // Ordinary binary data passes unchanged.
+    const clean = Buffer.from('PNG ordinary bytes').toString('base64');
+    const { result } = await sanitizeResourceContents({ contents: [{ uri: 'file:///ok.bin', blob: clean }] }, OPTIONS);
+    assert.equal((result.contents[0] as { blob?: string }).blob, clean);
+  });
+
   it('the blob budget is shared: the second blob that does not fit is withheld', async () => {
     const blob = Buffer.alloc(600, 3).toString('base64');
     const { result } = await sanitizeResourceContents({ contents: [{ uri: 'file:///1', blob }, { uri: 'file:///2', blob }] }, { secretForms: [], maxTextBytes: 1000 });
