@@ -82,7 +82,8 @@ export async function judged<T>(deps: SurfaceDeps, request: SurfaceRequest, even
     }
   } catch (error) {
     const wardenError = isWardenError(error) ? error : new WardenError('WARDEN_INTERNAL', 'A broker check failed unexpectedly; the request was refused.');
-    if (!isWardenError(error)) judgement.facts['error'] = error instanceof Error ? error.message : String(error);
+    // The audit trail never holds a credential: an unexpected error's text is cleaned too.
+    if (!isWardenError(error)) judgement.facts['error'] = cleanText((error instanceof Error ? error.message : String(error)).slice(0, 1000), deps.secretForms(), noRedactions());
     if (wardenError.detail) judgement.facts['detail'] = wardenError.detail;
     outcome = { ok: false, error: wardenError };
   }
