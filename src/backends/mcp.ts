@@ -177,8 +177,8 @@ export class McpBackend implements ToolBackend {
       // Progress goes by a token of the broker's own, routed as it arrives (see #routeProgress),
       // not through the SDK's onprogress, and never extends the call: the timeout is a hard cap.
       if (onProgress) this.#progress.set((progressToken = `warden-${randomUUID()}`), onProgress);
-      const _meta = { ...meta, ...(progressToken ? { progressToken } : {}) };
-      const params = { name: tool, arguments: args, ...(Object.keys(_meta).length > 0 ? { _meta } : {}) };
+      const _meta = progressToken ? { ...meta, progressToken } : meta;
+      const params = { name: tool, arguments: args, ...(_meta ? { _meta } : {}) };
       const options = { timeout: timeoutMs, resetTimeoutOnProgress: false, ...(signal ? { signal } : {}) };
       onSend?.();
       const result = (await client.callTool(params, options)) as CallToolResult;

@@ -102,18 +102,9 @@ export function compileUriPattern(pattern: string): UriMatcher {
 }
 
 /**
- * Whether a resource template could produce a URI the pattern allows: its expressions
- * ({id}, {+path}, ...) stand for one harmless value. Listing only; every read is judged on
- * its concrete URI.
- */
-export function templateMatches(matcher: UriMatcher, uriTemplate: string): boolean {
-  const example = templateExample(uriTemplate);
-  return example !== undefined && matcher(example);
-}
-
-/**
- * A template with each expression filled in with one harmless value, or undefined for a
- * template too long to be a URI. Linear: an expression cannot contain a brace, so no run of
+ * A template with each expression ({id}, {+path}, ...) filled in with one harmless value,
+ * so a template is judged like the URIs it produces (listing and completion only; every
+ * read is judged on its concrete URI); undefined for a template too long to be a URI. Linear: an expression cannot contain a brace, so no run of
  * unclosed braces makes the pattern scan again.
  */
 export function templateExample(uriTemplate: string): string | undefined {

@@ -1,6 +1,7 @@
 import type { CompleteRequestParams, CompleteResult } from '@modelcontextprotocol/server';
 import { WardenError } from '../errors.ts';
-import { resourceUriProblem, templateExample, templateMatches } from '../guard/resource-uri.ts';
+import { resourceUriProblem, templateExample } from '../guard/resource-uri.ts';
+import { serversAllowing } from '../policy/surface-grants.ts';
 import { cleanText } from '../guard/sanitize-output.ts';
 import { maskSecrets } from '../guard/detect-secrets.ts';
 import { judged, scopesOf, surfaceTimeout, type SurfaceDeps, type SurfaceRequest } from './judge.ts';
@@ -58,22 +59,14 @@ export function complete(deps: SurfaceDeps, request: SurfaceRequest, params: Com
   });
 }
 
-/** The one server whose granted templates include this one (its exact uriTemplate). */
+/** The one server whose resource grants cover the template's filled-in form, as they would a read of it. */
 function templateServer(deps: SurfaceDeps, request: SurfaceRequest, uriTemplate: string): string {
-  const agent = deps.config().agents.get(request.agentName);
-  const scopes = scopesOf(request);
-  const servers = new Set<string>();
-  // The template text must itself be a plausible URI once its expressions are filled in.
   const example = templateExample(uriTemplate);
-  if (example !== undefined && resourceUriProblem(example) === undefined) {
-    for (const grant of agent?.resourceGrants ?? []) {
-      const held = grant.scopes.length === 0 || (scopes !== undefined && grant.scopes.every((scope) => scopes.has(scope)));
-      if (held && grant.matchers.some((matcher) => templateMatches(matcher, uriTemplate))) servers.add(grant.server);
-    }
-  }
-  if (servers.size === 0) throw new WardenError('WARDEN_RESOURCE_NOT_FOUND', 'No resource template with this URI is available to this agent. Use resources/templates/list to see what is.');
-  if (servers.size > 1) throw new WardenError('WARDEN_RESOURCE_AMBIGUOUS', `The template is granted on more than one server (${[...servers].join(', ')}); the broker does not guess. Tell the security team.`);
-  return [...servers][0]!;
+  const grants = deps.config().agents.get(request.agentName)?.resourceGrants ?? [];
+  const servers = example === undefined || resourceUriProblem(example) !== undefined ? [] : serversAllowing(grants, example, scopesOf(request));
+  if (servers.length === 0) throw new WardenError('WARDEN_RESOURCE_NOT_FOUND', 'No resource template with this URI is available to this agent. Use resources/templates/list to see what is.');
+  if (servers.length > 1) throw new WardenError('WARDEN_RESOURCE_AMBIGUOUS', `The template is granted on more than one server (${servers.join(', ')}); the broker does not guess. Tell the security team.`);
+  return servers[0]!;
 }
 
 /** Already-resolved arguments of the same prompt or template: strings only, bounded. */

@@ -25,7 +25,11 @@ export function visiblePrompts(deps: SurfaceDeps, request: SurfaceRequest): read
   const config = deps.config();
   const agent = config.agents.get(request.agentName);
   if (!agent) return [];
-  return [...config.prompts.values()].filter((prompt) => promptAllowed(agent.promptGrants, prompt.exposedName, scopesOf(request)) && deps.backend(prompt.server)?.quarantine === undefined);
+  // Only a running MCP backend that is not quarantined offers its prompts.
+  return [...config.prompts.values()].filter((prompt) => {
+    const backend = deps.backend(prompt.server);
+    return backend !== undefined && backend.quarantine === undefined && promptAllowed(agent.promptGrants, prompt.exposedName, scopesOf(request));
+  });
 }
 
 /**

@@ -1,13 +1,15 @@
-import type { ListResourcesResult, ListResourceTemplatesResult, ReadResourceResult, Resource, ResourceTemplateType } from '@modelcontextprotocol/server';
+import type { ListResourcesResult, ListResourceTemplatesResult, ReadResourceResult } from '@modelcontextprotocol/server';
+import type { McpBackend } from '../backends/mcp.ts';
+import type { Redactions, SanitizeOptions } from '../guard/sanitize-output.ts';
 import { WardenError } from '../errors.ts';
-import { resourceUriProblem, templateMatches } from '../guard/resource-uri.ts';
+import { resourceUriProblem, templateExample } from '../guard/resource-uri.ts';
 import { sanitizeResource, sanitizeResourceContents, sanitizeTemplate } from '../guard/sanitize-surface.ts';
 import { resourceGrantsFor, serversAllowing, type ResourceGrant } from '../policy/surface-grants.ts';
 import { judged, scopesOf, surfaceTimeout, type SurfaceDeps, type SurfaceRequest } from './judge.ts';
 
 /** Most resources (or templates) one listing passes on, all servers together. */
 export const MAX_LISTED = 1000;
-/** Most live entries one listing looks at: a server listing a flood of ungranted URIs costs bounded time. */
+/** Most live entries one listing looks at, all servers together: a flood of ungranted URIs costs bounded time. */
 const MAX_EXAMINED = 10 * MAX_LISTED;
 /** Longest URI quoted in an audit record. */
 const MAX_AUDITED_URI = 512;
@@ -17,38 +19,54 @@ const MAX_AUDITED_URI = 512;
  * whose URI a grant matches (and that the URI check accepts), cleaned. A quarantined or
  * unreachable server contributes nothing; the audit record says which.
  */
-export function listResources(deps: SurfaceDeps, request: SurfaceRequest): Promise<ListResourcesResult> {
-  return judged(deps, request, 'resources/list', {}, async (judgement) => {
-    const resources: Resource[] = [];
-    const unavailable: string[] = [];
-    for (const [server, grants] of grantedServers(deps, request)) {
-      const live = await fromServer(deps, server, unavailable, (backend) => backend.listResources(surfaceTimeout(deps.config()), request.signal));
-      for (const resource of live.slice(0, MAX_EXAMINED)) {
-        if (resources.length >= MAX_LISTED) break;
-        if (typeof resource.uri !== 'string' || !allowed(grants, resource.uri)) continue;
-        resources.push(await sanitizeResource(resource, { secretForms: deps.secretForms(), maxTextBytes: deps.config().limits.maxResultBytes }, judgement.redactions));
-      }
-    }
-    Object.assign(judgement.facts, { count: resources.length, ...(unavailable.length > 0 ? { unavailable } : {}) });
-    return { resources };
+export async function listResources(deps: SurfaceDeps, request: SurfaceRequest): Promise<ListResourcesResult> {
+  const resources = await listing(deps, request, 'resources/list', {
+    list: (backend, timeoutMs) => backend.listResources(timeoutMs, request.signal),
+    uri: (resource) => resource.uri,
+    clean: sanitizeResource,
   });
+  return { resources };
 }
 
-/** resources/templates/list: the templates that can produce a URI a grant allows. */
-export function listResourceTemplates(deps: SurfaceDeps, request: SurfaceRequest): Promise<ListResourceTemplatesResult> {
-  return judged(deps, request, 'resources/templates/list', {}, async (judgement) => {
-    const resourceTemplates: ResourceTemplateType[] = [];
+/** resources/templates/list: the templates whose filled-in form a grant allows, as a read of it would be. */
+export async function listResourceTemplates(deps: SurfaceDeps, request: SurfaceRequest): Promise<ListResourceTemplatesResult> {
+  const resourceTemplates = await listing(deps, request, 'resources/templates/list', {
+    list: (backend, timeoutMs) => backend.listResourceTemplates(timeoutMs, request.signal),
+    uri: (template) => (typeof template.uriTemplate === 'string' ? templateExample(template.uriTemplate) : undefined),
+    clean: sanitizeTemplate,
+  });
+  return { resourceTemplates };
+}
+
+/** One listing over the granted servers: at most MAX_EXAMINED live entries looked at and MAX_LISTED passed on, all servers together. */
+function listing<T>(
+  deps: SurfaceDeps,
+  request: SurfaceRequest,
+  event: 'resources/list' | 'resources/templates/list',
+  how: {
+    readonly list: (backend: McpBackend, timeoutMs: number) => Promise<T[]>;
+    /** The URI an entry is judged by, or undefined (never listed). */
+    readonly uri: (entry: T) => unknown;
+    readonly clean: (entry: T, options: SanitizeOptions, counts: Redactions) => Promise<T>;
+  },
+): Promise<T[]> {
+  return judged(deps, request, event, {}, async (judgement) => {
+    const listed: T[] = [];
     const unavailable: string[] = [];
+    let examined = 0;
+    const options = { secretForms: deps.secretForms(), maxTextBytes: deps.config().limits.maxResultBytes };
     for (const [server, grants] of grantedServers(deps, request)) {
-      const live = await fromServer(deps, server, unavailable, (backend) => backend.listResourceTemplates(surfaceTimeout(deps.config()), request.signal));
-      for (const template of live.slice(0, MAX_EXAMINED)) {
-        if (resourceTemplates.length >= MAX_LISTED) break;
-        if (typeof template.uriTemplate !== 'string' || !grants.some((grant) => grant.matchers.some((matcher) => templateMatches(matcher, template.uriTemplate)))) continue;
-        resourceTemplates.push(await sanitizeTemplate(template, { secretForms: deps.secretForms(), maxTextBytes: deps.config().limits.maxResultBytes }, judgement.redactions));
+      if (listed.length >= MAX_LISTED || examined >= MAX_EXAMINED) break;
+      const live = await fromServer(deps, server, unavailable, (backend) => how.list(backend, surfaceTimeout(deps.config())));
+      for (const entry of live.slice(0, MAX_EXAMINED - examined)) {
+        examined++;
+        const uri = how.uri(entry);
+        if (typeof uri === 'string' && allowed(grants, uri)) listed.push(await how.clean(entry, options, judgement.redactions));
+        if (listed.length >= MAX_LISTED) break;
       }
     }
-    Object.assign(judgement.facts, { count: resourceTemplates.length, ...(unavailable.length > 0 ? { unavailable } : {}) });
-    return { resourceTemplates };
+    Object.assign(judgement.facts, { count: listed.length, ...(unavailable.length > 0 ? { unavailable } : {}) });
+    return listed;
   });
 }
 
@@ -105,7 +123,7 @@ function grantedServers(deps: SurfaceDeps, request: SurfaceRequest): Map<string,
 }
 
 /** A listing from one server; a server that cannot answer (quarantined, down) adds nothing and is named in the record. */
-async function fromServer<T>(deps: SurfaceDeps, server: string, unavailable: string[], list: (backend: NonNullable<ReturnType<SurfaceDeps['backend']>>) => Promise<T[]>): Promise<T[]> {
+async function fromServer<T>(deps: SurfaceDeps, server: string, unavailable: string[], list: (backend: McpBackend) => Promise<T[]>): Promise<T[]> {
   const backend = deps.backend(server);
   if (!backend) return [];
   try {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { compileUriPattern, MAX_RESOURCE_URI, resourceUriProblem, templateExample, templateMatches } from '../../src/guard/resource-uri.ts';
+import { compileUriPattern, MAX_RESOURCE_URI, resourceUriProblem, templateExample } from '../../src/guard/resource-uri.ts';
 
 /** URIs the broker may match against grants. */
 const ACCEPTED = [
@@ -255,16 +255,17 @@ describe('compileUriPattern', () => {
   });
 });
 
-describe('templateMatches', () => {
+describe('a template judged by its filled-in form', () => {
+  const covers = (pattern: string, template: string) => compileUriPattern(pattern)(templateExample(template)!);
   it('a template whose filled-in form a grant covers is listed', () => {
-    assert.ok(templateMatches(compileUriPattern('demo://resource/dynamic/text/*'), 'demo://resource/dynamic/text/{resourceId}'));
-    assert.ok(templateMatches(compileUriPattern('file:///srv/**'), 'file:///srv/{+path}'));
-    assert.ok(templateMatches(compileUriPattern('file:///srv/*/*'), 'file:///srv/{a}/{b}'));
+    assert.ok(covers('demo://resource/dynamic/text/*', 'demo://resource/dynamic/text/{resourceId}'));
+    assert.ok(covers('file:///srv/**', 'file:///srv/{+path}'));
+    assert.ok(covers('file:///srv/*/*', 'file:///srv/{a}/{b}'));
   });
 
   it('a template outside the grant is not', () => {
-    assert.ok(!templateMatches(compileUriPattern('demo://resource/dynamic/text/*'), 'demo://resource/dynamic/blob/{resourceId}'));
-    assert.ok(!templateMatches(compileUriPattern('file:///srv/docs/*'), 'file:///{+path}'));
+    assert.ok(!covers('demo://resource/dynamic/text/*', 'demo://resource/dynamic/blob/{resourceId}'));
+    assert.ok(!covers('file:///srv/docs/*', 'file:///{+path}'));
   });
 });
 

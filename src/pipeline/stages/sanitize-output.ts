@@ -23,13 +23,14 @@ const MAX_PROGRESS_SCANNED = 16 * 1024;
  */
 export const sanitizeOutput: StageFactory = ({ config, secretForms }) => async (ctx, next) => {
   const forward = ctx.onProgress;
-  let drained = (): Promise<void> => Promise.resolve();
+  /** The progress messages still being cleaned, in order; undefined when the agent asked for none. */
+  let queue: Promise<void> | undefined;
   if (forward) {
     // Progress messages come from the server too: cleaned like results (detection before
     // the cut, so no part of a secret survives it), and forwarded in the order they came.
-    let queue = Promise.resolve();
+    queue = Promise.resolve();
     ctx.onProgress = ({ progress, total, message }) => {
-      queue = queue
+      queue = queue!
         .then(async () => {
           if (message === undefined) return forward({ progress, ...(total === undefined ? {} : { total }) });
           const forms = formsFor(secretForms(), ctx.callSecrets);
@@ -40,12 +41,11 @@ export const sanitizeOutput: StageFactory = ({ config, secretForms }) => async (
         // unhandled rejection (which would end the process) nor stop the ones after it.
         .catch(() => undefined);
     };
-    drained = () => queue;
   }
   const outcome = await next();
   // Progress that came before the result goes out before it: wait for the messages still
   // being cleaned (a forward after the result is written is lost, the stream being closed).
-  await drained();
+  if (queue) await queue;
   // A question for the user carries only the agent's own arguments; nothing came from a tool.
   if (outcome.kind === 'ask-user') return outcome;
   const forms = formsFor(secretForms(), ctx.callSecrets);
