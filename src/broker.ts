@@ -1,3 +1,6 @@
+import { CallFlows } from './front/call-flows.ts';
+import { ResourceSubscriptions } from './surface/subscriptions.ts';
+import type { HostChannel } from './surface/server-requests.ts';
 import { randomUUID } from 'node:crypto';
 import type { CallToolResult, ListToolsResult } from '@modelcontextprotocol/server';
 import { loadAuditKey } from './audit/signing-key.ts';
@@ -21,7 +24,7 @@ import { WardenError, type WardenErrorCode } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { memoryLimitStore, type LimitStore } from './guard/rate-limits.ts';
 import { buildCallPipeline, type CallPipeline } from './pipeline/pipeline.ts';
-import { REFUSAL_META_KEY, type AskUser, type CallOutcome, type OAuthSession, type PipelineDeps, type Progress, type Refusal, type UserInput } from './pipeline/types.ts';
+import { REFUSAL_META_KEY, type AskUser, type CallOutcome, type OAuthSession, type PipelineDeps, type LogMessage, type Progress, type Refusal, type UserInput } from './pipeline/types.ts';
 import { ApprovalWaiter } from './policy/approval-waiter.ts';
 import { findGrant, grantable } from './policy/grants.ts';
 import { secretForms } from './guard/sanitize-output.ts';
@@ -55,6 +58,7 @@ export interface BrokerOptions {
 export interface CallOptions {
   readonly signal?: AbortSignal;
   readonly onProgress?: (progress: Progress) => void;
+  readonly onLog?: (message: LogMessage) => void;
   /** The client's idempotency key from the request's _meta, unchecked. */
   readonly idempotencyKey?: unknown;
   readonly userInput?: UserInput;
@@ -62,11 +66,17 @@ export interface CallOptions {
   readonly parentCorrelationId?: string;
   /** Set by the front for a session authenticated with an OAuth access token: its scopes decide which grants apply. */
   readonly oauth?: OAuthSession;
+  /** The agent's host, for a server's sampling or elicitation request during the call. */
+  readonly host?: HostChannel;
 }
 
 export { REFUSAL_META_KEY };
 /** The kill switch and approvals are seen within this long of being changed. */
 export const STATE_POLL_MS = 250;
+/** Calls of one agent that may wait at once for the host's answer to a server's question. */
+const MAX_WAITING_CALLS_PER_AGENT = 16;
+/** Questions one call's server may have open with the host at once. */
+const MAX_QUESTIONS_PER_CALL = 8;
 /** Expired idempotency records and approvals are cleared this often. */
 const PRUNE_MS = 60_000;
 
@@ -90,6 +100,10 @@ interface VisibleTool {
 export class Broker {
   readonly logger: Logger;
   readonly audit: AuditTrail;
+  /** Calls waiting on their host's answer to a server's question (see src/front/call-flows.ts). */
+  readonly flows: CallFlows;
+  /** Agents' resource subscriptions, one downstream subscription per server and URI. */
+  readonly subscriptions: ResourceSubscriptions;
   /** Identifies this process in idempotency records. */
   readonly instanceId = randomUUID();
   #config: WardenConfig;
@@ -112,6 +126,7 @@ export class Broker {
   #dataVersion = -1;
   #poll: NodeJS.Timeout | undefined;
   #lastPrune = 0;
+  readonly #resourceListeners = new Set<(agents: ReadonlySet<string>) => void>();
   readonly #toolsListeners = new Set<(agents: ReadonlySet<string>) => void>();
   /** Sandbox workers: one pool for code tools, one for code mode (so a run never waits on itself). */
   readonly #pools: { readonly tools: SandboxPool; readonly codeMode: SandboxPool };
@@ -152,6 +167,7 @@ export class Broker {
     this.#backends = new Map([[CODE_MODE_SERVER, this.#codeMode]]);
     for (const server of config.servers.keys()) this.#backends.set(server, this.#createBackend(config, server));
     this.#pipeline = this.#buildPipeline();
+    this.flows = new CallFlows({ maxPerAgent: MAX_WAITING_CALLS_PER_AGENT, maxQuestions: MAX_QUESTIONS_PER_CALL, answerTimeoutMs: () => this.#config.limits.answerTimeoutMs });
     this.#surface = {
       config: () => this.#config,
       backend: (server) => {
@@ -163,6 +179,7 @@ export class Broker {
       killSwitch: () => this.#killSwitch,
       limits: this.#limits,
     };
+    this.subscriptions = new ResourceSubscriptions(this.#surface);
     this.#visible = visibleTools(config);
     this.#listedChanges();
     const pollMs = options.statePollMs ?? STATE_POLL_MS;
@@ -216,6 +233,22 @@ export class Broker {
     return () => this.#toolsListeners.delete(listener);
   }
 
+  /**
+   * Calls the listener when a server says its resources changed (resources/list_changed),
+   * with the agents whose resource grants name that server; they list again and see only
+   * what their grants allow.
+   */
+  onResourcesChanged(listener: (agents: ReadonlySet<string>) => void): () => void {
+    this.#resourceListeners.add(listener);
+    return () => this.#resourceListeners.delete(listener);
+  }
+
+  #resourcesChanged(server: string): void {
+    const agents = new Set([...this.#config.agents.values()].filter((agent) => agent.resourceGrants.some((grant) => grant.server === server)).map((agent) => agent.name));
+    if (agents.size === 0) return;
+    for (const listener of this.#resourceListeners) listener(agents);
+  }
+
   #createBackend(config: WardenConfig, server: string): ToolBackend {
     const manifest = config.servers.get(server);
     if (!manifest) throw new WardenError('WARDEN_INTERNAL', `no manifest for server ${server}`);
@@ -254,6 +287,12 @@ export class Broker {
       breaker: config.limits.breaker,
       recheckMs: config.pinning.recheckMs,
       onToolsChanged: () => this.#listedChanges(),
+      // Read when the server asks: a reload changes the roots without a restart.
+      roots: () => this.#config.roots.get(server) ?? [],
+      onResourceUpdated: (uri) => this.subscriptions.updated(server, uri),
+      onResourcesChanged: () => this.#resourcesChanged(server),
+      soleAgent: () => soleAgent(this.#config, server),
+      subscriptions: () => this.subscriptions.urisOf(server),
       onQuarantine: (quarantine) => this.#recordQuarantine(server, manifest.name, manifest.digest, quarantine),
       ...(persistedQuarantine ? { persistedQuarantine } : {}),
       ...(this.#backoff ? { backoff: this.#backoff } : {}),
@@ -661,8 +700,10 @@ export class Broker {
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.oauth ? { oauth: options.oauth } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      ...(options.onLog ? { onLog: options.onLog } : {}),
       ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),
       ...(options.userInput ? { userInput: options.userInput } : {}),
+      ...(options.host ? { host: options.host } : {}),
     });
     if (outcome.kind !== 'refused') return outcome;
     return { kind: 'result', result: this.#refusal(outcome.code, outcome.message, correlationId, outcome.hints) };
@@ -699,6 +740,25 @@ function visibleTools(config: WardenConfig): Map<string, readonly VisibleTool[]>
     visible.set(name, Object.freeze(tools));
   }
   return visible;
+}
+
+const soleAgents = new WeakMap<WardenConfig, Map<string, string | undefined>>();
+
+/** The one agent whose grants reach a server (its tools, prompts, resources or requests), or undefined when none or several do. */
+function soleAgent(config: WardenConfig, server: string): string | undefined {
+  let known = soleAgents.get(config);
+  if (!known) soleAgents.set(config, (known = new Map()));
+  if (known.has(server)) return known.get(server);
+  const users = [...config.agents.values()].filter(
+    (agent) =>
+      agent.resourceGrants.some((grant) => grant.server === server) ||
+      agent.serverRequestGrants.some((grant) => grant.server === server) ||
+      [...config.catalog.values()].some((tool) => tool.server === server && grantable(agent.grants, tool.exposedName, tool.tool.access)) ||
+      [...config.prompts.values()].some((prompt) => prompt.server === server && agent.promptGrants.some((grant) => grant.matchers.some((matches) => matches(prompt.exposedName)))),
+  );
+  const sole = users.length === 1 ? users[0]!.name : undefined;
+  known.set(server, sole);
+  return sole;
 }
 
 /** Who an access token named, for the audit records of its session; never the token. */

@@ -45,6 +45,8 @@ export const ERRORS = {
   WARDEN_RESPONSE_TOO_LARGE: { exit: 1, summary: 'an HTTP API\'s response (body or headers) is over the egress size cap; reading stopped at the cap' },
   WARDEN_SANDBOX_LIMIT: { exit: 1, summary: 'sandboxed code (a code tool, or code mode) went over a limit (CPU time, memory, wall time, input, output, tool calls) and was stopped; the message says which' },
   WARDEN_SANDBOX_CRASHED: { exit: 1, summary: 'the sandbox worker running the code died; the broker replaced it and carries on, and only this call failed' },
+  WARDEN_SERVER_REQUEST_DENIED: { exit: 1, summary: 'a downstream server asked the host something during a call (sampling, elicitation) and the broker refused it: no grant lets that server ask this agent, the host cannot answer that kind, the request could not be tied to one call, or it was malformed or over the size cap; the server got an error, the host saw nothing' },
+  WARDEN_CALL_EXPIRED: { exit: 1, summary: 'a retried call carried the answer to a server\'s question the broker no longer holds (answered already, not answered in time, or the broker restarted); the call was ended; make it again' },
   WARDEN_DOWNSTREAM_ERROR: { exit: 1, summary: 'the downstream server answered with a protocol error or an invalid result' },
   WARDEN_INTERNAL: { exit: 1, summary: 'a broker check failed unexpectedly; the call was refused (fail closed)' },
 } as const;

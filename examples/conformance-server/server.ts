@@ -145,7 +145,7 @@ function elicit(ctx: ServerContext, key: string, params: ElicitInputParams, labe
   return text(`${label}: action=${answer.action}, content=${JSON.stringify(answer.content ?? {})}`);
 }
 
-async function callTool(name: string, args: Record<string, unknown>, ctx: ServerContext): Promise<CallToolResult | InputRequiredResult> {
+async function callTool(name: string, args: Record<string, unknown>, ctx: ServerContext, server: Server): Promise<CallToolResult | InputRequiredResult> {
   switch (name) {
     case 'test_simple_text':
       return text('This is a simple text response for testing.');
@@ -276,6 +276,10 @@ async function callTool(name: string, args: Record<string, unknown>, ctx: Server
         notified += 1;
         await peer.sendResourceUpdated({ uri: WATCHED_URI }).catch(() => undefined);
       }
+      // A 2026-07-28 client subscribes with subscriptions/listen, which the SDK's entry
+      // answers: the update goes out through this instance, and the entry delivers it to the
+      // listen streams whose filter names the URI.
+      if (ctx.mcpReq.envelope !== undefined) await server.sendResourceUpdated({ uri: WATCHED_URI }).catch(() => undefined);
       return text(`${WATCHED_URI} is now at version ${watchedVersion}; ${notified} subscribed connection(s) notified`);
     }
     default:
@@ -342,7 +346,7 @@ function createConformanceServer(): Server {
   server.onclose = () => void subscriptions.delete(server);
 
   server.setRequestHandler('tools/list', async () => ({ tools: TOOLS as never }));
-  server.setRequestHandler('tools/call', async (request, ctx) => callTool(request.params.name, (request.params.arguments ?? {}) as Record<string, unknown>, ctx));
+  server.setRequestHandler('tools/call', async (request, ctx) => callTool(request.params.name, (request.params.arguments ?? {}) as Record<string, unknown>, ctx, server));
   server.setRequestHandler('resources/list', async () => ({ resources: RESOURCES }));
   server.setRequestHandler('resources/templates/list', async () => ({ resourceTemplates: RESOURCE_TEMPLATES }));
   server.setRequestHandler('resources/read', async (request) => readResource(request.params.uri));

@@ -24,7 +24,7 @@ import { MAX_TRAIL_SLOTS, trailFiles, trailLines, trailSlot } from './read.ts';
 import type { AuditKey } from './signing-key.ts';
 
 /** The requests of the resource, prompt and completion paths (src/surface/), one record each. */
-export type SurfaceEvent = 'resources/list' | 'resources/templates/list' | 'resources/read' | 'prompts/list' | 'prompts/get' | 'completion/complete';
+export type SurfaceEvent = 'resources/list' | 'resources/templates/list' | 'resources/read' | 'resources/subscribe' | 'resources/unsubscribe' | 'prompts/list' | 'prompts/get' | 'completion/complete';
 
 /** One audit record. Argument values never appear; argsSha256 identifies them. */
 export interface AuditRecord {
@@ -33,6 +33,7 @@ export interface AuditRecord {
     | 'tools/call'
     | 'tools/call.dispatch'
     | SurfaceEvent
+    | 'server.request'
     | 'server.state'
     | 'server.quarantined'
     | 'manifest.rejected'

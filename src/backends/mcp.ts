@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import {
@@ -18,6 +19,9 @@ import {
   type FetchLike,
   type Transport,
   type VersionNegotiationMode,
+  type LoggingLevel,
+  type McpSubscription,
+  LOG_LEVEL_META_KEY,
 } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import { WardenError } from '../errors.ts';
@@ -69,7 +73,53 @@ export interface BackendOptions {
   readonly httpConnection?: (tls: ServerTls) => HttpConnection;
   /** Streamable HTTP: PEM CA certificates the config trusts for this server instead of the default set. */
   readonly tlsCa?: string;
+  /**
+   * The one agent whose grants reach this server, or undefined. Over a connection that
+   * cannot say which call a server's message belongs to (2025-era stdio), a message is
+   * passed on only when this agent alone uses the server: then a guess can never cross
+   * from one agent to another.
+   */
+  readonly soleAgent?: () => string | undefined;
+  /** URIs the broker's agents hold subscriptions to on this server (subscribed again on connect, also by a replaced backend). */
+  readonly subscriptions?: () => Iterable<string>;
+  /** The server said its list of resources changed (notifications/resources/list_changed). */
+  readonly onResourcesChanged?: () => void;
+  /** The server said a subscribed resource changed (notifications/resources/updated). */
+  readonly onResourceUpdated?: (uri: string) => void;
+  /** The roots the server is told when it asks (roots/list); the host's own are never passed on. */
+  readonly roots?: () => readonly { readonly uri: string; readonly name?: string }[];
 }
+
+/** A request of the broker's to this server that is waiting for its answer. */
+interface InFlight {
+  /** Set for a tools/call: where a sampling or elicitation request the server sends during it goes. */
+  readonly ask?: NonNullable<ToolCall['ask']>;
+  /** The call's own timeout, held while the host answers the server's question. */
+  readonly deadline?: Deadline;
+  /** Set for a tools/call whose agent takes log messages. */
+  readonly log?: NonNullable<ToolCall['onLog']>;
+  /** The broker refused a request the server made during the call (the code, for the call's error). */
+  denied?: string;
+  /** The agent whose call this is. */
+  readonly agent?: string;
+  /** Sampling and elicitation requests the server has made during this call. */
+  questions: number;
+}
+
+/**
+ * The broker's request a server-to-client request arrives under, where it can be known: a
+ * request sent on a 2026-07-28 connection (the SDK fulfils its input_required inside the
+ * call) or on its own Streamable HTTP response stream. Over a 2025-era stdio connection
+ * nothing ties the server's request to a call; see #serverRequest.
+ */
+const requestScope = new AsyncLocalStorage<InFlight>();
+
+/** Sampling and elicitation requests one call's server may make (each holds the call's timeout while the host answers). */
+const MAX_QUESTIONS_PER_CALL = 16;
+/** Server requests (sampling, elicitation, roots) one server may make a minute. */
+const MAX_SERVER_MESSAGES_PER_MINUTE = 120;
+
+const LOG_LEVELS: ReadonlySet<string> = new Set(['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency']);
 
 export interface HttpConnection {
   readonly fetch: FetchLike;
@@ -100,6 +150,16 @@ export class McpBackend implements ToolBackend {
   readonly #transportSpec: StdioTransport | HttpTransport;
   /** The agent-side progress callback of each call in flight, by the progress token the broker sent. */
   readonly #progress = new Map<string, NonNullable<ToolCall['onProgress']>>();
+  /** Resource URIs some agent subscribed to on this server; subscribed again after a reconnect. */
+  readonly #subscribed = new Set<string>();
+  /** The change stream carrying them, on a 2026-07-28 connection. */
+  #resourceStream: McpSubscription | undefined;
+  /** Subscription changes, one at a time (a 2026-07-28 stream is replaced whole). */
+  #subscriptionWork: Promise<unknown> = Promise.resolve();
+  /** Server requests and roots/list counted in the current minute. */
+  #serverMessages = { since: 0, count: 0 };
+  /** Requests of the broker's waiting for this server's answer (calls, reads, lists). */
+  readonly #inFlight = new Set<InFlight>();
   #state: BackendState = 'starting';
   #client: Client | undefined;
   #attempt = 0;
@@ -163,43 +223,190 @@ export class McpBackend implements ToolBackend {
 
   /** Starts connecting. The promise settles after the first attempt, whatever its result. */
   start(): Promise<void> {
-    this.#firstAttempt ??= this.#connect();
+    this.#firstAttempt ??= requestScope.exit(() => this.#connect());
     return this.#firstAttempt;
   }
 
-  async callTool({ tool, args, timeoutMs, signal, meta, onProgress, onSend }: ToolCall): Promise<CallToolResult> {
+  async callTool({ tool, args, timeoutMs, signal, meta, onProgress, onSend, ask, onLog, agent }: ToolCall): Promise<CallToolResult> {
     const client = this.#usableClient();
     const trial = this.#admit();
     let progressToken: string | undefined;
+    // The call's timeout is the broker's own, so it can stand still while the host's user
+    // answers the server's question; the SDK's is only a backstop past every such wait.
+    const deadline = new Deadline(timeoutMs);
+    const entry: InFlight = { deadline, questions: 0, ...(ask ? { ask } : {}), ...(onLog ? { log: onLog } : {}), ...(agent === undefined ? {} : { agent }) };
+    this.#inFlight.add(entry);
     try {
       // On timeout or abort the SDK sends notifications/cancelled to the server (or, on a
       // 2026-07-28 HTTP connection, aborts the request), so the server can stop working.
       // Progress goes by a token of the broker's own, routed as it arrives (see #routeProgress),
       // not through the SDK's onprogress, and never extends the call: the timeout is a hard cap.
       if (onProgress) this.#progress.set((progressToken = `warden-${randomUUID()}`), onProgress);
-      const _meta = progressToken ? { ...meta, progressToken } : meta;
+      // A 2026-07-28 server sends a request's log messages only when the request asks for a
+      // level; the agent's own level is applied when they are passed on.
+      const logLevel = onLog && client.getProtocolEra() === 'modern' ? { [LOG_LEVEL_META_KEY]: 'debug' } : undefined;
+      const _meta = progressToken || logLevel ? { ...meta, ...logLevel, ...(progressToken ? { progressToken } : {}) } : meta;
       const params = { name: tool, arguments: args, ...(_meta ? { _meta } : {}) };
-      const options = { timeout: timeoutMs, resetTimeoutOnProgress: false, ...(signal ? { signal } : {}) };
+      const stop = signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal;
+      const options = { timeout: BACKSTOP_TIMEOUT_MS, resetTimeoutOnProgress: false, signal: stop };
       onSend?.();
-      const result = (await client.callTool(params, options)) as CallToolResult;
+      const result = (await requestScope.run(entry, () => client.callTool(params, options))) as CallToolResult;
       this.#timeoutsInARow = 0;
       this.#openUntil = 0;
       return result;
     } catch (error) {
-      const translated = signal?.aborted
-        ? new WardenError('WARDEN_CALL_CANCELLED', 'the agent cancelled the call', { server: this.server })
-        : this.#translate(error, timeoutMs);
+      const translated = entry.denied
+        ? new WardenError('WARDEN_SERVER_REQUEST_DENIED', `server "${this.server}" asked the host for something the broker refused (${entry.denied}), and the call failed`, { server: this.server })
+        : deadline.expired
+        ? new WardenError('WARDEN_DOWNSTREAM_TIMEOUT', `server "${this.server}" did not answer within ${timeoutMs} ms`, { server: this.server })
+        : signal?.aborted
+          ? new WardenError('WARDEN_CALL_CANCELLED', 'the agent cancelled the call', { server: this.server })
+          : this.#translate(error, timeoutMs);
       if (translated.code === 'WARDEN_DOWNSTREAM_TIMEOUT') this.#recordTimeout();
       throw translated;
     } finally {
+      deadline.clear();
+      this.#inFlight.delete(entry);
       if (progressToken) this.#progress.delete(progressToken);
       if (trial) this.#trialInFlight = false;
     }
   }
 
   /**
-   * Progress for a call in flight is handed on as its message arrives, before the SDK sees
-   * it. The SDK runs notification handlers a microtask later but settles a response at once,
+   * A sampling or elicitation request from the server. It goes to the call it belongs to:
+   * the one it arrived under, else, over a connection that cannot say (2025-era stdio), the
+   * only request of the broker's in flight to this server. With none, or several, the
+   * server's request cannot be tied to one agent's call and is refused, never guessed.
+   */
+  async #serverRequest(method: string, params: unknown, signal: AbortSignal): Promise<Record<string, unknown>> {
+    if (!this.#admitServerMessage()) throw new ProtocolError(-32600, `mcp-warden refused ${method} [WARDEN_SERVER_REQUEST_DENIED]: too many requests from this server`);
+    const call = this.#callOfMessage();
+    const refuse = (reason: string, text: string): never => {
+      if (call) call.denied = method;
+      this.#audit({ event: 'server.request', server: this.server, method: printable(method), ...(call?.agent === undefined ? {} : { agent: call.agent }), decision: 'deny', outcome: 'refused', reason, inFlight: this.#inFlight.size });
+      throw new ProtocolError(-32600, `mcp-warden refused ${method} [WARDEN_SERVER_REQUEST_DENIED]: ${text}`);
+    };
+    if (!call) return refuse(this.#inFlight.size === 0 ? 'no-call-in-flight' : 'unattributable', 'it cannot be tied to one agent\'s call, so it is not passed on');
+    if (!call.ask) return refuse('not-during-a-tool-call', 'it is relayed only during a tool call');
+    if (++call.questions > MAX_QUESTIONS_PER_CALL) return refuse('too-many-questions', `a call may ask the host at most ${MAX_QUESTIONS_PER_CALL} times`);
+    call.deadline?.hold();
+    try {
+      return await call.ask(method, params, signal);
+    } catch (error) {
+      call.denied = method;
+      const message = error instanceof WardenError ? `[${error.code}]: ${error.message}` : '[WARDEN_INTERNAL]: the broker could not relay it';
+      throw new ProtocolError(-32600, `mcp-warden refused ${method} ${this.#redact(message)}`);
+    } finally {
+      call.deadline?.release();
+    }
+  }
+
+  /**
+   * The call a server's message (a request, a log message) belongs to: the one it arrived
+   * under, when the connection says so (2026-07-28, or a Streamable HTTP response stream).
+   * Otherwise (2025-era stdio) only a guess is possible, the single request in flight, and
+   * it is taken only when one agent alone uses this server; else undefined: never a guess
+   * that could hand one agent's message to another.
+   */
+  #callOfMessage(): InFlight | undefined {
+    const scoped = requestScope.getStore();
+    if (scoped) return this.#inFlight.has(scoped) ? scoped : undefined;
+    if (this.#inFlight.size !== 1) return undefined;
+    const only = [...this.#inFlight][0]!;
+    const sole = this.#options.soleAgent?.();
+    return only.agent !== undefined && only.agent === sole ? only : undefined;
+  }
+
+  /** Server requests and roots/list a minute, beyond which they are refused without a record each. */
+  #admitServerMessage(): boolean {
+    const now = performance.now();
+    if (now - this.#serverMessages.since > 60_000) this.#serverMessages = { since: now, count: 0 };
+    this.#serverMessages.count++;
+    if (this.#serverMessages.count === MAX_SERVER_MESSAGES_PER_MINUTE + 1) {
+      this.#audit({ event: 'server.request', server: this.server, decision: 'deny', outcome: 'refused', reason: 'rate-limited', perMinute: MAX_SERVER_MESSAGES_PER_MINUTE });
+    }
+    return this.#serverMessages.count <= MAX_SERVER_MESSAGES_PER_MINUTE;
+  }
+
+  /**
+   * A log message from the server goes to the call it belongs to (found as for a server's
+   * request); one that cannot be tied to exactly one call is not passed on to any agent.
+   */
+  #logMessage(params: { level: LoggingLevel; data?: unknown; logger?: string }): void {
+    const call = this.#callOfMessage();
+    if (call?.log) call.log({ level: params.level, data: params.data, ...(typeof params.logger === 'string' ? { logger: params.logger } : {}) });
+  }
+
+  /**
+   * Subscribes to a resource for the broker (the broker fans updates out to the agents that
+   * asked and may read it). Throws a WardenError when the server cannot subscribe.
+   */
+  async subscribeResource(uri: string, timeoutMs: number): Promise<void> {
+    const client = this.#usableClient();
+    if (!client.getServerCapabilities()?.resources?.subscribe) throw new WardenError('WARDEN_RESOURCE_NOT_FOUND', `server "${this.server}" does not offer resource subscriptions`, { server: this.server });
+    if (this.#subscribed.has(uri)) return;
+    this.#subscribed.add(uri);
+    try {
+      await this.#downstream(timeoutMs, () => this.#sendSubscriptions(client, uri, 'subscribe', timeoutMs));
+    } catch (error) {
+      this.#subscribed.delete(uri);
+      throw error;
+    }
+  }
+
+  async unsubscribeResource(uri: string, timeoutMs: number): Promise<void> {
+    if (!this.#subscribed.delete(uri)) return;
+    const client = this.#client;
+    if (this.#state !== 'ready' || !client) return;
+    await this.#downstream(timeoutMs, () => this.#sendSubscriptions(client, uri, 'unsubscribe', timeoutMs)).catch(() => undefined);
+  }
+
+  /** 2025 era: one request per URI. 2026-07-28: the change stream is opened anew with every URI. */
+  #sendSubscriptions(client: Client, uri: string | undefined, change: 'subscribe' | 'unsubscribe', timeoutMs: number): Promise<void> {
+    const work = this.#subscriptionWork.then(() => this.#changeSubscriptions(client, uri, change, timeoutMs));
+    this.#subscriptionWork = work.catch(() => undefined);
+    return work;
+  }
+
+  async #changeSubscriptions(client: Client, uri: string | undefined, change: 'subscribe' | 'unsubscribe', timeoutMs: number): Promise<void> {
+    if (client.getProtocolEra() !== 'modern') {
+      if (uri === undefined) return;
+      await (change === 'subscribe' ? client.subscribeResource({ uri }, { timeout: timeoutMs }) : client.unsubscribeResource({ uri }, { timeout: timeoutMs }));
+      return;
+    }
+    const previous = this.#resourceStream;
+    this.#resourceStream = undefined;
+    await previous?.close().catch(() => undefined);
+    if (this.#subscribed.size === 0) return;
+    this.#resourceStream = await client.listen({ resourceSubscriptions: [...this.#subscribed] }, { timeout: timeoutMs });
+  }
+
+  /** After a reconnect: the server has forgotten every subscription. */
+  async #resubscribe(client: Client): Promise<void> {
+    const timeoutMs = this.#options.connectTimeoutMs;
+    this.#resourceStream = undefined;
+    // A backend that replaced another (a reload) takes over the subscriptions agents hold.
+    for (const uri of this.#options.subscriptions?.() ?? []) this.#subscribed.add(uri);
+    if (this.#subscribed.size === 0 || !client.getServerCapabilities()?.resources?.subscribe) return;
+    try {
+      if (client.getProtocolEra() === 'modern') await this.#sendSubscriptions(client, undefined, 'subscribe', timeoutMs);
+      else for (const uri of this.#subscribed) await client.subscribeResource({ uri }, { timeout: timeoutMs });
+    } catch (error) {
+      this.#options.logger.warn({ server: this.server, err: this.#redact(error instanceof Error ? error.message : String(error)) }, 'resource subscriptions could not be renewed after a reconnect');
+    }
+  }
+
+  /** roots/list: the roots the config gives this server, the same for every agent. */
+  #roots(): { roots: { uri: string; name?: string }[] } {
+    if (!this.#admitServerMessage()) throw new ProtocolError(-32600, 'mcp-warden refused roots/list [WARDEN_SERVER_REQUEST_DENIED]: too many requests from this server');
+    const roots = (this.#options.roots?.() ?? []).map((root) => ({ uri: root.uri, ...(root.name === undefined ? {} : { name: root.name }) }));
+    this.#audit({ event: 'server.request', server: this.server, method: 'roots/list', decision: 'allow', outcome: 'ok', roots: roots.length });
+    return { roots };
+  }
+
+  /**
+   * Progress and log messages for a call in flight are handed on as they arrive, before the SDK sees
+   * them. The SDK runs notification handlers a microtask later but settles a response at once,
    * removing the call's onprogress: a server's last progress, read in the same chunk as its
    * result, was dropped (modelcontextprotocol/typescript-sdk#2580). Other messages, and
    * progress for tokens the broker did not send, go to the SDK unchanged.
@@ -207,6 +414,12 @@ export class McpBackend implements ToolBackend {
   #routeProgress(transport: Transport): void {
     const deliver = transport.onmessage;
     transport.onmessage = (message, extra) => {
+      // Log messages too: the call they belong to must still be in flight when they are read.
+      if ('method' in message && message.method === 'notifications/message' && !('id' in message)) {
+        const { level, data, logger } = (message.params ?? {}) as { level?: unknown; data?: unknown; logger?: unknown };
+        if (typeof level === 'string' && LOG_LEVELS.has(level)) this.#logMessage({ level: level as LoggingLevel, data, ...(typeof logger === 'string' ? { logger } : {}) });
+        return;
+      }
       if ('method' in message && message.method === 'notifications/progress' && !('id' in message)) {
         const { progressToken, progress, total, message: text } = (message.params ?? {}) as { progressToken?: unknown; progress?: unknown; total?: unknown; message?: unknown };
         const forward = typeof progressToken === 'string' ? this.#progress.get(progressToken) : undefined;
@@ -286,6 +499,16 @@ export class McpBackend implements ToolBackend {
 
   /** One request to the server, its failures translated like a tool call's. */
   async #downstream<T>(timeoutMs: number, send: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const entry: InFlight = { questions: 0 };
+    this.#inFlight.add(entry);
+    try {
+      return await requestScope.run(entry, () => this.#downstreamOnce(timeoutMs, send, signal));
+    } finally {
+      this.#inFlight.delete(entry);
+    }
+  }
+
+  async #downstreamOnce<T>(timeoutMs: number, send: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     try {
       return await send();
     } catch (error) {
@@ -345,14 +568,21 @@ export class McpBackend implements ToolBackend {
       { ...BROKER_INFO },
       {
         versionNegotiation: { mode: negotiationMode(this.#transportSpec.era) },
+        // Declared for every agent at once; each request is then judged for the agent whose
+        // call it arrives in (and refused when it cannot be tied to one).
+        capabilities: { sampling: {}, elicitation: { form: {} }, roots: {} },
         // Opens the change stream on a 2026-07-28 connection; the handler itself is set
         // after connecting, so it also runs for a server that never advertised the capability.
         listChanged: {
           tools: { autoRefresh: false, debounceMs: 0, onChanged: () => undefined },
           prompts: { autoRefresh: false, debounceMs: 0, onChanged: () => undefined },
+          resources: { autoRefresh: false, debounceMs: 0, onChanged: () => undefined },
         },
       },
     );
+    client.setRequestHandler('sampling/createMessage', (request, ctx) => this.#serverRequest('sampling/createMessage', request.params, ctx.mcpReq.signal) as never);
+    client.setRequestHandler('elicitation/create', (request, ctx) => this.#serverRequest('elicitation/create', request.params, ctx.mcpReq.signal) as never);
+    client.setRequestHandler('roots/list', () => this.#roots());
     let timer: NodeJS.Timeout | undefined;
     try {
       const credentials = resolveCredentials(this.server, manifest.credentials, this.#options.credentialSources);
@@ -377,6 +607,19 @@ export class McpBackend implements ToolBackend {
       client.onclose = () => this.#onDisconnect(client);
       client.setNotificationHandler('notifications/tools/list_changed', () => void this.#recheck('list_changed'));
       client.setNotificationHandler('notifications/prompts/list_changed', () => void this.#recheck('list_changed'));
+      client.setNotificationHandler('notifications/resources/updated', (notification) => {
+        // Only what the broker subscribed to: a server cannot push updates nobody asked for.
+        if (this.#subscribed.has(notification.params.uri)) this.#options.onResourceUpdated?.(notification.params.uri);
+      });
+      client.setNotificationHandler('notifications/resources/list_changed', () => this.#options.onResourcesChanged?.());
+      void this.#resubscribe(client);
+      // One level for the whole 2025-era session, shared by every agent: the lowest, so
+      // each agent's own level can be applied when a message is passed on.
+      if (client.getProtocolEra() === 'legacy' && client.getServerCapabilities()?.logging) {
+        void client.setLoggingLevel('debug', { timeout: connectTimeoutMs }).catch((error: unknown) => {
+          logger.debug({ server: this.server, err: error instanceof Error ? error.message : String(error) }, 'logging/setLevel refused by the server');
+        });
+      }
       logger.info({ server: this.server, era: client.getProtocolEra() }, 'downstream server connected');
       this.#audit({ event: 'server.state', server: this.server, state: 'ready', era: client.getProtocolEra(), manifest: manifest.name, serial: manifest.serial });
       this.#judge({ tools, prompts, instructions: client.getInstructions() }, 'connect');
@@ -518,7 +761,8 @@ export class McpBackend implements ToolBackend {
     const delay = Math.min(this.#backoff.initialMs * 2 ** this.#attempt, this.#backoff.maxMs);
     this.#attempt = Math.min(this.#attempt + 1, 30);
     clearTimeout(this.#restartTimer);
-    this.#restartTimer = setTimeout(() => void this.#connect(), delay);
+    // Outside any call's scope: the new connection's messages must not inherit one.
+    this.#restartTimer = requestScope.exit(() => setTimeout(() => void this.#connect(), delay));
     this.#restartTimer.unref();
   }
 
@@ -605,6 +849,59 @@ function negotiationMode(era: Era): VersionNegotiationMode {
   if (era === 'legacy') return 'legacy';
   if (era === 'modern') return { pin: '2026-07-28' };
   return 'auto';
+}
+
+/**
+ * The SDK's own timeout for a tools/call: only a backstop, far past the broker's deadline
+ * and the longest a server's question can wait for its answer.
+ */
+const BACKSTOP_TIMEOUT_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * A call's timeout that stands still while held: a server's sampling or elicitation request
+ * waits on a person, whose time is bounded separately (limits.answerTimeoutMs).
+ */
+class Deadline {
+  readonly #controller = new AbortController();
+  #remainingMs: number;
+  #startedAt = performance.now();
+  #holds = 0;
+  #cleared = false;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(timeoutMs: number) {
+    this.#remainingMs = timeoutMs;
+    this.#arm();
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  get expired(): boolean {
+    return this.#controller.signal.aborted;
+  }
+
+  hold(): void {
+    if (this.#holds++ > 0 || this.expired) return;
+    clearTimeout(this.#timer);
+    this.#remainingMs -= performance.now() - this.#startedAt;
+  }
+
+  release(): void {
+    if (--this.#holds > 0 || this.expired || this.#cleared) return;
+    this.#startedAt = performance.now();
+    this.#arm();
+  }
+
+  clear(): void {
+    this.#cleared = true;
+    clearTimeout(this.#timer);
+  }
+
+  #arm(): void {
+    this.#timer = setTimeout(() => this.#controller.abort(new Error('call timeout')), Math.max(0, this.#remainingMs));
+  }
 }
 
 /** Every page of a list, bounded: a server that pages on and on is not believed. */

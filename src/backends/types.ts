@@ -1,4 +1,4 @@
-import type { CallToolResult } from '@modelcontextprotocol/client';
+import type { CallToolResult, LoggingLevel } from '@modelcontextprotocol/client';
 import type { OAuthSession } from '../pipeline/types.ts';
 
 export type BackendState = 'starting' | 'ready' | 'down' | 'closed';
@@ -30,6 +30,14 @@ export interface ToolCall {
   /** The request's _meta for the server (the broker's identity token). */
   readonly meta?: Record<string, unknown>;
   readonly onProgress?: (progress: { progress: number; total?: number; message?: string }) => void;
+  /** A log message the server sends during this call (notifications/message), uncleaned. */
+  readonly onLog?: (message: { readonly level: LoggingLevel; readonly data: unknown; readonly logger?: string }) => void;
+  /**
+   * Relays a request the server sends back during this call (sampling, elicitation) to the
+   * agent's host, under policy; throws a WardenError to refuse it. The call's timeout does
+   * not run while it waits.
+   */
+  readonly ask?: (method: string, params: unknown, signal: AbortSignal) => Promise<Record<string, unknown>>;
   /** Runs just before the request is sent, after every local refusal; may throw to stop it. */
   readonly onSend?: () => void;
   /** For audit records the backend writes about this call. */

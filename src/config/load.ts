@@ -14,7 +14,7 @@ import type { Manifest, SandboxLimitSettings } from '../manifest/types.ts';
 import { CODE_MODE_SERVER, RUN_CODE, runCodeTool } from '../catalog/builtin.ts';
 import { openStateStore, type ManifestHistory } from '../state/store.ts';
 import { compileGlob, compileGrants, type RawGrant } from '../policy/grants.ts';
-import { compilePromptGrants, compileResourceGrants, type RawSurfaceGrant } from '../policy/surface-grants.ts';
+import { compilePromptGrants, compileResourceGrants, compileServerRequestGrants, type RawSurfaceGrant } from '../policy/surface-grants.ts';
 import { resourceUriProblem } from '../guard/resource-uri.ts';
 import { buildPromptCatalog } from '../catalog/prompts.ts';
 import type { RateLimit } from '../guard/rate-limits.ts';
@@ -38,6 +38,8 @@ export const DEFAULTS = {
   maxBodyBytes: 1024 * 1024, // 1 MiB
   callTimeoutMs: 30_000, // 30 s
   maxCallTimeoutMs: 120_000, // 2 min
+  answerTimeoutMs: 300_000, // 5 min for a person to answer a server's question
+  maxServerRequestBytes: 256 * 1024, // 256 KiB
   breakerTimeouts: 3, // timeouts in a row
   breakerCooldownMs: 30_000, // 30 s
   connectTimeoutMs: 15_000, // 15 s
@@ -77,7 +79,7 @@ const validateConfig = new Ajv2020({ allErrors: true, strict: true }).compile(co
 
 interface RawConfig {
   manifestsDir?: string;
-  servers: Record<string, { manifest: string; name: string; enabled?: boolean; identity?: { audience?: string; lifetimeSeconds?: number }; allowPlainHttp?: boolean; tls?: { ca?: string }; prefix?: boolean }>;
+  servers: Record<string, { manifest: string; name: string; enabled?: boolean; identity?: { audience?: string; lifetimeSeconds?: number }; allowPlainHttp?: boolean; tls?: { ca?: string }; prefix?: boolean; roots?: { uri: string; name?: string }[] }>;
   identity?: { keyFile?: string; issuer?: string };
   agents: Record<string, { tokenSha256?: string; oauthSubject?: string; allow: (RawGrant & RawSurfaceGrant)[]; rateLimit?: RateLimit }>;
   rateLimits?: { concurrent?: number; perAgent?: RateLimit; perTool?: RateLimit; tools?: ({ tools: string[] } & RateLimit)[] };
@@ -90,6 +92,8 @@ interface RawConfig {
   limits?: {
     callTimeoutMs?: number;
     maxCallTimeoutMs?: number;
+    answerTimeoutMs?: number;
+    maxServerRequestBytes?: number;
     connectTimeoutMs?: number;
     maxResultBytes?: number;
     breaker?: { timeouts?: number; cooldownMs?: number };
@@ -163,6 +167,13 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
   const prompts = buildPromptCatalog(servers, path, unprefixed);
   const credentials = loadCredentialSources(raw, servers, dir, path, warnings);
   const serverTls = loadServerTls(raw, servers, dir, path, warnings);
+  const roots = new Map<string, readonly { uri: string; name?: string }[]>();
+  for (const [name, entry] of Object.entries(raw.servers)) {
+    const type = servers.get(name)?.transport.type;
+    if (!entry.roots || type === undefined) continue;
+    if (type === 'http-api' || type === 'sandbox') warnings.push(`/servers/${name}/roots: has no effect; the server is not an MCP server`);
+    else roots.set(name, entry.roots);
+  }
 
   const agents = new Map<string, AgentPolicy>();
   const tokenOwners = new Map<string, string>();
@@ -198,6 +209,7 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
       grants,
       promptGrants,
       resourceGrants: compileResourceGrants(agent.allow),
+      serverRequestGrants: compileServerRequestGrants(agent.allow),
       rateLimit: mergeLimit(mergeLimit(DEFAULTS.perAgent, raw.rateLimits?.perAgent), agent.rateLimit),
     });
   }
@@ -254,12 +266,15 @@ export function loadConfig(file: string, options: LoadConfigOptions = {}): Warde
     metrics,
     credentials,
     serverTls,
+    roots,
     identityTokens,
     identity: { keyFile: resolve(dir, raw.identity?.keyFile ?? DEFAULTS.identityKeyFile), issuer: raw.identity?.issuer ?? DEFAULTS.identityIssuer },
     limits: {
       maxResultBytes: raw.limits?.maxResultBytes ?? DEFAULTS.maxResultBytes,
       callTimeoutMs,
       maxCallTimeoutMs,
+      answerTimeoutMs: raw.limits?.answerTimeoutMs ?? DEFAULTS.answerTimeoutMs,
+      maxServerRequestBytes: raw.limits?.maxServerRequestBytes ?? DEFAULTS.maxServerRequestBytes,
       breaker: { timeouts: raw.limits?.breaker?.timeouts ?? DEFAULTS.breakerTimeouts, cooldownMs: raw.limits?.breaker?.cooldownMs ?? DEFAULTS.breakerCooldownMs },
       connectTimeoutMs: raw.limits?.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
       arguments: { ...DEFAULT_ARGUMENT_LIMITS, ...raw.limits?.arguments },
@@ -493,22 +508,25 @@ function checkOAuthAgent(name: string, agent: RawConfig['agents'][string], oauth
 function checkGrantShapes(name: string, allow: readonly (RawGrant & RawSurfaceGrant)[], servers: RawConfig['servers'], manifests: ReadonlyMap<string, Manifest>, path: string, warnings: string[]): void {
   allow.forEach((grant, index) => {
     const at = `${path}: at /agents/${name}/allow/${index}`;
-    const kinds = (['tools', 'prompts', 'resources'] as const).filter((kind) => grant[kind] !== undefined);
+    const kinds = (['tools', 'prompts', 'resources', 'serverRequests'] as const).filter((kind) => grant[kind] !== undefined);
     if (kinds.length !== 1) {
-      throw new WardenError('WARDEN_CONFIG_INVALID', `${at}: a grant names exactly one of tools, prompts or resources (this one has ${kinds.length === 0 ? 'none' : kinds.join(' and ')}); split it into one grant each`, { file: path });
+      throw new WardenError('WARDEN_CONFIG_INVALID', `${at}: a grant names exactly one of tools, prompts, resources or serverRequests (this one has ${kinds.length === 0 ? 'none' : kinds.join(' and ')}); split it into one grant each`, { file: path });
     }
     if (grant.resources !== undefined && grant.server === undefined) throw new WardenError('WARDEN_CONFIG_INVALID', `${at}: a resources grant needs server: the server whose resources it names`, { file: path });
+    if (grant.serverRequests !== undefined && grant.server === undefined) throw new WardenError('WARDEN_CONFIG_INVALID', `${at}: a serverRequests grant needs server: the server that may ask`, { file: path });
     if (grant.tools === undefined) {
       for (const field of ['access', 'approval', 'fallback'] as const) {
         if (grant[field] !== undefined) throw new WardenError('WARDEN_CONFIG_INVALID', `${at}/${field}: applies to tool grants only; prompts and resources are read-only`, { file: path });
       }
     }
-    if (grant.server !== undefined && grant.resources === undefined) throw new WardenError('WARDEN_CONFIG_INVALID', `${at}/server: applies to resource grants only (with resources)`, { file: path });
+    if (grant.server !== undefined && grant.resources === undefined && grant.serverRequests === undefined) {
+      throw new WardenError('WARDEN_CONFIG_INVALID', `${at}/server: applies to resources and serverRequests grants only`, { file: path });
+    }
     if (grant.server !== undefined && !Object.hasOwn(servers, grant.server)) {
       throw new WardenError('WARDEN_CONFIG_INVALID', `${at}/server: no server "${grant.server}" under /servers`, { file: path });
     }
     const type = grant.server === undefined ? undefined : manifests.get(grant.server)?.transport.type;
-    if (type === 'http-api' || type === 'sandbox') warnings.push(`/agents/${name}/allow/${index}/server: "${grant.server}" is not an MCP server and has no resources; this grant matches nothing`);
+    if (type === 'http-api' || type === 'sandbox') warnings.push(`/agents/${name}/allow/${index}/server: "${grant.server}" is not an MCP server and ${grant.resources ? 'has no resources' : 'sends no requests'}; this grant matches nothing`);
     (grant.resources ?? []).forEach((pattern, i) => {
       const problem = resourceUriProblem(pattern.replaceAll('*', 'x'));
       if (problem) throw new WardenError('WARDEN_CONFIG_INVALID', `${at}/resources/${i}: "${pattern}" can never match a URI the broker reads: ${problem.replace('the URI', 'the pattern')}`, { file: path });

@@ -2,7 +2,7 @@ import type { ArgumentLimits } from '../guard/argument-limits.ts';
 import type { CatalogTool } from '../catalog/build.ts';
 import type { Manifest, SandboxLimitSettings } from '../manifest/types.ts';
 import type { Grant, Matcher } from '../policy/grants.ts';
-import type { PromptGrant, ResourceGrant } from '../policy/surface-grants.ts';
+import type { PromptGrant, ResourceGrant, ServerRequestGrant } from '../policy/surface-grants.ts';
 import type { CatalogPrompt } from '../catalog/prompts.ts';
 import type { RateLimit } from '../guard/rate-limits.ts';
 import type { RejectionReason } from '../manifest/rejections.ts';
@@ -28,6 +28,8 @@ export interface AgentPolicy {
   readonly promptGrants: readonly PromptGrant[];
   /** Which resources (by server and URI pattern) the agent may list and read. */
   readonly resourceGrants: readonly ResourceGrant[];
+  /** Which servers may ask this agent's host for sampling or elicitation during a call. */
+  readonly serverRequestGrants: readonly ServerRequestGrant[];
   /** rateLimits.perAgent with this agent's own rateLimit over it. */
   readonly rateLimit: RateLimit;
 }
@@ -135,11 +137,17 @@ export interface WardenConfig {
   readonly identity: { readonly keyFile: string; readonly issuer: string };
   /** Streamable HTTP servers' TLS settings from the config (a CA to trust instead of the default set), by server key. */
   readonly serverTls: ReadonlyMap<string, { readonly ca?: string }>;
+  /** The roots each MCP server is told when it asks for roots/list, by server key (none when absent). */
+  readonly roots: ReadonlyMap<string, readonly { readonly uri: string; readonly name?: string }[]>;
   /** By server key, then credential name. */
   readonly credentials: ReadonlyMap<string, ReadonlyMap<string, CredentialSource>>;
   readonly limits: {
     readonly callTimeoutMs: number;
     readonly maxCallTimeoutMs: number;
+    /** How long a server's sampling or elicitation request waits for the host's answer. */
+    readonly answerTimeoutMs: number;
+    /** Largest server request (sampling, elicitation) and answer, in bytes of JSON. */
+    readonly maxServerRequestBytes: number;
     readonly connectTimeoutMs: number;
     readonly breaker: { readonly timeouts: number; readonly cooldownMs: number };
     readonly maxResultBytes: number;

@@ -1,10 +1,17 @@
-import { randomBytes } from 'node:crypto';
-import { CLIENT_CAPABILITIES_META_KEY, createRequestStateCodec, inputRequired, ProtocolError, Server, type ClientCapabilities, type RequestStateCodec, type ServerContext } from '@modelcontextprotocol/server';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { CLIENT_CAPABILITIES_META_KEY, createRequestStateCodec, inputRequired, LOG_LEVEL_META_KEY, ProtocolError, Server, type CallToolResult, type LoggingLevel, type ClientCapabilities, type InputRequests, type RequestStateCodec, type ServerContext } from '@modelcontextprotocol/server';
+import { writeOrLog } from '../audit/trail.ts';
+import { printableName } from '../pipeline/names.ts';
+import { WardenError } from '../errors.ts';
+import type { ServerRequestKind } from '../policy/surface-grants.ts';
+import type { HostChannel } from '../surface/server-requests.ts';
+import type { Subscriber } from '../surface/subscriptions.ts';
+import type { FlowStep } from './call-flows.ts';
 import { SurfaceRefusal, type SurfaceRequest } from '../surface/judge.ts';
 import type { WardenErrorCode } from '../errors.ts';
 import type { Broker } from '../broker.ts';
 import { IDEMPOTENCY_META_KEY } from '../pipeline/stages/deduplicate.ts';
-import { APPROVAL_INPUT_KEY, type OAuthSession, type Progress } from '../pipeline/types.ts';
+import { APPROVAL_INPUT_KEY, REFUSAL_META_KEY, type LogMessage, type OAuthSession, type Progress } from '../pipeline/types.ts';
 import { BROKER_INFO } from '../version.ts';
 
 const INSTRUCTIONS =
@@ -22,6 +29,9 @@ const RPC_CODES: Partial<Record<WardenErrorCode, number>> = {
   WARDEN_ARGUMENTS_INVALID: -32602,
 };
 
+/** RFC 5424 severities, lowest first, as MCP names them. */
+const LOG_SEVERITY: ReadonlyMap<string, number> = new Map(['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'].map((level, index) => [level, index]));
+
 /** The form the host shows its user for an in-band approval: one yes/no question. */
 const APPROVAL_FORM: { type: 'object'; properties: { approve: { type: 'boolean'; title: string; description: string } }; required: string[] } = {
   type: 'object',
@@ -29,14 +39,21 @@ const APPROVAL_FORM: { type: 'object'; properties: { approve: { type: 'boolean';
   required: ['approve'],
 };
 
-export type ApprovalStateCodec = RequestStateCodec<{ approvalId: string }>;
+/** What a retried tools/call carries, sealed: the approval it answers, or the server's question. */
+export interface FrontState {
+  readonly approvalId?: string;
+  readonly flowId?: string;
+  readonly round?: number;
+}
+
+export type ApprovalStateCodec = RequestStateCodec<FrontState>;
 
 /**
  * Seals the state an in-band approval carries through the client (HMAC, key held by this
  * process), so a retry can only name an approval the broker itself asked about.
  */
 export function approvalStateCodec(ttlSeconds: number): ApprovalStateCodec {
-  return createRequestStateCodec<{ approvalId: string }>({ key: randomBytes(32), ttlSeconds });
+  return createRequestStateCodec<FrontState>({ key: randomBytes(32), ttlSeconds });
 }
 
 /**
@@ -52,7 +69,7 @@ export function createAgentServer(broker: Broker, agentName: string, options: { 
     { ...BROKER_INFO },
     {
       // logging: setLevel is accepted per session (the SDK keeps the level).
-      capabilities: { tools: { listChanged: true }, prompts: { listChanged: true }, resources: {}, completions: {}, logging: {} },
+      capabilities: { tools: { listChanged: true }, prompts: { listChanged: true }, resources: { subscribe: true, listChanged: true }, completions: {}, logging: {} },
       instructions: INSTRUCTIONS,
       requestState: { verify: options.approvalState.verify },
     },
@@ -64,36 +81,93 @@ export function createAgentServer(broker: Broker, agentName: string, options: { 
       // A quarantine or a new config can change the prompts too.
       void server.sendPromptListChanged().catch(() => undefined);
     });
-    server.onclose = unsubscribe;
+    const unsubscribeResources = broker.onResourcesChanged((agents) => {
+      if (agents.has(agentName)) void server.sendResourceListChanged().catch(() => undefined);
+    });
+    server.onclose = () => {
+      unsubscribe();
+      unsubscribeResources();
+    };
   }
+  // The level this session asked for (2025 era, logging/setLevel); a 2026-07-28 request names its own.
+  let sessionLogLevel: LoggingLevel | undefined;
+  server.setRequestHandler('logging/setLevel', (request) => {
+    sessionLogLevel = request.params.level;
+    return {};
+  });
   const surface = (ctx: ServerContext): SurfaceRequest => ({ agentName, ...session, signal: ctx.mcpReq.signal });
   server.setRequestHandler('tools/list', async () => broker.listTools(agentName, session));
   server.setRequestHandler('resources/list', (_request, ctx) => answered(broker.listResources(surface(ctx))));
   server.setRequestHandler('resources/templates/list', (_request, ctx) => answered(broker.listResourceTemplates(surface(ctx))));
   server.setRequestHandler('resources/read', (request, ctx) => answered(broker.readResource(surface(ctx), request.params.uri)));
+  // 2025 era: subscriptions live as long as this session (a 2026-07-28 agent's listen
+  // stream is answered by the SDK's entry and carries no resource updates from the broker).
+  const subscriber: Subscriber = { request: { agentName, ...session }, notify: (uri) => void server.sendResourceUpdated({ uri }).catch(() => undefined) };
+  server.setRequestHandler('resources/subscribe', (request) => answered(broker.subscriptions.subscribe(subscriber, request.params.uri)));
+  server.setRequestHandler('resources/unsubscribe', (request) => answered(broker.subscriptions.unsubscribe(subscriber, request.params.uri)));
+  const closed = server.onclose;
+  server.onclose = () => {
+    closed?.();
+    void broker.subscriptions.dropSession(subscriber).catch(() => undefined);
+  };
   server.setRequestHandler('prompts/list', (_request, ctx) => answered(broker.listPrompts(surface(ctx))));
   server.setRequestHandler('prompts/get', (request, ctx) => answered(broker.getPrompt(surface(ctx), request.params.name, request.params.arguments)));
   server.setRequestHandler('completion/complete', (request, ctx) => answered(broker.complete(surface(ctx), request.params)));
   server.setRequestHandler('tools/call', async (request, ctx) => {
     const args = request.params.arguments ?? {};
+    const name = request.params.name;
     // Progress goes back only to an agent that asked for it, under the agent's own token.
     const progressToken = ctx.mcpReq._meta?.progressToken;
     const onProgress =
       progressToken === undefined
         ? undefined
         : (progress: Progress) => void ctx.mcpReq.notify({ method: 'notifications/progress', params: { progressToken, ...progress } }).catch(() => undefined);
-    // The signal aborts when the agent cancels or goes away; the downstream call follows.
-    const answer = await broker.call(agentName, request.params.name, args as Record<string, unknown>, {
-      signal: ctx.mcpReq.signal,
-      ...session,
-      ...(onProgress ? { onProgress } : {}),
-      idempotencyKey: request.params._meta?.[IDEMPOTENCY_META_KEY],
-      userInput: {
-        canAsk: canAskUser(server, ctx),
-        ...(ctx.mcpReq.inputResponses ? { responses: ctx.mcpReq.inputResponses } : {}),
-        ...(ctx.mcpReq.requestState() === undefined ? {} : { state: ctx.mcpReq.requestState() }),
-      },
-    });
+    // The server's log messages during the call, at or above the level the agent asked for.
+    const logLevel = ((ctx.mcpReq.envelope as Record<string, unknown> | undefined)?.[LOG_LEVEL_META_KEY] as LoggingLevel | undefined) ?? sessionLogLevel;
+    const onLog =
+      logLevel === undefined || !LOG_SEVERITY.has(logLevel)
+        ? undefined
+        : ({ level, data, logger }: LogMessage) => {
+            if ((LOG_SEVERITY.get(level) ?? 0) >= (LOG_SEVERITY.get(logLevel) ?? 0)) void ctx.mcpReq.log(level, data, logger).catch(() => undefined);
+          };
+    const state = ctx.mcpReq.requestState() as FrontState | undefined;
+    let step: FlowStep<Awaited<ReturnType<Broker['call']>>>;
+    if (state?.flowId !== undefined && state.round !== undefined) {
+      // The retry that carries the host's answer to a server's question: the call goes on.
+      try {
+        step = await broker.flows.resume(agentName, name, { flowId: state.flowId, round: state.round }, ctx.mcpReq.inputResponses, ctx.mcpReq.signal);
+      } catch (error) {
+        if (error instanceof WardenError) return refusal(error, broker, agentName, name);
+        throw error;
+      }
+    } else {
+      const canAsk = canAskUser(server, ctx);
+      const can = (kind: ServerRequestKind) => hostCan(server, ctx, kind);
+      step = await broker.flows.begin(
+        agentName,
+        name,
+        (ask, signal) =>
+          // The signal aborts when the agent cancels or goes away; the downstream call follows.
+          broker.call(agentName, name, args as Record<string, unknown>, {
+            signal,
+            ...session,
+            ...(onProgress ? { onProgress } : {}),
+            ...(onLog ? { onLog } : {}),
+            idempotencyKey: request.params._meta?.[IDEMPOTENCY_META_KEY],
+            host: { can, ask } satisfies HostChannel,
+            userInput: {
+              canAsk,
+              ...(ctx.mcpReq.inputResponses ? { responses: ctx.mcpReq.inputResponses } : {}),
+              ...(state?.approvalId === undefined ? {} : { state: { approvalId: state.approvalId } }),
+            },
+          }),
+        ctx.mcpReq.signal,
+      );
+    }
+    if (step.kind === 'ask') {
+      return inputRequired({ inputRequests: step.questions as InputRequests, requestState: await options.approvalState.mint({ flowId: step.flowId, round: step.round }) });
+    }
+    const answer = step.value;
     if (answer.kind === 'result') return answer.result;
     return inputRequired({
       inputRequests: { [APPROVAL_INPUT_KEY]: inputRequired.elicit({ message: answer.message, requestedSchema: APPROVAL_FORM }) },
@@ -113,14 +187,30 @@ async function answered<T>(pending: Promise<T>): Promise<T> {
   }
 }
 
+/** A retry whose continuation is gone: a tool error with the code, like any refusal. */
+function refusal(error: WardenError, broker: Broker, agentName: string, tool: string): CallToolResult {
+  const correlationId = randomUUID();
+  writeOrLog(broker.audit, { event: 'tools/call', correlationId, agent: agentName, tool: printableName(tool), outcome: 'refused', decision: 'deny', reason: error.code }, broker.logger);
+  return { content: [{ type: 'text', text: `mcp-warden refused the call [${error.code}]: ${error.message}` }], isError: true, _meta: { [REFUSAL_META_KEY]: { code: error.code, correlationId } } };
+}
+
+/** The client capabilities of this request (2026-07-28) or of the session (2025 era). */
+function capabilitiesOf(server: Server, ctx: ServerContext): ClientCapabilities | undefined {
+  const envelope = ctx.mcpReq.envelope as Record<string, unknown> | undefined;
+  return (envelope?.[CLIENT_CAPABILITIES_META_KEY] as ClientCapabilities | undefined) ?? server.getClientCapabilities();
+}
+
+/** Whether the host can answer a server's sampling or (form) elicitation request. */
+function hostCan(server: Server, ctx: ServerContext, kind: ServerRequestKind): boolean {
+  return kind === 'sampling' ? capabilitiesOf(server, ctx)?.sampling !== undefined : canAskUser(server, ctx);
+}
+
 /**
  * Whether the host can show its user a form: the client declared elicitation (form mode)
  * on this request (2026-07-28) or at initialize (2025 era).
  */
 function canAskUser(server: Server, ctx: ServerContext): boolean {
-  const envelope = ctx.mcpReq.envelope as Record<string, unknown> | undefined;
-  const capabilities = (envelope?.[CLIENT_CAPABILITIES_META_KEY] as ClientCapabilities | undefined) ?? server.getClientCapabilities();
-  const elicitation = capabilities?.elicitation as { form?: unknown; url?: unknown } | undefined;
+  const elicitation = capabilitiesOf(server, ctx)?.elicitation as { form?: unknown; url?: unknown } | undefined;
   if (!elicitation) return false;
   // An empty elicitation capability means form mode (the 2025-06-18 shape).
   return elicitation.form !== undefined || elicitation.url === undefined;

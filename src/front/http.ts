@@ -1,7 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { toNodeHandler } from '@modelcontextprotocol/node';
-import { createMcpHandler } from '@modelcontextprotocol/server';
+import { NodeStreamableHTTPServerTransport, toNodeHandler } from '@modelcontextprotocol/node';
+import { classifyInboundRequest, createMcpHandler, isInitializeRequest, isJsonContentType } from '@modelcontextprotocol/server';
 import { writeOrLog } from '../audit/trail.ts';
 import type { Broker } from '../broker.ts';
 import { METADATA_PATH } from '../config/oauth-settings.ts';
@@ -11,6 +12,7 @@ import type { OAuthSession } from '../pipeline/types.ts';
 import { approvalStateCodec, createAgentServer } from './agent-server.ts';
 import { agentForBearer } from './bearer.ts';
 import { agentForSubject, createAccessTokenVerifier, protectedResourceMetadata, type TokenFailure } from './oauth.ts';
+import { ownedBy, sessionLimits, SessionTable, type SessionLimits, type SessionOwner } from './sessions.ts';
 
 export const MCP_PATH = '/mcp';
 const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
@@ -22,9 +24,14 @@ export interface HttpFront {
   close(): Promise<void>;
 }
 
+export interface HttpFrontOptions {
+  /** Bounds on 2025-era sessions; SESSION_LIMITS where not given. */
+  readonly sessions?: Partial<SessionLimits>;
+}
+
 /** Who a request's bearer token names, or why it names nobody. */
 type Authentication =
-  | { readonly agent: string; readonly oauth?: OAuthSession }
+  | SessionOwner
   | { readonly failure: TokenFailure | 'missing-token' | 'unknown-subject'; readonly detail?: Readonly<Record<string, string>> };
 
 /**
@@ -33,8 +40,13 @@ type Authentication =
  * identity is the one its token hash maps to in the config, or, with http.oauth, the one
  * its access token's subject maps to; nothing it says. With http.oauth the protected-
  * resource metadata (RFC 9728) is served too, after the same Host and Origin checks.
+ *
+ * 2026-07-28 requests are served one at a time by the SDK's handler. A 2025-era client
+ * gets a session (Mcp-Session-Id) at initialize, so that what the server sends on its own
+ * (list_changed, log messages, elicitation and sampling requests) can reach it and its
+ * logging level holds; the session is bound to the identity that opened it.
  */
-export async function startHttpFront(broker: Broker, listen: ListenAddress): Promise<HttpFront> {
+export async function startHttpFront(broker: Broker, listen: ListenAddress, options: HttpFrontOptions = {}): Promise<HttpFront> {
   // Fixed for the life of the listener (a reload that changes http is refused); the agents are read per request.
   const { config, logger, audit } = broker;
   const approvalState = approvalStateCodec(config.approvals.expireMs / 1000);
@@ -47,21 +59,40 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
     const session = authInfo?.extra?.['oauth'] as OAuthSession | undefined;
     return createAgentServer(broker, authInfo?.clientId ?? '', { notifyToolsChanged: false, approvalState, ...(session ? { oauth: session } : {}) });
   }, {
+    // 2025-era traffic is routed to sessions before it gets here; should any slip through,
+    // it is refused rather than served without one.
+    legacy: 'reject',
     onerror: (error) => logger.debug({ err: error.message }, 'mcp handler rejected a request'),
   });
+  // A session lasts while the config still lets its owner in the way it came: a static
+  // token on the agent, or the access token's subject mapped to it.
+  const sessions = new SessionTable(sessionLimits(options.sessions), ({ agent, oauth: token }) => {
+    const policy = broker.config.agents.get(agent);
+    if (policy === undefined) return false;
+    return token === undefined ? policy.tokenSha256 !== undefined : agentForSubject(token.subject, broker.config.agents) === agent;
+  });
   // One publication reaches every open change stream (2026-07-28 subscriptions/listen);
-  // each agent then lists again and sees only its own tools.
+  // each agent then lists again and sees only its own tools. Sessions notify their own
+  // agent (createAgentServer with notifyToolsChanged).
   const stopNotifying = broker.onToolsChanged(() => {
     handler.notify.toolsChanged();
     // A quarantine or a new config can change the prompts too.
     handler.notify.promptsChanged();
+    // A new config may have removed an agent: its sessions end now.
+    sessions.closeStale();
   });
+  const stopResourceNotices = broker.onResourcesChanged(() => handler.notify.resourcesChanged());
   const mcp = toNodeHandler(handler, {
     maxRequestBodySize: config.http.maxBodyBytes,
     onerror: (error) => logger.warn({ err: error.message }, 'http adapter error'),
   });
   const allowedHosts = new Set([...LOOPBACK_NAMES, ...config.http.allowedHosts.map((host) => normaliseHostName(host) ?? host.toLowerCase())]);
   const allowedOrigins = new Set(config.http.allowedOrigins.map((origin) => origin.toLowerCase()));
+  const tooLarge = (res: ServerResponse): void => {
+    // The rest of the body is left unread, so the connection cannot carry another request.
+    res.setHeader('connection', 'close');
+    reject(res, 413, 'body_too_large', `Request bodies are limited to ${config.http.maxBodyBytes} bytes.`);
+  };
 
   const server: HttpServer = createServer((req, res) => {
     // The last line of defence: nothing a request contains may take the process down.
@@ -83,6 +114,7 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
     if (countHeader(req.rawHeaders, 'host') !== 1 || countHeader(req.rawHeaders, 'authorization') > 1) {
       return reject(res, 400, 'duplicate_header', 'Send exactly one Host header and at most one Authorization header.');
     }
+    if (countHeader(req.rawHeaders, 'mcp-session-id') > 1) return reject(res, 400, 'duplicate_header', 'Send at most one Mcp-Session-Id header.');
     const hostname = hostOf(req.headers.host);
     if (hostname === undefined || !allowedHosts.has(hostname)) {
       return reject(res, 403, 'host_not_allowed', 'The Host header is not one this broker serves (DNS-rebinding defence). Add it to http.allowedHosts.');
@@ -100,9 +132,7 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
       return void res.end(req.method === 'HEAD' ? undefined : JSON.stringify(protectedResourceMetadata(oauth, broker.config.agents)));
     }
     const length = Number(req.headers['content-length'] ?? 0);
-    if (!Number.isFinite(length) || length > config.http.maxBodyBytes) {
-      return reject(res, 413, 'body_too_large', `Request bodies are limited to ${config.http.maxBodyBytes} bytes.`);
-    }
+    if (!Number.isFinite(length) || length > config.http.maxBodyBytes) return tooLarge(res);
     serveAuthenticated(req, res).catch((error: unknown) => {
       logger.error({ err: error }, 'http request failed');
       if (!res.headersSent) reject(res, 500, 'internal', 'The request failed inside the broker.');
@@ -131,6 +161,9 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
     if ('failure' in identity) {
       // The reason and a few facts (a claim's name, a verified subject), never the token.
       writeOrLog(audit, { ...identity.detail, event: 'auth.failure', reason: identity.failure, remote: req.socket.remoteAddress }, logger);
+      // A session whose agent a reload removed ends on its next request, though that is refused here.
+      const sessionId = headerValue(req, 'mcp-session-id');
+      if (sessionId !== undefined) sessions.get(sessionId);
       res.setHeader('WWW-Authenticate', challenge(header !== undefined));
       return reject(res, 401, 'WARDEN_UNAUTHENTICATED', oauth
         ? `A valid bearer token is required: this agent's static token, or an access token for ${oauth.resource} from ${oauth.issuer}.`
@@ -138,7 +171,81 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
     }
     // Only the agent's name and the token's facts travel on; the token itself is not kept.
     Object.assign(req, { auth: { token: '', clientId: identity.agent, scopes: identity.oauth ? [...identity.oauth.scopes] : [], ...(identity.oauth ? { extra: { oauth: identity.oauth } } : {}) } });
-    await mcp(req, res);
+    await route(req, res, identity);
+  };
+
+  /** The body is read here, under the size limit, to tell the two eras apart. */
+  const route = async (req: IncomingMessage, res: ServerResponse, owner: SessionOwner): Promise<void> => {
+    if (req.method === 'GET' || req.method === 'DELETE') return serveSession(req, res, owner, undefined);
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'GET, POST, DELETE');
+      return reject(res, 405, 'method_not_allowed', 'Send MCP messages with POST; GET and DELETE take a 2025-era session id.');
+    }
+    if (!isJsonContentType(req.headers['content-type'] ?? null)) return reject(res, 415, 'unsupported_media_type', 'Send the JSON-RPC message as Content-Type: application/json.');
+    const read = await readBody(req, config.http.maxBodyBytes);
+    if (read === 'aborted') return void res.destroy();
+    if (read === 'too-large') return tooLarge(res);
+    let body: unknown;
+    try {
+      body = JSON.parse(read.toString('utf8'));
+    } catch {
+      return reject(res, 400, 'parse_error', 'Parse error: the request body is not valid JSON.', -32700);
+    }
+    const inbound = classifyInboundRequest({
+      httpMethod: 'POST',
+      protocolVersionHeader: headerValue(req, 'mcp-protocol-version'),
+      mcpMethodHeader: headerValue(req, 'mcp-method'),
+      mcpNameHeader: headerValue(req, 'mcp-name'),
+      body,
+    });
+    // Modern requests, and those the SDK refuses (it owns those answers), go to its handler.
+    if (inbound.kind !== 'legacy') return mcp(req, res, body);
+    return serveSession(req, res, owner, body);
+  };
+
+  /**
+   * 2025-era traffic: initialize opens a session; every other request names one the same
+   * identity opened. Another identity's session is answered like an unknown one (404), so
+   * that session ids cannot be probed, and audited.
+   */
+  const serveSession = async (req: IncomingMessage, res: ServerResponse, owner: SessionOwner, body: unknown): Promise<void> => {
+    const id = headerValue(req, 'mcp-session-id');
+    if (id === undefined) {
+      if (req.method === 'POST' && isInitializeRequest(body)) return openSession(req, res, owner, body);
+      return reject(res, 400, 'session_required', 'Mcp-Session-Id required: send initialize first, then the session id its answer carries with every request.');
+    }
+    const session = sessions.get(id);
+    if (session === undefined || !ownedBy(session, owner)) {
+      if (session !== undefined) writeOrLog(audit, { event: 'auth.failure', reason: 'session-identity-mismatch', agent: owner.agent, sessionAgent: session.owner.agent, remote: req.socket.remoteAddress }, logger);
+      return reject(res, 404, 'session_not_found', 'Session not found: it ended, expired or was never opened. Send initialize to open a new one.', -32001);
+    }
+    sessions.track(session, res, body);
+    await session.transport.handleRequest(req, res, body);
+  };
+
+  const openSession = async (req: IncomingMessage, res: ServerResponse, owner: SessionOwner, body: unknown): Promise<void> => {
+    // Chosen before the session exists, so that it is counted against the limits at once.
+    const id = randomUUID();
+    const transport = new NodeStreamableHTTPServerTransport({ sessionIdGenerator: () => id, maxRequestBodySize: config.http.maxBodyBytes });
+    // Set before connect: the Server chains its own close (which ends its broker subscription) after it.
+    transport.onclose = () => sessions.forget(id);
+    transport.onerror = (error) => logger.debug({ err: error.message, agent: owner.agent }, 'session transport rejected a request');
+    // The per-session Server tells its agent itself when its tools or prompts change.
+    const server = createAgentServer(broker, owner.agent, { notifyToolsChanged: true, approvalState, ...(owner.oauth ? { oauth: owner.oauth } : {}) });
+    await server.connect(transport);
+    const session = { id, owner, transport, server };
+    if (!sessions.admit(session)) {
+      await server.close().catch(() => undefined);
+      res.setHeader('retry-after', '60');
+      return reject(res, 503, 'sessions_full', 'The broker has as many sessions open as it allows, none of them this agent\'s. Try again later, or use protocol version 2026-07-28, which needs no session.');
+    }
+    sessions.track(session, res, body);
+    try {
+      await transport.handleRequest(req, res, body);
+    } finally {
+      // Refused before it began (the Accept header, say): nobody holds its id.
+      if (transport.sessionId === undefined) sessions.close(id);
+    }
   };
 
   /** RFC 6750 section 3: a challenge on every 401, error only when a token was presented; RFC 9728 section 5.1: where the metadata is. */
@@ -151,6 +258,8 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
   await new Promise<void>((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) => {
       stopNotifying();
+      stopResourceNotices();
+      sessions.closeAll();
       reject(new WardenError('WARDEN_LISTEN_FAILED', `cannot listen on ${listen.host}:${listen.port}: ${error.code ?? error.message}`, { listen }));
     });
     server.listen(listen.port, listen.host, () => resolve());
@@ -163,6 +272,8 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress): Pro
     address,
     async close() {
       stopNotifying();
+      stopResourceNotices();
+      sessions.closeAll();
       await handler.close().catch(() => undefined);
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -193,9 +304,37 @@ function countHeader(rawHeaders: readonly string[], name: string): number {
   return count;
 }
 
-function reject(res: ServerResponse, status: number, code: string, message: string): void {
+/**
+ * The body, kept up to limit bytes whatever Content-Length says (a chunked body has none).
+ * Past the limit the rest is left unread: the 413 closes the connection.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large' | 'aborted'> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const settle = (outcome: Buffer | 'too-large' | 'aborted'): void => {
+      req.off('data', onData).off('end', onEnd).off('close', onClose).off('error', onClose);
+      resolve(outcome);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) return settle('too-large');
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => settle(Buffer.concat(chunks));
+    const onClose = (): void => settle('aborted');
+    req.on('data', onData).once('end', onEnd).once('close', onClose).once('error', onClose);
+  });
+}
+
+function headerValue(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function reject(res: ServerResponse, status: number, code: string, message: string, rpcCode = -32000): void {
   if (res.headersSent) return void res.destroy();
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-  res.end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32000, message, data: { code } } }));
+  res.end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: rpcCode, message, data: { code } } }));
 }
 

@@ -42,8 +42,9 @@ const EGRESS: Record<EgressReason, true> = {
 };
 export const EGRESS_REASONS: ReadonlySet<string> = new Set(Object.keys(EGRESS));
 
-const AUTH: Record<TokenFailure | 'missing-token' | 'unknown-subject', true> = {
+const AUTH: Record<TokenFailure | 'missing-token' | 'unknown-subject' | 'session-identity-mismatch', true> = {
   'missing-token': true,
+  'session-identity-mismatch': true,
   'invalid-token': true,
   'unknown-subject': true,
   'oversized': true,
@@ -76,9 +77,12 @@ const EVENTS: Record<AuditRecord['event'], true> = {
   'resources/list': true,
   'resources/templates/list': true,
   'resources/read': true,
+  'resources/subscribe': true,
+  'resources/unsubscribe': true,
   'prompts/list': true,
   'prompts/get': true,
   'completion/complete': true,
+  'server.request': true,
   'server.state': true,
   'server.quarantined': true,
   'manifest.rejected': true,

@@ -1,4 +1,4 @@
-import type { CallToolResult } from '@modelcontextprotocol/server';
+import type { CallToolResult, LoggingLevel } from '@modelcontextprotocol/server';
 import type { LimitStore } from '../guard/rate-limits.ts';
 import type { ApprovalWaiter } from '../policy/approval-waiter.ts';
 import type { StateStore } from '../state/store.ts';
@@ -11,6 +11,7 @@ import type { AgentPolicy, WardenConfig } from '../config/types.ts';
 import type { WardenErrorCode } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Grant } from '../policy/grants.ts';
+import type { HostChannel } from '../surface/server-requests.ts';
 
 /** The `_meta` key that carries a refusal's code (and hints) to the agent's host. */
 export const REFUSAL_META_KEY = 'mcp-warden/refusal';
@@ -34,6 +35,8 @@ export interface CallContext {
   readonly facts: Record<string, unknown>;
   /** Forwards the downstream's progress to the agent, when the agent asked for progress. */
   onProgress?: (progress: Progress) => void;
+  /** Forwards the downstream's log messages during the call to the agent (its session's level applies). */
+  onLog?: (message: LogMessage) => void;
   /** Values minted for this call alone (an identity token) that must not come back to the agent. */
   readonly callSecrets?: string[];
   /** SHA-256 of the canonical arguments, computed once by the record stage (undefined: they cannot be serialised). */
@@ -42,6 +45,8 @@ export interface CallContext {
   readonly idempotencyKey?: unknown;
   /** What the front knows of the host's user: whether it can be asked, and its answers. */
   readonly userInput?: UserInput;
+  /** Where a server's sampling or elicitation request during this call goes (the agent's host), when the front can reach it. */
+  readonly host?: HostChannel;
   /**
    * Checks that run at the moment the request is sent to the tool, after every local
    * refusal: one may veto the call (an approval already used) or commit to it (the
@@ -74,6 +79,13 @@ export interface Progress {
   readonly progress: number;
   readonly total?: number;
   readonly message?: string;
+}
+
+/** A downstream's notifications/message, as the agent gets it. */
+export interface LogMessage {
+  readonly level: LoggingLevel;
+  readonly data: unknown;
+  readonly logger?: string;
 }
 
 export interface Refusal {

@@ -19,10 +19,22 @@ export interface ResourceGrant {
   readonly scopes: readonly string[];
 }
 
-/** An allow entry as the config writes it: exactly one of tools, prompts or resources (the loader checks). */
+/** What a downstream server may ask an agent's host for, in the middle of a call. */
+export type ServerRequestKind = 'sampling' | 'elicitation';
+
+/** One compiled server-request grant: one server, and what it may ask this agent's host. */
+export interface ServerRequestGrant {
+  readonly index: number;
+  readonly server: string;
+  readonly kinds: ReadonlySet<ServerRequestKind>;
+  readonly scopes: readonly string[];
+}
+
+/** An allow entry as the config writes it: exactly one of tools, prompts, resources or serverRequests (the loader checks). */
 export interface RawSurfaceGrant {
   readonly prompts?: readonly string[];
   readonly resources?: readonly string[];
+  readonly serverRequests?: readonly ServerRequestKind[];
   readonly server?: string;
   readonly scopes?: readonly string[];
 }
@@ -43,6 +55,20 @@ export function compileResourceGrants(raw: readonly RawSurfaceGrant[]): readonly
     grants.push({ index, server: grant.server, patterns: grant.resources, matchers: grant.resources.map(compileUriPattern), scopes: grant.scopes ?? [] });
   });
   return grants;
+}
+
+export function compileServerRequestGrants(raw: readonly RawSurfaceGrant[]): readonly ServerRequestGrant[] {
+  const grants: ServerRequestGrant[] = [];
+  raw.forEach((grant, index) => {
+    if (!grant.serverRequests || grant.server === undefined) return;
+    grants.push({ index, server: grant.server, kinds: new Set(grant.serverRequests), scopes: grant.scopes ?? [] });
+  });
+  return grants;
+}
+
+/** Whether this session lets the server ask its host for this kind of request (default deny). */
+export function serverRequestAllowed(grants: readonly ServerRequestGrant[], server: string, kind: ServerRequestKind, scopes: SessionScopes): boolean {
+  return grants.some((grant) => grant.server === server && grant.kinds.has(kind) && held(grant, scopes));
 }
 
 /** A grant that names scopes applies only to a session whose access token holds them all. */

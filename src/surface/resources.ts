@@ -78,17 +78,9 @@ function listing<T>(
 export function readResource(deps: SurfaceDeps, request: SurfaceRequest, uri: unknown): Promise<ReadResourceResult> {
   const quoted = typeof uri === 'string' ? uri.slice(0, MAX_AUDITED_URI) : null;
   return judged(deps, request, 'resources/read', { uri: quoted }, async (judgement) => {
-    const problem = resourceUriProblem(uri);
-    if (problem !== undefined) throw new WardenError('WARDEN_RESOURCE_URI_INVALID', `The resource URI was refused: ${problem}.`);
-    const target = uri as string;
-    const agent = deps.config().agents.get(request.agentName);
-    const servers = serversAllowing(agent?.resourceGrants ?? [], target, scopesOf(request));
-    if (servers.length === 0) throw notFound();
-    if (servers.length > 1) throw new WardenError('WARDEN_RESOURCE_AMBIGUOUS', `The URI is granted on more than one server (${servers.join(', ')}); the broker does not guess which to read. Tell the security team.`);
-    const server = servers[0]!;
+    const { target, server, backend } = grantedResource(deps, request, uri);
     judgement.facts['server'] = server;
-    const backend = deps.backend(server);
-    if (!backend) throw notFound();
+    const agent = deps.config().agents.get(request.agentName);
     const config = deps.config();
     const result = await backend.readResource(target, surfaceTimeout(config), request.signal);
     const grants = resourceGrantsFor(agent?.resourceGrants ?? [], server, scopesOf(request));
@@ -100,6 +92,24 @@ export function readResource(deps: SurfaceDeps, request: SurfaceRequest, uri: un
     judgement.redactions = redactions;
     return clean;
   });
+}
+
+/**
+ * The one server this session may read a URI from, and its backend: the URI is checked
+ * first, then granted on exactly one server (two is ambiguous: the broker does not guess).
+ */
+export function grantedResource(deps: SurfaceDeps, request: SurfaceRequest, uri: unknown): { readonly target: string; readonly server: string; readonly backend: McpBackend } {
+  const problem = resourceUriProblem(uri);
+  if (problem !== undefined) throw new WardenError('WARDEN_RESOURCE_URI_INVALID', `The resource URI was refused: ${problem}.`);
+  const target = uri as string;
+  const agent = deps.config().agents.get(request.agentName);
+  const servers = serversAllowing(agent?.resourceGrants ?? [], target, scopesOf(request));
+  if (servers.length === 0) throw notFound();
+  if (servers.length > 1) throw new WardenError('WARDEN_RESOURCE_AMBIGUOUS', `The URI is granted on more than one server (${servers.join(', ')}); the broker does not guess which to read. Tell the security team.`);
+  const server = servers[0]!;
+  const backend = deps.backend(server);
+  if (!backend) throw notFound();
+  return { target, server, backend };
 }
 
 function notFound(): WardenError {

@@ -61,7 +61,7 @@ describe('mcp-warden CLI', () => {
     assert.match(check.stdout, /^accepted: server everything: modelcontextprotocol\.everything serial 1, signed by demo$/m);
     assert.match(check.stdout, /^accepted: server tickets: example\.tickets serial 1, signed by demo$/m);
     assert.match(check.stdout, /^accepted: server text: example\.text serial 1, signed by demo$/m);
-    assert.match(check.stdout, /ok: .* 4 server\(s\), 29 tool\(s\), 1 agent\(s\)/);
+    assert.match(check.stdout, /ok: .* 4 server\(s\), 32 tool\(s\), 1 agent\(s\)/);
     assert.doesNotMatch(check.stdout, /refused/);
     // The egress rule init writes covers every tickets tool: no warning.
     assert.doesNotMatch(`${check.stdout}${check.stderr}`, /warning/);

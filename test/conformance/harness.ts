@@ -63,7 +63,7 @@ export async function startConformanceBroker(options: { keep?: boolean } = {}): 
         agents: {
           suite: {
             tokenSha256: sha256Hex(TOKEN),
-            allow: [{ tools: ['*'], access: ['read', 'write'] }, { prompts: ['*'] }, { resources: ['test://**'], server: 'conformance' }],
+            allow: [{ tools: ['*'], access: ['read', 'write'] }, { prompts: ['*'] }, { resources: ['test://**'], server: 'conformance' }, { serverRequests: ['sampling', 'elicitation'], server: 'conformance' }],
           },
         },
         // dns-rebinding-protection sends Origin: http://127.0.0.1:<the port of the URL it was given>.

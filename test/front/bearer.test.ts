@@ -7,9 +7,9 @@ import { agentForBearer } from '../../src/front/bearer.ts';
 
 const hash = (token: string) => createHash('sha256').update(token).digest();
 const agents = new Map<string, AgentPolicy>([
-  ['alice', { name: 'alice', tokenSha256: hash('alice-token'), grants: [], promptGrants: [], resourceGrants: [], rateLimit: {} }],
-  ['bob', { name: 'bob', tokenSha256: hash('bob-token'), grants: [], promptGrants: [], resourceGrants: [], rateLimit: {} }],
-  ['stdio-only', { name: 'stdio-only', grants: [], promptGrants: [], resourceGrants: [], rateLimit: {} }],
+  ['alice', { name: 'alice', tokenSha256: hash('alice-token'), grants: [], promptGrants: [], resourceGrants: [], serverRequestGrants: [], rateLimit: {} }],
+  ['bob', { name: 'bob', tokenSha256: hash('bob-token'), grants: [], promptGrants: [], resourceGrants: [], serverRequestGrants: [], rateLimit: {} }],
+  ['stdio-only', { name: 'stdio-only', grants: [], promptGrants: [], resourceGrants: [], serverRequestGrants: [], rateLimit: {} }],
 ]);
 
 describe('agentForBearer', () => {

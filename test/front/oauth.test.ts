@@ -228,8 +228,8 @@ describe('access token verifier: the key set cannot be had', () => {
 
 describe('subjects and metadata', () => {
   const agents = new Map<string, AgentPolicy>([
-    ['crm-bot', { name: 'crm-bot', oauthSubject: '0oa1b2c3', grants: compileGrants([{ tools: ['crm__*'], scopes: ['crm.read'] }, { tools: ['crm__update'], access: ['write'], scopes: ['crm.write', 'crm.read'] }]), promptGrants: [], resourceGrants: [], rateLimit: {} }],
-    ['static', { name: 'static', grants: compileGrants([{ tools: ['*'] }]), promptGrants: [], resourceGrants: [], rateLimit: {} }],
+    ['crm-bot', { name: 'crm-bot', oauthSubject: '0oa1b2c3', grants: compileGrants([{ tools: ['crm__*'], scopes: ['crm.read'] }, { tools: ['crm__update'], access: ['write'], scopes: ['crm.write', 'crm.read'] }]), promptGrants: [], resourceGrants: [], serverRequestGrants: [], rateLimit: {} }],
+    ['static', { name: 'static', grants: compileGrants([{ tools: ['*'] }]), promptGrants: [], resourceGrants: [], serverRequestGrants: [], rateLimit: {} }],
   ]);
 
   it('a subject maps only to the agent that names it, exactly', () => {

@@ -196,7 +196,10 @@ describe('HTTP front', () => {
     assert.equal(JSON.parse(malformed.body).error.code, -32700);
     const notRpc = await raw({ body: '{"hello":"world"}', headers: bearer(TOKENS.alice) });
     assert.equal(notRpc.status, 400);
-    const unknown = await raw({ body: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'no/such/method' }), headers: { ...bearer(TOKENS.alice), 'mcp-protocol-version': '2025-06-18' } });
+    // A 2025-era request other than initialize names the session initialize opened.
+    const session = (await raw({ body: INIT, headers: bearer(TOKENS.alice) })).headers['mcp-session-id'];
+    assert.equal(typeof session, 'string');
+    const unknown = await raw({ body: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'no/such/method' }), headers: { ...bearer(TOKENS.alice), 'mcp-protocol-version': '2025-06-18', 'mcp-session-id': String(session) } });
     assert.match(unknown.body, /-32601/);
   });
 

@@ -6,6 +6,7 @@ import { printableName } from '../names.ts';
 import { refuse, type CallContext, type Refusal, type StageFactory } from '../types.ts';
 import { toolNotFound } from './resolve.ts';
 import { killSwitchRefusal } from './kill-switch.ts';
+import { relayServerRequest } from '../../surface/server-requests.ts';
 
 /** Where a server that asks for it finds the broker's identity token, in the call's _meta. */
 export const IDENTITY_META_KEY = 'dev.mcp-warden/identity';
@@ -15,7 +16,7 @@ export const IDENTITY_META_KEY = 'dev.mcp-warden/identity';
  * timeout and cancelled with the agent's request. At the moment of sending, after the
  * last checks, the call's write-ahead record goes to the audit trail.
  */
-export const dispatch: StageFactory = ({ audit, backends, config, identity, killSwitch, liveConfig }) => async (ctx) => {
+export const dispatch: StageFactory = ({ audit, backends, config, identity, killSwitch, liveConfig, secretForms }) => async (ctx) => {
   if (!ctx.tool || !ctx.grant) return refuse('WARDEN_INTERNAL', 'The call was refused because a broker check was skipped.');
   const tool = ctx.tool;
   const backend = backends.get(ctx.tool.server);
@@ -77,6 +78,14 @@ export const dispatch: StageFactory = ({ audit, backends, config, identity, kill
       args: { ...ctx.args },
       timeoutMs,
       onSend,
+      // A server's question to the host during the call: judged by this agent's grants.
+      ask: (method, params, signal) => {
+        // Judged by the policy in force now: a reload or the kill switch during a long call counts.
+        const live = liveConfig();
+        const agent = live.agents.get(ctx.agentName);
+        const call = { correlationId: ctx.correlationId, agentName: ctx.agentName, server: tool.server, killSwitch: killSwitch(), ...(agent ? { agent } : {}), ...(ctx.oauth ? { oauth: ctx.oauth } : {}), ...(ctx.host ? { host: ctx.host } : {}), ...(ctx.callSecrets ? { callSecrets: ctx.callSecrets } : {}) };
+        return relayServerRequest({ config: live, audit, secretForms }, call, method, params, signal);
+      },
       correlationId: ctx.correlationId,
       agent: ctx.agentName,
       facts: ctx.facts,
@@ -84,6 +93,7 @@ export const dispatch: StageFactory = ({ audit, backends, config, identity, kill
       ...(ctx.oauth ? { oauth: ctx.oauth } : {}),
       ...(meta ? { meta } : {}),
       ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
+      ...(ctx.onLog ? { onLog: ctx.onLog } : {}),
     });
     return { kind: 'result', result };
   } catch (error) {

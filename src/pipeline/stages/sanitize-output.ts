@@ -1,14 +1,33 @@
 import { maskSecrets } from '../../guard/detect-secrets.ts';
 import { cleanText, noRedactions, sanitizeResult } from '../../guard/sanitize-output.ts';
+import { cleanStrings } from '../../guard/sanitize-server-request.ts';
+import { printableName } from '../names.ts';
 import { refuse, type StageFactory } from '../types.ts';
 
 /**
  * The credential forms, plus this call's own secrets (an identity token: already
  * base64url, so looked for as it is), longest first so no shorter form splits a longer.
  */
-function formsFor(credentials: readonly string[], callSecrets: readonly string[] | undefined): readonly string[] {
+export function formsFor(credentials: readonly string[], callSecrets: readonly string[] | undefined): readonly string[] {
   if (!callSecrets || callSecrets.length === 0) return credentials;
   return [...credentials, ...callSecrets].sort((a, b) => b.length - a.length);
+}
+
+/** Log messages passed on per call; later ones are counted in the audit record, not sent. */
+const MAX_LOGS_PER_CALL = 1000;
+/** Largest log message's data passed on, in bytes of JSON; a larger one is replaced by a note. */
+const MAX_LOG_BYTES = 16 * 1024;
+const MAX_LOGGER_NAME = 128;
+
+/** A log message's data: every string cleaned; over the cap, a note saying so. */
+async function cleanLogData(data: unknown, forms: readonly string[]): Promise<unknown> {
+  const withheld = (bytes: number) => `[log message of ${bytes} bytes withheld by mcp-warden: over ${MAX_LOG_BYTES} bytes]`;
+  // Measured before cleaning too, so an oversized message costs no scan.
+  const raw = Buffer.byteLength(JSON.stringify(data) ?? '', 'utf8');
+  if (raw > MAX_LOG_BYTES) return withheld(raw);
+  const cleaned = await cleanStrings(data, { secretForms: forms, maxTextBytes: MAX_LOG_BYTES }, noRedactions());
+  const bytes = Buffer.byteLength(JSON.stringify(cleaned) ?? '', 'utf8');
+  return bytes > MAX_LOG_BYTES ? withheld(bytes) : cleaned;
 }
 
 /** Longest progress message passed on, and the most of one that is scanned, in characters. */
@@ -42,7 +61,30 @@ export const sanitizeOutput: StageFactory = ({ config, secretForms }) => async (
         .catch(() => undefined);
     };
   }
+  const log = ctx.onLog;
+  let logs = 0;
+  let withheldLogs = 0;
+  if (log) {
+    // Log messages from the server: every string cleaned like a result, a size cap per
+    // message and a count per call, in order with the progress messages.
+    queue ??= Promise.resolve();
+    ctx.onLog = (message) => {
+      if (logs >= MAX_LOGS_PER_CALL) {
+        withheldLogs++;
+        return;
+      }
+      logs++;
+      queue = queue!
+        .then(async () => {
+          const forms = formsFor(secretForms(), ctx.callSecrets);
+          const data = await cleanLogData(message.data, forms);
+          log({ level: message.level, data, ...(message.logger === undefined ? {} : { logger: printableName(message.logger).slice(0, MAX_LOGGER_NAME) }) });
+        })
+        .catch(() => undefined);
+    };
+  }
   const outcome = await next();
+  if (logs > 0) ctx.facts['logMessages'] = withheldLogs > 0 ? { forwarded: logs, withheld: withheldLogs } : { forwarded: logs };
   // Progress that came before the result goes out before it: wait for the messages still
   // being cleaned (a forward after the result is written is lost, the stream being closed).
   if (queue) await queue;
