@@ -68,7 +68,7 @@ export function createAgentServer(broker: Broker, agentName: string, options: { 
   const server = new Server(
     { ...BROKER_INFO },
     {
-      // logging: setLevel is accepted per session (the SDK keeps the level).
+      // logging: setLevel is kept per session (below); resources: 2025-era subscriptions.
       capabilities: { tools: { listChanged: true }, prompts: { listChanged: true }, resources: { subscribe: true, listChanged: true }, completions: {}, logging: {} },
       instructions: INSTRUCTIONS,
       requestState: { verify: options.approvalState.verify },
