@@ -25,6 +25,7 @@ import {
 } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import { WardenError } from '../errors.ts';
+import { LOG_SEVERITY } from '../pipeline/types.ts';
 import type { Logger } from '../log.ts';
 import type { Era, Manifest } from '../manifest/types.ts';
 import { writeOrLog, type AuditRecord, type AuditTrail } from '../audit/trail.ts';
@@ -119,7 +120,6 @@ const MAX_QUESTIONS_PER_CALL = 16;
 /** Server requests (sampling, elicitation, roots) one server may make a minute. */
 const MAX_SERVER_MESSAGES_PER_MINUTE = 120;
 
-const LOG_LEVELS: ReadonlySet<string> = new Set(['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency']);
 
 export interface HttpConnection {
   readonly fetch: FetchLike;
@@ -417,7 +417,7 @@ export class McpBackend implements ToolBackend {
       // Log messages too: the call they belong to must still be in flight when they are read.
       if ('method' in message && message.method === 'notifications/message' && !('id' in message)) {
         const { level, data, logger } = (message.params ?? {}) as { level?: unknown; data?: unknown; logger?: unknown };
-        if (typeof level === 'string' && LOG_LEVELS.has(level)) this.#logMessage({ level: level as LoggingLevel, data, ...(typeof logger === 'string' ? { logger } : {}) });
+        if (typeof level === 'string' && LOG_SEVERITY.has(level)) this.#logMessage({ level: level as LoggingLevel, data, ...(typeof logger === 'string' ? { logger } : {}) });
         return;
       }
       if ('method' in message && message.method === 'notifications/progress' && !('id' in message)) {

@@ -11,7 +11,7 @@ import { SurfaceRefusal, type SurfaceRequest } from '../surface/judge.ts';
 import type { WardenErrorCode } from '../errors.ts';
 import type { Broker } from '../broker.ts';
 import { IDEMPOTENCY_META_KEY } from '../pipeline/stages/deduplicate.ts';
-import { APPROVAL_INPUT_KEY, REFUSAL_META_KEY, type LogMessage, type OAuthSession, type Progress } from '../pipeline/types.ts';
+import { APPROVAL_INPUT_KEY, LOG_SEVERITY, REFUSAL_META_KEY, type LogMessage, type OAuthSession, type Progress } from '../pipeline/types.ts';
 import { BROKER_INFO } from '../version.ts';
 
 const INSTRUCTIONS =
@@ -28,9 +28,6 @@ const RPC_CODES: Partial<Record<WardenErrorCode, number>> = {
   WARDEN_PROMPT_NOT_FOUND: -32602,
   WARDEN_ARGUMENTS_INVALID: -32602,
 };
-
-/** RFC 5424 severities, lowest first, as MCP names them. */
-const LOG_SEVERITY: ReadonlyMap<string, number> = new Map(['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'].map((level, index) => [level, index]));
 
 /** The form the host shows its user for an in-band approval: one yes/no question. */
 const APPROVAL_FORM: { type: 'object'; properties: { approve: { type: 'boolean'; title: string; description: string } }; required: string[] } = {

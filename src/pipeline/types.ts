@@ -81,6 +81,9 @@ export interface Progress {
   readonly message?: string;
 }
 
+/** MCP's log levels (RFC 5424 severities), lowest first: a level's index is its severity. */
+export const LOG_SEVERITY: ReadonlyMap<string, number> = new Map(['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'].map((level, index) => [level, index]));
+
 /** A downstream's notifications/message, as the agent gets it. */
 export interface LogMessage {
   readonly level: LoggingLevel;
