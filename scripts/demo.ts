@@ -5,14 +5,19 @@
 // command), a retried write that runs once, a rate limit, the kill switch, native HTTP
 // tools on a small local API (started here) whose redirect to the cloud metadata address
 // the egress policy refuses, code tools in isolated-vm sandboxes, and code mode: the
-// agent's own JavaScript calling its tools, each call checked like a direct one.
+// agent's own JavaScript calling its tools, each call checked like a direct one. Beyond
+// tools: the reference server's prompts and resources (listed, read, refused when not
+// granted, a hostile URI refused before any grant is tried), and its requests to the
+// agent's host during a call: a form for the user (elicitation, granted; the host here
+// answers it with a fixed answer) and a completion from the user's model (sampling, not
+// granted, so the host is never asked).
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
-import { Client, StreamableHTTPClientTransport, type CallToolResult } from '@modelcontextprotocol/client';
+import { Client, ProtocolError, StreamableHTTPClientTransport, type CallToolResult } from '@modelcontextprotocol/client';
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import { writeWorkspace } from '../src/cli/init.ts';
 import { startTicketsApi } from '../examples/tickets-api/server.ts';
@@ -30,6 +35,8 @@ const CLI = cliScript(packageRoot());
 const execFileAsync = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'mcp-warden-demo-'));
 const rows: Row[] = [];
+/** What the demo's host answers when a server asks its user to fill in a form. */
+const FORM_ANSWER = { action: 'accept', content: { name: 'Ada Lovelace', check: true, email: 'ada@example.test' } } as const;
 
 // The example tickets API, on an ephemeral loopback port; init signs its manifest for
 // that address and writes the key the API checks.
@@ -40,8 +47,18 @@ try {
   console.log(`mcp-warden demo: workspace written by init at ${workspace.dir}`);
   console.log(`mcp-warden demo: the example tickets API listens on ${ticketsApi.url}\n`);
 
-  // 1. stdio, exactly as an MCP host starts the broker.
-  const stdio = new Client({ name: 'demo-agent', version: '1.0.0' });
+  // 1. stdio, exactly as an MCP host starts the broker. This host can show its user a form
+  // (elicitation) and ask its model (sampling); it notes each question a server asks it.
+  const asked: { method: string; params: Record<string, unknown> }[] = [];
+  const stdio = new Client({ name: 'demo-agent', version: '1.0.0' }, { capabilities: { sampling: {}, elicitation: { form: {} } } });
+  stdio.setRequestHandler('elicitation/create', async (request) => {
+    asked.push({ method: 'elicitation/create', params: request.params });
+    return FORM_ANSWER;
+  });
+  stdio.setRequestHandler('sampling/createMessage', async (request) => {
+    asked.push({ method: 'sampling/createMessage', params: request.params });
+    return { role: 'assistant', content: { type: 'text', text: 'A completion from the user\'s model.' }, model: 'demo-host-model' };
+  });
   await stdio.connect(
     new StdioClientTransport({ command: process.execPath, args: [CLI, 'serve', '--config', workspace.config, '--stdio', '--agent', 'demo'], stderr: 'ignore' }),
   );
@@ -120,8 +137,12 @@ try {
   await cli('approvals', 'deny', await pendingApproval(workspace.config), '--config', workspace.config, '--by', 'security-team', '--reason', 'not part of this task');
   await refused;
 
-  // A rate limit: the config allows a burst of 3 searches (one was made above).
-  for (let i = 1; i <= 3; i++) await call('notes__search_notes', { query: `plumber ${i}` });
+  // A rate limit: the config allows a burst of 3 searches, then one every 10 s. However many
+  // tokens have come back since the search above, the 4th search in a row is refused at the latest.
+  for (let i = 1; i <= 4; i++) {
+    const result = await call('notes__search_notes', { query: `plumber ${i}` });
+    if (result._meta?.['mcp-warden/refusal']) break;
+  }
 
   // The kill switch, set by another process, applies within a second.
   await cli('killswitch', 'readonly', '--config', workspace.config, '--by', 'security-team');
@@ -130,6 +151,78 @@ try {
   await call('notes__list_notes', {}, 'killswitch readonly');
   await cli('killswitch', 'off', '--config', workspace.config, '--by', 'security-team');
   await waitForToolCount(stdio, (count) => count === tools.length);
+
+  // Prompts and resources of the reference server are default deny too. A refused request
+  // is a JSON-RPC error whose data names the code.
+  const surface = async (request: string, answer: () => Promise<string>) => {
+    try {
+      rows.push({ transport: 'stdio', call: request, verdict: 'allowed', detail: await answer() });
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      const refusal = error.data as { code?: string; correlationId?: string } | undefined;
+      if (!refusal?.code) throw error;
+      rows.push({ transport: 'stdio', call: request, verdict: 'denied', detail: `${refusal.code}: ${error.message.replace(/^.*?\[[A-Z_]+\]: /, '')}`, ...(refusal.correlationId ? { correlationId: refusal.correlationId } : {}) });
+    }
+  };
+  await surface('prompts/list', async () => {
+    const { prompts } = await stdio.listPrompts();
+    return `${prompts.length} prompts: ${prompts.map((prompt) => prompt.name).join(', ')}`;
+  });
+  await surface('prompts/get everything__args-prompt {"city":"Paris"}', async () => {
+    const { messages } = await stdio.getPrompt({ name: 'everything__args-prompt', arguments: { city: 'Paris' } });
+    return messages.map((message) => `${message.role}: ${message.content.type === 'text' ? message.content.text : `[${message.content.type}]`}`).join(' ');
+  });
+  // Declared in the signed manifest, not granted: refused like a prompt that does not exist.
+  await surface('prompts/get everything__resource-prompt', async () => {
+    const { messages } = await stdio.getPrompt({ name: 'everything__resource-prompt', arguments: { resourceType: 'Text', resourceId: '1' } });
+    return `${messages.length} message(s)`;
+  });
+  const read = async (uri: string) => {
+    const { contents } = await stdio.readResource({ uri });
+    return contents.map((content) => ('text' in content ? `${content.mimeType ?? 'text'}, ${content.text.length} characters: ${content.text}` : `[blob, ${content.mimeType ?? 'binary'}]`)).join(' ');
+  };
+  let listed: string[] = [];
+  await surface('resources/list', async () => {
+    listed = (await stdio.listResources()).resources.map((resource) => resource.uri);
+    const folder = listed[0]?.slice(0, listed[0].lastIndexOf('/') + 1) ?? '';
+    const names = listed.every((uri) => uri.startsWith(folder)) ? `under ${folder}: ${listed.map((uri) => uri.slice(folder.length)).join(', ')}` : listed.join(', ');
+    return `${listed.length} resources ${names}`;
+  });
+  await surface('resources/templates/list', async () => {
+    const { resourceTemplates } = await stdio.listResourceTemplates();
+    return `${resourceTemplates.length} template(s): ${resourceTemplates.map((template) => template.uriTemplate).join(', ')} (the blob template is not granted)`;
+  });
+  // A granted document, a blob that is not granted, and two hostile URIs. Each of those
+  // would match a granted pattern (`*` stands for ".." or "%2e%2e"), so only the URI check,
+  // made before any grant is tried, keeps them out.
+  for (const uri of [listed[0] ?? '', 'demo://resource/dynamic/blob/1', 'demo://resource/static/document/..', 'demo://resource/dynamic/text/%2e%2e']) {
+    await surface(`resources/read ${uri}`, () => read(uri));
+  }
+
+  // Requests from servers: during a call, the reference server asks the agent's host a
+  // question. The broker relays what a serverRequests grant allows (elicitation, here) and
+  // answers the rest itself with a refusal (sampling): the host is never asked.
+  const serverRequestRows = new Map<Row, string>();
+  const serverRequest = (tool: string, method: string, result: CallToolResult) => {
+    const question = asked.find((entry) => entry.method === method);
+    const code = /\[(WARDEN_[A-Z_]+)\]/.exec(textOf(result))?.[1] ?? 'no refusal code in the result';
+    const row = { transport: 'stdio', call: `↳ ${method}, server to host`, verdict: question ? 'allowed' : 'denied', detail: question ? 'the host was asked and answered' : `${code}, the host was not asked` };
+    rows.push(row);
+    serverRequestRows.set(row, tool);
+    return question;
+  };
+  const elicitation = 'everything__trigger-elicitation-request';
+  const elicited = await call(elicitation, {});
+  const form = serverRequest(elicitation, 'elicitation/create', elicited)?.params;
+  const schema = form?.['requestedSchema'] as { properties?: Record<string, unknown>; required?: string[] } | undefined;
+  const fields = Object.keys(schema?.properties ?? {}).map((name) => (schema?.required?.includes(name) ? `${name} (required)` : name));
+  console.log(`${elicitation}: the server asked the host's user, through the broker (elicitation/create):`);
+  console.log(form ? `${indent(`${String(form['message'])}\nfields: ${fields.join(', ')}`)}  the host answered: ${JSON.stringify(FORM_ANSWER)}` : '    the host was not asked');
+  console.log(`  the tool returned:\n${indent(textOf(elicited))}`);
+  const sampling = 'everything__trigger-sampling-request';
+  // The tool call is allowed; the server's own request is refused, and the server reports
+  // that refusal in its result's text.
+  serverRequest(sampling, 'sampling/createMessage', await call(sampling, { prompt: 'Summarise my notes' }));
   await stdio.close();
 
   // 2. Streamable HTTP on an ephemeral loopback port.
@@ -175,6 +268,12 @@ try {
   for (const record of audit.filter((entry) => entry['event'] === 'egress.refused')) {
     causes.set(record['correlationId'], `egress ${String(record['reason'])}${record['cause'] ? ` (${String(record['cause'])})` : ''}${record['address'] ? ` to ${String(record['address'])}, ${String(record['range'])}` : ''}`);
   }
+  // A server's request is recorded under the correlation id of the call it came during.
+  const callIds = new Map(audit.filter((record) => record['event'] === 'tools/call').map((record) => [record['tool'], record['correlationId']]));
+  for (const [row, tool] of serverRequestRows) row.correlationId = callIds.get(tool) as string | undefined;
+  for (const record of audit.filter((entry) => entry['event'] === 'server.request' && entry['correlationId'])) {
+    causes.set(record['correlationId'], `server.request ${String(record['decision'])}${record['reason'] ? `, ${String(record['reason'])}` : ''}${record['action'] ? `, answer ${String(record['action'])}` : ''}`);
+  }
   for (const row of rows) {
     const cause = row.correlationId === undefined ? undefined : causes.get(row.correlationId);
     if (cause) row.detail = `${row.detail.split(':')[0]} (audit: ${cause})`;
@@ -219,8 +318,12 @@ function indent(text: string): string {
   return text.trimEnd().split('\n').map((line) => `    ${line}`).join('\n') + '\n';
 }
 
+function textOf(result: CallToolResult): string {
+  return result.content.map((block) => (block.type === 'text' ? block.text : `[${block.type}]`)).join(' ');
+}
+
 function verdictOf(result: CallToolResult): { verdict: string; detail: string; correlationId?: string } {
-  const text = result.content.map((block) => (block.type === 'text' ? block.text : `[${block.type}]`)).join(' ');
+  const text = textOf(result);
   const refusal = result._meta?.['mcp-warden/refusal'] as { code?: string; correlationId?: string } | undefined;
   if (refusal?.code) {
     return { verdict: 'denied', detail: `${refusal.code}: ${text.replace(/^mcp-warden refused the call \[[A-Z_]+\]: /, '')}`, ...(refusal.correlationId ? { correlationId: refusal.correlationId } : {}) };
@@ -231,7 +334,7 @@ function verdictOf(result: CallToolResult): { verdict: string; detail: string; c
 
 function printTable(table: Row[]): void {
   const clip = (text: string, width: number) => (text.length > width ? `${text.slice(0, width - 1)}…` : text);
-  const widths = { transport: 9, call: 46, verdict: 19, detail: 96 };
+  const widths = { transport: 9, call: 52, verdict: 19, detail: 96 };
   const line = (row: Row) =>
     `${clip(row.transport, widths.transport).padEnd(widths.transport)} | ${clip(row.call, widths.call).padEnd(widths.call)} | ${clip(row.verdict, widths.verdict).padEnd(widths.verdict)} | ${clip(row.detail.replace(/\s+/g, ' '), widths.detail)}`;
   console.log(line({ transport: 'transport', call: 'call', verdict: 'verdict', detail: 'detail' }));

@@ -27,6 +27,7 @@ import { buildCallPipeline, type CallPipeline } from './pipeline/pipeline.ts';
 import { REFUSAL_META_KEY, type AskUser, type CallOutcome, type OAuthSession, type PipelineDeps, type LogMessage, type Progress, type Refusal, type UserInput } from './pipeline/types.ts';
 import { ApprovalWaiter } from './policy/approval-waiter.ts';
 import { findGrant, grantable } from './policy/grants.ts';
+import { agentsReaching } from './policy/server-reach.ts';
 import { secretForms } from './guard/sanitize-output.ts';
 import { loadBrokerIdentity, type BrokerIdentity } from './identity/broker-identity.ts';
 import { APPROVAL_RETENTION_MS } from './state/approvals.ts';
@@ -749,14 +750,8 @@ function soleAgent(config: WardenConfig, server: string): string | undefined {
   let known = soleAgents.get(config);
   if (!known) soleAgents.set(config, (known = new Map()));
   if (known.has(server)) return known.get(server);
-  const users = [...config.agents.values()].filter(
-    (agent) =>
-      agent.resourceGrants.some((grant) => grant.server === server) ||
-      agent.serverRequestGrants.some((grant) => grant.server === server) ||
-      [...config.catalog.values()].some((tool) => tool.server === server && grantable(agent.grants, tool.exposedName, tool.tool.access)) ||
-      [...config.prompts.values()].some((prompt) => prompt.server === server && agent.promptGrants.some((grant) => grant.matchers.some((matches) => matches(prompt.exposedName)))),
-  );
-  const sole = users.length === 1 ? users[0]!.name : undefined;
+  const users = agentsReaching(config, server);
+  const sole = users.length === 1 ? users[0]! : undefined;
   known.set(server, sole);
   return sole;
 }

@@ -82,6 +82,12 @@ const TOOLS = [
     },
   },
   { name: 'test_reconnection', description: 'Over Streamable HTTP, closes the response stream mid-call so the client must resume it (SEP-1699).', inputSchema: NO_ARGUMENTS },
+  // Not asked for by the suite: reports progress and a log message after the user has answered.
+  {
+    name: 'test_elicitation_then_report',
+    description: 'Asks the user to confirm, then reports progress (with a progress token) and one info log message, and returns the answer.',
+    inputSchema: NO_ARGUMENTS,
+  },
   // Not asked for by the suite: gives a subscription something to report.
   { name: 'test_update_watched_resource', description: `Changes ${WATCHED_URI} and notifies the connections subscribed to it.`, inputSchema: NO_ARGUMENTS },
 ];
@@ -182,6 +188,18 @@ async function callTool(name: string, args: Record<string, unknown>, ctx: Server
         if (progress < 100) await sleep(50);
       }
       return text(`Progress reported under token ${JSON.stringify(progressToken ?? null)}`);
+    }
+    case 'test_elicitation_then_report': {
+      const answer = inputResponse(ctx.mcpReq.inputResponses, 'confirm');
+      if (answer.kind === 'missing') {
+        return inputRequired({ inputRequests: { confirm: inputRequired.elicit({ message: 'Go on?', requestedSchema: { type: 'object', properties: { go: { type: 'boolean' } }, required: ['go'] } }) } });
+      }
+      if (answer.kind !== 'elicit') return fail(`expected an elicitation answer, got ${answer.kind}`);
+      const progressToken = ctx.mcpReq._meta?.progressToken;
+      if (progressToken !== undefined) await ctx.mcpReq.notify({ method: 'notifications/progress', params: { progressToken, progress: 1, total: 2 } });
+      await ctx.mcpReq.log('info', 'Reported after the answer', LOGGER);
+      if (progressToken !== undefined) await ctx.mcpReq.notify({ method: 'notifications/progress', params: { progressToken, progress: 2, total: 2 } });
+      return text(`Reported after: action=${answer.action}`);
     }
     case 'test_error_handling':
       return fail('This tool intentionally returns an error for testing');

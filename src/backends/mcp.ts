@@ -150,6 +150,8 @@ export class McpBackend implements ToolBackend {
   readonly #transportSpec: StdioTransport | HttpTransport;
   /** The agent-side progress callback of each call in flight, by the progress token the broker sent. */
   readonly #progress = new Map<string, NonNullable<ToolCall['onProgress']>>();
+  /** The broker's requests to the server awaiting an answer, by JSON-RPC id, with the request of the broker's they were sent for. */
+  readonly #sentUnder = new Map<string | number, InFlight>();
   /** Resource URIs some agent subscribed to on this server; subscribed again after a reconnect. */
   readonly #subscribed = new Set<string>();
   /** The change stream carrying them, on a 2026-07-28 connection. */
@@ -239,7 +241,7 @@ export class McpBackend implements ToolBackend {
     try {
       // On timeout or abort the SDK sends notifications/cancelled to the server (or, on a
       // 2026-07-28 HTTP connection, aborts the request), so the server can stop working.
-      // Progress goes by a token of the broker's own, routed as it arrives (see #routeProgress),
+      // Progress goes by a token of the broker's own, routed as it arrives (see #routeMessages),
       // not through the SDK's onprogress, and never extends the call: the timeout is a hard cap.
       if (onProgress) this.#progress.set((progressToken = `warden-${randomUUID()}`), onProgress);
       // A 2026-07-28 server sends a request's log messages only when the request asks for a
@@ -266,7 +268,7 @@ export class McpBackend implements ToolBackend {
       throw translated;
     } finally {
       deadline.clear();
-      this.#inFlight.delete(entry);
+      this.#end(entry);
       if (progressToken) this.#progress.delete(progressToken);
       if (trial) this.#trialInFlight = false;
     }
@@ -410,10 +412,29 @@ export class McpBackend implements ToolBackend {
    * removing the call's onprogress: a server's last progress, read in the same chunk as its
    * result, was dropped (modelcontextprotocol/typescript-sdk#2580). Other messages, and
    * progress for tokens the broker did not send, go to the SDK unchanged.
+   *
+   * An answer to a request the broker sent under one of its own requests in flight is handed
+   * to the SDK inside that request's async context. The SDK continues a 2026-07-28 call
+   * there (it fulfils input_required from the answer's delivery, not from the caller's
+   * await), so the server's question is tied to its call over stdio too, whoever else
+   * uses the server.
    */
-  #routeProgress(transport: Transport): void {
+  #routeMessages(transport: Transport): void {
+    const send = transport.send.bind(transport);
+    transport.send = (message, options) => {
+      const under = requestScope.getStore();
+      if (under && 'method' in message && 'id' in message && this.#inFlight.has(under)) this.#sentUnder.set(message.id, under);
+      return send(message, options);
+    };
     const deliver = transport.onmessage;
     transport.onmessage = (message, extra) => {
+      if (!('method' in message) && 'id' in message && message.id !== undefined && message.id !== null) {
+        const under = this.#sentUnder.get(message.id);
+        if (under) {
+          this.#sentUnder.delete(message.id);
+          if (this.#inFlight.has(under)) return requestScope.run(under, () => deliver?.call(transport, message, extra));
+        }
+      }
       // Log messages too: the call they belong to must still be in flight when they are read.
       if ('method' in message && message.method === 'notifications/message' && !('id' in message)) {
         const { level, data, logger } = (message.params ?? {}) as { level?: unknown; data?: unknown; logger?: unknown };
@@ -504,8 +525,14 @@ export class McpBackend implements ToolBackend {
     try {
       return await requestScope.run(entry, () => this.#downstreamOnce(timeoutMs, send, signal));
     } finally {
-      this.#inFlight.delete(entry);
+      this.#end(entry);
     }
+  }
+
+  /** A request of the broker's is over: neither it nor the messages it sent are in flight. */
+  #end(entry: InFlight): void {
+    this.#inFlight.delete(entry);
+    for (const [id, owner] of this.#sentUnder) if (owner === entry) this.#sentUnder.delete(id);
   }
 
   async #downstreamOnce<T>(timeoutMs: number, send: () => Promise<T>, signal?: AbortSignal): Promise<T> {
@@ -592,7 +619,7 @@ export class McpBackend implements ToolBackend {
         timer = setTimeout(() => reject(new Error(`no answer within ${connectTimeoutMs} ms`)), connectTimeoutMs);
       });
       await Promise.race([client.connect(transport, { timeout: connectTimeoutMs }), deadline]);
-      this.#routeProgress(transport);
+      this.#routeMessages(transport);
       const tools = await Promise.race([listAllTools(client, connectTimeoutMs), deadline]);
       const prompts = await Promise.race([listAllPrompts(client, connectTimeoutMs), deadline]);
       clearTimeout(timer);

@@ -1,12 +1,12 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { CLIENT_CAPABILITIES_META_KEY, createRequestStateCodec, inputRequired, LOG_LEVEL_META_KEY, ProtocolError, Server, type CallToolResult, type LoggingLevel, type ClientCapabilities, type InputRequests, type RequestStateCodec, type ServerContext } from '@modelcontextprotocol/server';
+import { CLIENT_CAPABILITIES_META_KEY, createRequestStateCodec, inputRequired, LOG_LEVEL_META_KEY, ProtocolError, Server, type CallToolResult, type LoggingLevel, type ClientCapabilities, type InputRequests, type RequestStateCodec, type ServerContext, type StandardSchemaV1 } from '@modelcontextprotocol/server';
 import { writeOrLog } from '../audit/trail.ts';
 import { printableName } from '../pipeline/names.ts';
 import { WardenError } from '../errors.ts';
 import type { ServerRequestKind } from '../policy/surface-grants.ts';
 import type { HostChannel } from '../surface/server-requests.ts';
 import type { Subscriber } from '../surface/subscriptions.ts';
-import type { FlowStep } from './call-flows.ts';
+import type { FlowState, FlowStep, HostQuestion, RoundChannel } from './call-flows.ts';
 import { SurfaceRefusal, type SurfaceRequest } from '../surface/judge.ts';
 import type { WardenErrorCode } from '../errors.ts';
 import type { Broker } from '../broker.ts';
@@ -53,6 +53,18 @@ export function approvalStateCodec(ttlSeconds: number): ApprovalStateCodec {
   return createRequestStateCodec<FrontState>({ key: randomBytes(32), ttlSeconds });
 }
 
+export interface AgentServerOptions {
+  /** Whether this server sends list_changed itself (a connection that stays open). */
+  readonly notifyToolsChanged: boolean;
+  readonly approvalState: ApprovalStateCodec;
+  readonly oauth?: OAuthSession;
+  /** The protocol era the instance serves: 2025 (initialize) or 2026-07-28 (per-request envelope). */
+  readonly era: 'legacy' | 'modern';
+}
+
+/** Accepts any result: the broker checks a host's answer itself (checkSamplingAnswer, checkElicitationAnswer). */
+const ANY_ANSWER: StandardSchemaV1<unknown> = { '~standard': { version: 1, vendor: 'mcp-warden', validate: (value) => ({ value }) } };
+
 /**
  * The MCP server one agent talks to. Low-level Server, because tool definitions are raw
  * JSON Schema from manifests. With notifyToolsChanged (a long-lived connection, stdio) it
@@ -60,13 +72,17 @@ export function approvalStateCodec(ttlSeconds: number): ApprovalStateCodec {
  * changes for all its streams. The agent's name, and for an OAuth access token its scopes,
  * are fixed here by the front that authenticated it; nothing the agent sends can change them.
  */
-export function createAgentServer(broker: Broker, agentName: string, options: { notifyToolsChanged: boolean; approvalState: ApprovalStateCodec; oauth?: OAuthSession }): Server {
+export function createAgentServer(broker: Broker, agentName: string, options: AgentServerOptions): Server {
   const session = options.oauth ? { oauth: options.oauth } : {};
+  const legacy = options.era === 'legacy';
   const server = new Server(
     { ...BROKER_INFO },
     {
-      // logging: setLevel is kept per session (below); resources: 2025-era subscriptions.
-      capabilities: { tools: { listChanged: true }, prompts: { listChanged: true }, resources: { subscribe: true, listChanged: true }, completions: {}, logging: {} },
+      // logging: setLevel is kept per session (below). resources: subscriptions are offered
+      // to 2025-era sessions only; a 2026-07-28 agent's subscriptions/listen is answered by
+      // the SDK's entry, which cannot tell the broker which URIs to judge and watch, so the
+      // capability is not declared to it and its listen acknowledgement says so.
+      capabilities: { tools: { listChanged: true }, prompts: { listChanged: true }, resources: legacy ? { subscribe: true, listChanged: true } : { listChanged: true }, completions: {}, logging: {} },
       instructions: INSTRUCTIONS,
       requestState: { verify: options.approvalState.verify },
     },
@@ -113,43 +129,35 @@ export function createAgentServer(broker: Broker, agentName: string, options: { 
   server.setRequestHandler('tools/call', async (request, ctx) => {
     const args = request.params.arguments ?? {};
     const name = request.params.name;
-    // Progress goes back only to an agent that asked for it, under the agent's own token.
-    const progressToken = ctx.mcpReq._meta?.progressToken;
-    const onProgress =
-      progressToken === undefined
-        ? undefined
-        : (progress: Progress) => void ctx.mcpReq.notify({ method: 'notifications/progress', params: { progressToken, ...progress } }).catch(() => undefined);
-    // The server's log messages during the call, at or above the level the agent asked for.
-    const logLevel = ((ctx.mcpReq.envelope as Record<string, unknown> | undefined)?.[LOG_LEVEL_META_KEY] as LoggingLevel | undefined) ?? sessionLogLevel;
-    const onLog =
-      logLevel === undefined || !LOG_SEVERITY.has(logLevel)
-        ? undefined
-        : ({ level, data, logger }: LogMessage) => {
-            if ((LOG_SEVERITY.get(level) ?? 0) >= (LOG_SEVERITY.get(logLevel) ?? 0)) void ctx.mcpReq.log(level, data, logger).catch(() => undefined);
-          };
+    const channel = roundChannel(ctx, sessionLogLevel);
     const state = ctx.mcpReq.requestState() as FrontState | undefined;
-    let step: FlowStep<Awaited<ReturnType<Broker['call']>>>;
-    if (state?.flowId !== undefined && state.round !== undefined) {
-      // The retry that carries the host's answer to a server's question: the call goes on.
+    // The retry that carries the host's answer to a server's question: the call goes on.
+    const resume = async (flow: FlowState, answers: Readonly<Record<string, unknown>> | undefined): Promise<Step> => {
       try {
-        step = await broker.flows.resume(agentName, name, { flowId: state.flowId, round: state.round }, ctx.mcpReq.inputResponses, ctx.mcpReq.signal);
+        return await broker.flows.resume(agentName, name, flow, answers, ctx.mcpReq.signal, channel);
       } catch (error) {
-        if (error instanceof WardenError) return refusal(error, broker, agentName, name);
+        if (error instanceof WardenError) return { kind: 'refused', result: refusal(error, broker, agentName, name) };
         throw error;
       }
+    };
+    let step: Step;
+    if (state?.flowId !== undefined && state.round !== undefined) {
+      step = await resume({ flowId: state.flowId, round: state.round }, ctx.mcpReq.inputResponses);
     } else {
       const canAsk = canAskUser(server, ctx);
       const can = (kind: ServerRequestKind) => hostCan(server, ctx, kind);
       step = await broker.flows.begin(
         agentName,
         name,
-        (ask, signal) =>
+        (ask, signal, report) =>
           // The signal aborts when the agent cancels or goes away; the downstream call follows.
           broker.call(agentName, name, args as Record<string, unknown>, {
             signal,
             ...session,
-            ...(onProgress ? { onProgress } : {}),
-            ...(onLog ? { onLog } : {}),
+            // Asked for by this first request (a progress token, a log level): reported to
+            // whichever request of the agent's is current when it happens.
+            ...(channel.progress ? { onProgress: report.progress } : {}),
+            ...(channel.log ? { onLog: report.log } : {}),
             idempotencyKey: request.params._meta?.[IDEMPOTENCY_META_KEY],
             host: { can, ask } satisfies HostChannel,
             userInput: {
@@ -159,8 +167,17 @@ export function createAgentServer(broker: Broker, agentName: string, options: { 
             },
           }),
         ctx.mcpReq.signal,
+        channel,
       );
     }
+    // A 2025-era host is asked here, by requests of this server's own within the agent's
+    // request, and whatever comes back (an answer, an error, nothing in time) goes to the
+    // waiting call: the call never outlives the agent's request waiting for an answer.
+    while (legacy && step.kind === 'ask') {
+      const answers = await askHost(ctx, step.questions, broker.config.limits.answerTimeoutMs);
+      step = await resume({ flowId: step.flowId, round: step.round }, answers);
+    }
+    if (step.kind === 'refused') return step.result;
     if (step.kind === 'ask') {
       return inputRequired({ inputRequests: step.questions as InputRequests, requestState: await options.approvalState.mint({ flowId: step.flowId, round: step.round }) });
     }
@@ -189,6 +206,48 @@ function refusal(error: WardenError, broker: Broker, agentName: string, tool: st
   const correlationId = randomUUID();
   writeOrLog(broker.audit, { event: 'tools/call', correlationId, agent: agentName, tool: printableName(tool), outcome: 'refused', decision: 'deny', reason: error.code }, broker.logger);
   return { content: [{ type: 'text', text: `mcp-warden refused the call [${error.code}]: ${error.message}` }], isError: true, _meta: { [REFUSAL_META_KEY]: { code: error.code, correlationId } } };
+}
+
+/** Where a round of a tool call ends: the call's answer, a question for the host, or a refused retry. */
+type Step = FlowStep<Awaited<ReturnType<Broker['call']>>> | { readonly kind: 'refused'; readonly result: CallToolResult };
+
+/**
+ * Where this agent request takes the call's progress (only with a progress token) and the
+ * server's log messages (at or above the level the agent asked for: the request's _meta
+ * level on 2026-07-28, logging/setLevel on a 2025-era session).
+ */
+function roundChannel(ctx: ServerContext, sessionLogLevel: LoggingLevel | undefined): RoundChannel {
+  const progressToken = ctx.mcpReq._meta?.progressToken;
+  const logLevel = ((ctx.mcpReq.envelope as Record<string, unknown> | undefined)?.[LOG_LEVEL_META_KEY] as LoggingLevel | undefined) ?? sessionLogLevel;
+  const threshold = logLevel === undefined ? undefined : LOG_SEVERITY.get(logLevel);
+  return {
+    ...(progressToken === undefined ? {} : { progress: (progress: Progress) => void ctx.mcpReq.notify({ method: 'notifications/progress', params: { progressToken, ...progress } }).catch(() => undefined) }),
+    ...(threshold === undefined
+      ? {}
+      : {
+          log: ({ level, data, logger }: LogMessage) => {
+            if ((LOG_SEVERITY.get(level) ?? 0) >= threshold) void ctx.mcpReq.log(level, data, logger).catch(() => undefined);
+          },
+        }),
+  };
+}
+
+/**
+ * Asks a 2025-era host the server's questions, all at once, each bounded by the answer
+ * time. An answer is passed on as it came (the broker checks it itself); a failure becomes
+ * the Error its question fails with.
+ */
+async function askHost(ctx: ServerContext, questions: Readonly<Record<string, HostQuestion>>, timeoutMs: number): Promise<Record<string, unknown>> {
+  const answered = await Promise.all(
+    Object.entries(questions).map(async ([key, question]): Promise<[string, unknown]> => {
+      try {
+        return [key, await ctx.mcpReq.send({ method: question.method, params: question.params }, ANY_ANSWER, { timeout: timeoutMs, signal: ctx.mcpReq.signal })];
+      } catch (error) {
+        return [key, error instanceof Error ? error : new Error(String(error))];
+      }
+    }),
+  );
+  return Object.fromEntries(answered);
 }
 
 /** The client capabilities of this request (2026-07-28) or of the session (2025 era). */

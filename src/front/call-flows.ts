@@ -1,14 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { WardenError } from '../errors.ts';
+import type { LogMessage, Progress } from '../pipeline/types.ts';
 
 /**
  * tools/call requests whose downstream server asked the host something (sampling,
  * elicitation) while the call ran. The call keeps running in the broker; the agent's
  * request is answered with the question (input_required), and the retry that carries the
- * host's answer picks the same call up where it waits. The same path serves both eras: a
- * 2026-07-28 client retries by itself, and for a 2025-era client the SDK asks the question
- * as a request of its own and re-enters the handler with the answer.
+ * host's answer picks the same call up where it waits. A 2026-07-28 client retries by
+ * itself; for a 2025-era client the agent's server asks the question as a request of its
+ * own, within the same agent request, and resumes the call with whatever comes back.
+ *
+ * What the call reports while it runs (progress, the server's log messages) goes to the
+ * agent request of the current round: each round brings its own channel. Between rounds
+ * progress is dropped and up to MAX_HELD_LOGS log messages wait for the next round.
  *
  * A continuation is held for one agent and one tool, answers only its current round (a
  * replayed answer is refused), and is dropped, its call cancelled, when nobody answers in
@@ -36,6 +41,15 @@ export interface FlowState {
 
 export type AskHost = (question: HostQuestion, signal: AbortSignal) => Promise<unknown>;
 
+/** Where one round's agent request takes what the call reports; either may be absent. */
+export interface RoundChannel {
+  readonly progress?: (progress: Progress) => void;
+  readonly log?: (message: LogMessage) => void;
+}
+
+/** Log messages kept for the next round while the host is being asked; later ones are dropped. */
+export const MAX_HELD_LOGS = 100;
+
 interface Pending {
   readonly key: string;
   readonly question: HostQuestion;
@@ -59,6 +73,9 @@ interface Flow<T> {
   done: { readonly value: T } | { readonly error: unknown } | undefined;
   expiry: NodeJS.Timeout | undefined;
   nextKey: number;
+  /** The channel of the round in progress; undefined between rounds. */
+  channel: RoundChannel | undefined;
+  held: LogMessage[];
 }
 
 export interface FlowLimits {
@@ -84,22 +101,33 @@ export class CallFlows {
   }
 
   /**
-   * Starts a call. run gets the function that asks the host, and the call's own signal:
-   * aborted when the agent cancels a round or the continuation expires.
+   * Starts a call. run gets the function that asks the host, the call's own signal (aborted
+   * when the agent cancels a round or the continuation expires), and the channel to report
+   * on, which forwards to the current round's.
    */
-  begin<T>(agent: string, tool: string, run: (ask: AskHost, signal: AbortSignal) => Promise<T>, roundSignal: AbortSignal): Promise<FlowStep<T>> {
-    const flow: Flow<T> = { id: randomUUID(), agent, tool, controller: new AbortController(), round: 0, waiting: [], asked: [], wake: undefined, busy: false, done: undefined, expiry: undefined, nextKey: 0 };
+  begin<T>(agent: string, tool: string, run: (ask: AskHost, signal: AbortSignal, report: Required<RoundChannel>) => Promise<T>, roundSignal: AbortSignal, channel: RoundChannel = {}): Promise<FlowStep<T>> {
+    const flow: Flow<T> = { id: randomUUID(), agent, tool, controller: new AbortController(), round: 0, waiting: [], asked: [], wake: undefined, busy: false, done: undefined, expiry: undefined, nextKey: 0, channel, held: [] };
     this.#flows.set(flow.id, flow as Flow<unknown>);
-    void run((question, signal) => this.#ask(flow, question, signal), flow.controller.signal).then(
+    const report: Required<RoundChannel> = {
+      progress: (progress) => flow.channel?.progress?.(progress),
+      log: (message) => {
+        if (flow.channel) flow.channel.log?.(message);
+        else if (flow.held.length < MAX_HELD_LOGS) flow.held.push(message);
+      },
+    };
+    void run((question, signal) => this.#ask(flow, question, signal), flow.controller.signal, report).then(
       (value) => this.#finish(flow, { value }),
       // The broker's call never rejects; if it did, the agent must not wait for ever.
       (error: unknown) => this.#finish(flow, { error }),
     );
-    return this.#next(flow, roundSignal);
+    return this.#next(flow, roundSignal, channel);
   }
 
-  /** Hands the host's answers to the questions of the named round, then waits again. */
-  resume<T>(agent: string, tool: string, state: FlowState, answers: Readonly<Record<string, unknown>> | undefined, roundSignal: AbortSignal): Promise<FlowStep<T>> {
+  /**
+   * Hands the host's answers to the questions of the named round, then waits again. An
+   * answer that is an Error (the host failed, or did not answer in time) fails its question.
+   */
+  resume<T>(agent: string, tool: string, state: FlowState, answers: Readonly<Record<string, unknown>> | undefined, roundSignal: AbortSignal, channel: RoundChannel = {}): Promise<FlowStep<T>> {
     const flow = this.#flows.get(state.flowId) as Flow<T> | undefined;
     if (!flow || flow.agent !== agent || flow.tool !== tool || flow.round !== state.round || flow.busy) {
       throw new WardenError('WARDEN_CALL_EXPIRED', 'this answer belongs to a call the broker no longer holds (answered already, not answered in time, or the broker restarted); make the call again');
@@ -109,15 +137,20 @@ export class CallFlows {
     for (const pending of flow.asked) {
       const answer = answers?.[pending.key];
       if (answer === undefined) pending.reject(new Error('the host sent no answer'));
+      else if (answer instanceof Error) pending.reject(answer);
       else pending.resolve(answer);
     }
     flow.asked = [];
-    return this.#next(flow, roundSignal);
+    return this.#next(flow, roundSignal, channel);
   }
 
   /** Waits, within one agent request, for the call's result or for the server's next question. */
-  async #next<T>(flow: Flow<T>, roundSignal: AbortSignal): Promise<FlowStep<T>> {
+  async #next<T>(flow: Flow<T>, roundSignal: AbortSignal, channel: RoundChannel): Promise<FlowStep<T>> {
     flow.busy = true;
+    flow.channel = channel;
+    const held = flow.held;
+    flow.held = [];
+    for (const message of held) channel.log?.(message);
     // The agent cancelling its request cancels the call: there is nobody left to answer.
     const cancel = () => flow.controller.abort(roundSignal.reason);
     if (roundSignal.aborted) cancel();
@@ -142,6 +175,7 @@ export class CallFlows {
       return { kind: 'ask', flowId: flow.id, round: flow.round, questions };
     } finally {
       flow.busy = false;
+      flow.channel = undefined;
       roundSignal.removeEventListener('abort', cancel);
     }
   }

@@ -55,9 +55,9 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress, opti
   // The document at the root and at the MCP path's suffixed form (RFC 9728 section 3.1).
   const metadataPaths = new Set(oauth ? [METADATA_PATH, `${METADATA_PATH}${MCP_PATH}`] : []);
   // The session's scopes come from the access token the front verified, never from a message.
-  const handler = createMcpHandler(({ authInfo }) => {
+  const handler = createMcpHandler(({ authInfo, era }) => {
     const session = authInfo?.extra?.['oauth'] as OAuthSession | undefined;
-    return createAgentServer(broker, authInfo?.clientId ?? '', { notifyToolsChanged: false, approvalState, ...(session ? { oauth: session } : {}) });
+    return createAgentServer(broker, authInfo?.clientId ?? '', { notifyToolsChanged: false, approvalState, era, ...(session ? { oauth: session } : {}) });
   }, {
     // 2025-era traffic is routed to sessions before it gets here; should any slip through,
     // it is refused rather than served without one.
@@ -231,7 +231,7 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress, opti
     transport.onclose = () => sessions.forget(id);
     transport.onerror = (error) => logger.debug({ err: error.message, agent: owner.agent }, 'session transport rejected a request');
     // The per-session Server tells its agent itself when its tools or prompts change.
-    const server = createAgentServer(broker, owner.agent, { notifyToolsChanged: true, approvalState, ...(owner.oauth ? { oauth: owner.oauth } : {}) });
+    const server = createAgentServer(broker, owner.agent, { notifyToolsChanged: true, approvalState, era: 'legacy', ...(owner.oauth ? { oauth: owner.oauth } : {}) });
     await server.connect(transport);
     const session = { id, owner, transport, server };
     if (!sessions.admit(session)) {

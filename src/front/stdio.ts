@@ -9,7 +9,7 @@ import { approvalStateCodec, createAgentServer } from './agent-server.ts';
  */
 export function serveAgentOverStdio(broker: Broker, agentName: string): StdioServerHandle {
   const approvalState = approvalStateCodec(broker.config.approvals.expireMs / 1000);
-  return serveStdio(() => createAgentServer(broker, agentName, { notifyToolsChanged: true, approvalState }), {
+  return serveStdio(({ era }) => createAgentServer(broker, agentName, { notifyToolsChanged: true, approvalState, era }), {
     onerror: (error) => broker.logger.warn({ err: error.message, agent: agentName }, 'stdio transport error'),
   });
 }

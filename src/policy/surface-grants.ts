@@ -68,7 +68,12 @@ export function compileServerRequestGrants(raw: readonly RawSurfaceGrant[]): rea
 
 /** Whether this session lets the server ask its host for this kind of request (default deny). */
 export function serverRequestAllowed(grants: readonly ServerRequestGrant[], server: string, kind: ServerRequestKind, scopes: SessionScopes): boolean {
-  return grants.some((grant) => grant.server === server && grant.kinds.has(kind) && held(grant, scopes));
+  return matchingServerRequestGrants(grants, server, kind, scopes).length > 0;
+}
+
+/** The grants that let this session's server ask its host for this kind of request, in config order. */
+export function matchingServerRequestGrants(grants: readonly ServerRequestGrant[], server: string, kind: ServerRequestKind, scopes: SessionScopes): ServerRequestGrant[] {
+  return grants.filter((grant) => grant.server === server && grant.kinds.has(kind) && held(grant, scopes));
 }
 
 /** A grant that names scopes applies only to a session whose access token holds them all. */
@@ -77,7 +82,12 @@ function held(grant: { readonly scopes: readonly string[] }, scopes: SessionScop
 }
 
 export function promptAllowed(grants: readonly PromptGrant[], exposedName: string, scopes: SessionScopes): boolean {
-  return grants.some((grant) => held(grant, scopes) && grant.matchers.some((matches) => matches(exposedName)));
+  return matchingPromptGrants(grants, exposedName, scopes).length > 0;
+}
+
+/** The grants that cover this exposed prompt for this session, in config order. */
+export function matchingPromptGrants(grants: readonly PromptGrant[], exposedName: string, scopes: SessionScopes): PromptGrant[] {
+  return grants.filter((grant) => held(grant, scopes) && grant.matchers.some((matches) => matches(exposedName)));
 }
 
 /** The resource grants of this session for one server: what its listing is filtered by. */
@@ -87,7 +97,10 @@ export function resourceGrantsFor(grants: readonly ResourceGrant[], server: stri
 
 /** Every server whose grants let this session read the URI (a URI checked by resourceUriProblem first). */
 export function serversAllowing(grants: readonly ResourceGrant[], uri: string, scopes: SessionScopes): readonly string[] {
-  const servers = new Set<string>();
-  for (const grant of grants) if (held(grant, scopes) && grant.matchers.some((matches) => matches(uri))) servers.add(grant.server);
-  return [...servers];
+  return [...new Set(matchingResourceGrants(grants, uri, scopes).map((grant) => grant.server))];
+}
+
+/** The grants, of any server, that cover the URI for this session, in config order (a URI checked by resourceUriProblem first). */
+export function matchingResourceGrants(grants: readonly ResourceGrant[], uri: string, scopes: SessionScopes): ResourceGrant[] {
+  return grants.filter((grant) => held(grant, scopes) && grant.matchers.some((matches) => matches(uri)));
 }

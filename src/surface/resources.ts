@@ -4,6 +4,7 @@ import type { Redactions, SanitizeOptions } from '../guard/sanitize-output.ts';
 import { WardenError } from '../errors.ts';
 import { resourceUriProblem, templateExample } from '../guard/resource-uri.ts';
 import { sanitizeResource, sanitizeResourceContents, sanitizeTemplate } from '../guard/sanitize-surface.ts';
+import type { SessionScopes } from '../policy/grants.ts';
 import { resourceGrantsFor, serversAllowing, type ResourceGrant } from '../policy/surface-grants.ts';
 import { judged, scopesOf, surfaceTimeout, type SurfaceDeps, type SurfaceRequest } from './judge.ts';
 
@@ -94,22 +95,28 @@ export function readResource(deps: SurfaceDeps, request: SurfaceRequest, uri: un
   });
 }
 
-/**
- * The one server this session may read a URI from, and its backend: the URI is checked
- * first, then granted on exactly one server (two is ambiguous: the broker does not guess).
- */
+/** The one server this session may read a URI from, and its backend (none: not found). */
 export function grantedResource(deps: SurfaceDeps, request: SurfaceRequest, uri: unknown): { readonly target: string; readonly server: string; readonly backend: McpBackend } {
-  const problem = resourceUriProblem(uri);
-  if (problem !== undefined) throw new WardenError('WARDEN_RESOURCE_URI_INVALID', `The resource URI was refused: ${problem}.`);
-  const target = uri as string;
   const agent = deps.config().agents.get(request.agentName);
-  const servers = serversAllowing(agent?.resourceGrants ?? [], target, scopesOf(request));
-  if (servers.length === 0) throw notFound();
-  if (servers.length > 1) throw new WardenError('WARDEN_RESOURCE_AMBIGUOUS', `The URI is granted on more than one server (${servers.join(', ')}); the broker does not guess which to read. Tell the security team.`);
-  const server = servers[0]!;
+  const { target, server } = resourceServer(agent?.resourceGrants ?? [], uri, scopesOf(request));
   const backend = deps.backend(server);
   if (!backend) throw notFound();
   return { target, server, backend };
+}
+
+/**
+ * The server whose grants let a session read a URI: the URI is checked first, then it must
+ * be granted on exactly one server (two is ambiguous: the broker does not guess). Throws
+ * the refusal. No I/O, so mcp-warden policy explain decides with it too.
+ */
+export function resourceServer(grants: readonly ResourceGrant[], uri: unknown, scopes: SessionScopes): { readonly target: string; readonly server: string } {
+  const problem = resourceUriProblem(uri);
+  if (problem !== undefined) throw new WardenError('WARDEN_RESOURCE_URI_INVALID', `The resource URI was refused: ${problem}.`);
+  const target = uri as string;
+  const servers = serversAllowing(grants, target, scopes);
+  if (servers.length === 0) throw notFound();
+  if (servers.length > 1) throw new WardenError('WARDEN_RESOURCE_AMBIGUOUS', `The URI is granted on more than one server (${servers.join(', ')}); the broker does not guess which to read. Tell the security team.`);
+  return { target, server: servers[0]! };
 }
 
 function notFound(): WardenError {

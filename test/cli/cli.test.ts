@@ -55,7 +55,7 @@ describe('mcp-warden CLI', () => {
     assert.ok(readFileSync(join(target, 'warden.yaml'), 'utf8').includes(sha256Hex(token)));
     const check = run(['config', 'check', join(target, 'warden.yaml')]);
     assert.equal(check.code, 0, check.stderr);
-    // Every tool each live server offers is signed: 8 of the notes server, 13 of server-everything,
+    // Every tool each live server offers is signed: 8 of the notes server, 16 of server-everything,
     // the 4 native HTTP tools of the tickets API and the 3 code tools; and code mode (warden__run_code).
     assert.match(check.stdout, /^accepted: server notes: example\.notes serial 1, signed by demo$/m);
     assert.match(check.stdout, /^accepted: server everything: modelcontextprotocol\.everything serial 1, signed by demo$/m);

@@ -2,9 +2,19 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { memoryAuditTrail } from '../../src/audit/trail.ts';
+import type { McpBackend } from '../../src/backends/mcp.ts';
 import { loadConfig } from '../../src/config/load.ts';
+import type { WardenError } from '../../src/errors.ts';
+import { resourceUriProblem } from '../../src/guard/resource-uri.ts';
+import { memoryLimitStore } from '../../src/guard/rate-limits.ts';
 import { openStateStore } from '../../src/state/store.ts';
-import { CLI, NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, writeConfig, writeManifest, writeYaml } from '../helpers.ts';
+import type { SurfaceDeps } from '../../src/surface/judge.ts';
+import { getPrompt } from '../../src/surface/prompts.ts';
+import { readResource } from '../../src/surface/resources.ts';
+import { relayServerRequest } from '../../src/surface/server-requests.ts';
+import { everythingManifest } from '../fixtures/repo-manifests.ts';
+import { CLI, NOTES_SERVER, NOTES_TOOLS, stdioManifest, tempDir, textToolsManifest, writeConfig, writeManifest, writeYaml } from '../helpers.ts';
 
 const { dir, cleanup } = tempDir('warden-policy-');
 after(cleanup);
@@ -438,5 +448,343 @@ describe('policy explain: outbound requests and egress', () => {
     assert.equal(stdio['egress'], undefined);
     assert.doesNotMatch(run(['policy', 'explain', '--config', EGRESS_CONFIG, '--agent', 'a', '--tool', 'notes__list_notes']).stdout, /egress|request:/);
     assert.equal(explain('a', 'api__nothing', EGRESS_CONFIG)['egress'], undefined);
+  });
+});
+
+describe('policy explain and list: prompts, resources and requests from servers', () => {
+  // Two MCP servers with the reference server's prompts and resources, and a code-tool server.
+  const surfaceDir = join(dir, 'surface');
+  writeManifest(join(surfaceDir, 'manifests/one.json'), everythingManifest('one'));
+  writeManifest(join(surfaceDir, 'manifests/two.json'), everythingManifest('two'));
+  writeManifest(join(surfaceDir, 'manifests/text.json'), textToolsManifest());
+  const SURFACE_POLICY = {
+    version: 1,
+    servers: { one: { manifest: 'one.json' }, two: { manifest: 'two.json' }, text: { manifest: 'text.json' } },
+    agents: {
+      alice: {
+        allow: [
+          { prompts: ['one__simple-prompt', 'one__args-*'] }, // 0
+          { prompts: ['one__*-prompt'] }, // 1: also matches the prompts of 0
+          { resources: ['demo://resource/static/document/*', 'demo://resource/dynamic/text/*'], server: 'one' }, // 2
+          { resources: ['demo://resource/dynamic/text/*'], server: 'two' }, // 3: the dynamic text resources are ambiguous
+          { serverRequests: ['elicitation'], server: 'one' }, // 4: alice alone reaches one
+          { serverRequests: ['sampling'], server: 'two' }, // 5: bob reaches two as well
+          { tools: ['one__echo', 'one__get-sum'] }, // 6
+          { resources: ['text://x/*'], server: 'text' }, // 7: not an MCP server
+        ],
+      },
+      bob: { allow: [{ tools: ['two__echo'] }] },
+      // Scoped grants count only for a session with an access token; this command answers for one without.
+      // (They still reach a server: carol makes two shared, as bob does; one stays alice's alone.)
+      carol: { allow: [{ prompts: ['two__simple-prompt'], scopes: ['prompts'] }, { serverRequests: ['elicitation'], server: 'two', scopes: ['ask'] }] },
+    },
+  };
+  const SURFACE = writeConfig(join(surfaceDir, 'warden.yaml'), SURFACE_POLICY);
+  const SURFACE_SWITCHED = writeConfig(join(surfaceDir, 'switched.yaml'), { ...SURFACE_POLICY, state: { dir: 'switched-state' } });
+
+  function surface(agent: string, selector: string[], config = SURFACE) {
+    const result = run(['policy', 'explain', '--config', config, '--agent', agent, ...selector, '--json']);
+    assert.equal(result.code, 0, result.stderr);
+    return JSON.parse(result.stdout) as Record<string, any>;
+  }
+
+  it('usage errors exit 2: two selectors, --server where it does not belong or is missing, an unknown kind, an oversize argument', () => {
+    const base = ['policy', 'explain', '--config', SURFACE, '--agent', 'alice'];
+    const cases: [string[], RegExp][] = [
+      [[...base, '--tool', 'one__echo', '--prompt', 'one__simple-prompt'], /exactly one of --tool TOOL, --prompt PROMPT, --resource URI or --server-request KIND \(this has --tool and --prompt\)/],
+      [[...base, '--resource', 'demo://x', '--server-request', 'sampling', '--server', 'one'], /exactly one of/],
+      [[...base, '--server', 'one'], /exactly one of/],
+      [[...base, '--prompt', 'one__simple-prompt', '--server', 'one'], /--server applies to --resource and --server-request/],
+      [[...base, '--server-request', 'sampling'], /--server-request needs --server SERVER/],
+      [[...base, '--server-request', 'roots', '--server', 'one'], /not "roots"; a server asking roots\/list gets the roots under \/servers\/<key>\/roots/],
+      [[...base, '--server-request', 'Sampling', '--server', 'one'], /--server-request is sampling or elicitation/],
+      [[...base, '--resource', `demo://${'x'.repeat(5000)}`], /--resource is longer than 4096 characters/],
+      [['policy', 'list', '--config', SURFACE, '--agent', 'alice', '--prompt', 'one__simple-prompt'], /--prompt applies to policy explain/],
+      [['policy', 'list', '--config', SURFACE, '--agent', 'alice', '--server', 'one'], /--server applies to policy explain/],
+    ];
+    for (const [args, message] of cases) {
+      const result = run(args);
+      assert.equal(result.code, 2, args.join(' '));
+      assert.match(result.stderr, /WARDEN_USAGE/, args.join(' '));
+      assert.match(result.stderr, message, args.join(' '));
+    }
+  });
+
+  it('a control character in a kind is refused and echoed escaped', () => {
+    const result = run(['policy', 'explain', '--config', SURFACE, '--agent', 'alice', '--server-request', 'sampling\u001b[2J', '--server', 'one']);
+    assert.equal(result.code, 2);
+    assert.ok(!result.stderr.includes('\u001b'), result.stderr);
+    assert.match(result.stderr, /not "sampling\\u\{1b\}\[2J"/);
+  });
+
+  it('prompt, allow: the first grant that covers it decides, the others also match; text and JSON', () => {
+    const text = run(['policy', 'explain', '--config', SURFACE, '--agent', 'alice', '--prompt', 'one__args-prompt']);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^agent "alice", prompt "one__args-prompt"$/m);
+    assert.match(text.stdout, /^decision: allow$/m);
+    assert.match(text.stdout, /^ {2}why: grant \/agents\/alice\/allow\/0 covers one__args-prompt$/m);
+    assert.match(text.stdout, /^server: one \(test\.one serial 1, stdio\)$/m);
+    assert.match(text.stdout, /^prompt: as its signed manifest defines it; arguments: city \(required\), state$/m);
+    assert.match(text.stdout, /^decided by: \/agents\/alice\/allow\/0: prompts \[one__simple-prompt, one__args-\*\]$/m);
+    assert.match(text.stdout, /^also matches: \/agents\/alice\/allow\/1: prompts \[one__\*-prompt\]$/m);
+    assert.match(text.stdout, /^kill switch: off$/m);
+    const facts = surface('alice', ['--prompt', 'one__args-prompt']);
+    assert.deepEqual(Object.keys(facts).slice(0, 4), ['agent', 'kind', 'prompt', 'decision']);
+    assert.equal(facts['kind'], 'prompt');
+    assert.equal(facts['decision'], 'allow');
+    assert.deepEqual(facts['grant'], { path: '/agents/alice/allow/0', prompts: ['one__simple-prompt', 'one__args-*'] });
+    assert.deepEqual(facts['alsoMatching'], [{ path: '/agents/alice/allow/1', prompts: ['one__*-prompt'] }]);
+    assert.deepEqual(facts['server'], { key: 'one', status: 'accepted', manifest: 'test.one', serial: 1, transport: 'stdio' });
+    assert.equal(facts['refusal'], undefined);
+  });
+
+  it('prompt, deny: not granted, no such prompt, a refused or unknown server, a scoped grant', () => {
+    const notGranted = surface('alice', ['--prompt', 'two__simple-prompt']);
+    assert.equal(notGranted['decision'], 'deny');
+    assert.equal(notGranted['cause'], 'not-granted');
+    assert.equal(notGranted['refusal'], 'WARDEN_PROMPT_NOT_FOUND');
+    assert.match(notGranted['reason'], /no prompt grant of agent "alice" matches two__simple-prompt; add a grant to \/agents\/alice\/allow with prompts \[two__simple-prompt\]/);
+    const missing = surface('alice', ['--prompt', 'one__launch']);
+    assert.equal(missing['cause'], 'no-such-prompt');
+    assert.match(missing['reason'], /server "one" \(test\.one serial 1\) has no prompt "launch" in its signed manifest; its prompts: one__simple-prompt, /);
+    assert.equal(surface('alice', ['--prompt', 'ghost__p'])['cause'], 'no-such-server');
+    assert.equal(surface('alice', ['--prompt', 'text__p'])['reason'], 'server "text" (test.text serial 1) has no prompt "p" in its signed manifest; its prompts: none');
+    assert.equal(surface('carol', ['--prompt', 'two__simple-prompt'])['cause'], 'not-granted', 'a scoped grant does not count without an access token');
+    const escaped = run(['policy', 'explain', '--config', SURFACE, '--agent', 'alice', '--prompt', 'one__\u001b[31mx\u202e']);
+    assert.equal(escaped.code, 0);
+    assert.ok(!/[\u001b\u202e]/.test(escaped.stdout), escaped.stdout);
+    assert.match(escaped.stdout, /\\u\{1b\}\[31mx\\u\{202e\}/);
+  });
+
+  it('resource, allow: the one server whose grants cover the URI; --server agrees or is told where the read goes', () => {
+    const uri = 'demo://resource/static/document/architecture.md';
+    const text = run(['policy', 'explain', '--config', SURFACE, '--agent', 'alice', '--resource', uri]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^decision: allow$/m);
+    assert.match(text.stdout, /^ {2}why: grant \/agents\/alice\/allow\/2 covers the URI on server "one", and no other server's grants cover it$/m);
+    assert.match(text.stdout, /^decided by: \/agents\/alice\/allow\/2: server one, resources \[demo:\/\/resource\/static\/document\/\*, demo:\/\/resource\/dynamic\/text\/\*\]$/m);
+    const facts = surface('alice', ['--resource', uri, '--server', 'one']);
+    assert.equal(facts['kind'], 'resource');
+    assert.equal(facts['resource'], uri);
+    assert.equal(facts['decision'], 'allow');
+    assert.deepEqual(facts['grantedOn'], ['one']);
+    assert.equal(facts['grant'].path, '/agents/alice/allow/2');
+    const elsewhere = surface('alice', ['--resource', uri, '--server', 'two']);
+    assert.equal(elsewhere['decision'], 'deny');
+    assert.equal(elsewhere['cause'], 'other-server');
+    assert.match(elsewhere['reason'], /a read of this URI goes to server "one" \(grant \/agents\/alice\/allow\/2\), never to "two"/);
+  });
+
+  it('resource, deny: the broker\'s URI rules first, then no grant, two servers, a server that is not an MCP server', () => {
+    for (const hostile of ['file:///a/../etc/passwd', 'demo://resource/static/document/%2e%2e/x', 'demo://resource/static/document/a\u001bb', 'demo://resource/static/document/\uff0e\uff0e/x', `demo://resource/static/document/${'a'.repeat(2100)}`]) {
+      const facts = surface('alice', ['--resource', hostile]);
+      assert.equal(facts['decision'], 'deny', hostile);
+      assert.equal(facts['cause'], 'uri-refused', hostile);
+      assert.equal(facts['refusal'], 'WARDEN_RESOURCE_URI_INVALID', hostile);
+      assert.equal(facts['reason'], `the broker refuses this URI before any grant is tried: ${resourceUriProblem(hostile)}`);
+    }
+    const text = run(['policy', 'explain', '--config', SURFACE, '--agent', 'alice', '--resource', 'file:///a/../etc/passwd']);
+    assert.match(text.stdout, /^ {2}why: the broker refuses this URI before any grant is tried: the URI contains a "\." or "\.\." path segment$/m);
+    assert.match(text.stdout, /^ {2}the agent is answered WARDEN_RESOURCE_URI_INVALID$/m);
+
+    const blob = surface('alice', ['--resource', 'demo://resource/dynamic/blob/1']);
+    assert.equal(blob['cause'], 'not-granted');
+    assert.equal(blob['refusal'], 'WARDEN_RESOURCE_NOT_FOUND');
+    assert.equal(surface('alice', ['--resource', 'demo://resource/dynamic/blob/1', '--server', 'ghost'])['cause'], 'no-such-server');
+
+    const ambiguous = surface('alice', ['--resource', 'demo://resource/dynamic/text/1']);
+    assert.equal(ambiguous['cause'], 'ambiguous');
+    assert.equal(ambiguous['refusal'], 'WARDEN_RESOURCE_AMBIGUOUS');
+    assert.deepEqual(ambiguous['grantedOn'], ['one', 'two']);
+    assert.deepEqual(ambiguous['alsoMatching'].map((grant: { path: string }) => grant.path), ['/agents/alice/allow/2', '/agents/alice/allow/3']);
+    assert.match(ambiguous['reason'], /granted on more than one server \(one by \/agents\/alice\/allow\/2, two by \/agents\/alice\/allow\/3\); the broker does not guess/);
+
+    const notMcp = surface('alice', ['--resource', 'text://x/1']);
+    assert.equal(notMcp['cause'], 'not-an-mcp-server');
+    assert.equal(notMcp['refusal'], 'WARDEN_RESOURCE_NOT_FOUND');
+  });
+
+  it('server request, allow: the grant, and the terms of the relay', () => {
+    const text = run(['policy', 'explain', '--config', SURFACE, '--agent', 'alice', '--server-request', 'elicitation', '--server', 'one']);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^agent "alice", server request "elicitation" from server "one"$/m);
+    assert.match(text.stdout, /^decision: allow$/m);
+    assert.match(text.stdout, /^decided by: \/agents\/alice\/allow\/4: server one, serverRequests \[elicitation\]$/m);
+    assert.match(text.stdout, /agent "alice" may call 2 of one's tools/);
+    assert.match(text.stdout, /^ {2}stdio, 2025 era: nothing ties a request to a call, so one is relayed only while one agent's grants reach the server \(a server pinned to era: modern is not limited so\): only "alice" does/m);
+    const facts = surface('alice', ['--server-request', 'elicitation', '--server', 'one']);
+    assert.deepEqual(Object.keys(facts).slice(0, 4), ['agent', 'kind', 'serverRequest', 'decision']);
+    assert.equal(facts['kind'], 'server-request');
+    assert.equal(facts['serverRequest'], 'elicitation');
+    assert.equal(facts['decision'], 'allow');
+    assert.deepEqual(facts['grant'], { path: '/agents/alice/allow/4', server: 'one', serverRequests: ['elicitation'] });
+    assert.deepEqual(facts['terms'], { callableTools: 2, maxBytes: 262_144, answerTimeoutMs: 300_000, attribution: { agentsReaching: ['alice'], sole: true } });
+  });
+
+  it('server request, deny: the other kind, no grant, a stdio server other agents reach, not an MCP server, an unknown server', () => {
+    const sampling = surface('alice', ['--server-request', 'sampling', '--server', 'one']);
+    assert.equal(sampling['decision'], 'deny');
+    assert.equal(sampling['cause'], 'not-granted');
+    assert.equal(sampling['refusal'], 'WARDEN_SERVER_REQUEST_DENIED');
+    assert.match(sampling['reason'], /grant \/agents\/alice\/allow\/4 lets it ask for elicitation only; add sampling to its serverRequests/);
+    const none = surface('bob', ['--server-request', 'sampling', '--server', 'two']);
+    assert.match(none['reason'], /no grant lets server "two" ask agent "bob"'s host for sampling \(default deny\); add a grant to \/agents\/bob\/allow with serverRequests \[sampling\] and server: two/);
+    assert.equal(surface('carol', ['--server-request', 'elicitation', '--server', 'two'])['cause'], 'not-granted', 'a scoped grant does not count without an access token');
+
+    const shared = surface('alice', ['--server-request', 'sampling', '--server', 'two']);
+    assert.equal(shared['decision'], 'deny');
+    assert.equal(shared['cause'], 'unattributable');
+    assert.equal(shared['grant'].path, '/agents/alice/allow/5', 'the grant allows it');
+    assert.deepEqual(shared['terms'].attribution, { agentsReaching: ['alice', 'bob', 'carol'], sole: false }, 'scoped grants reach a server too');
+    assert.match(shared['reason'], /alice, bob, carol reach "two", so each request is refused \(unattributable\)/);
+
+    // A server pinned to the 2026-07-28 era: its request comes in the answer to the call that caused it, so the rule does not apply.
+    const modern = everythingManifest('two');
+    writeManifest(join(surfaceDir, 'manifests/two-modern.json'), { ...modern, transport: { ...(modern['transport'] as Record<string, unknown>), era: 'modern' } });
+    const MODERN = writeConfig(join(surfaceDir, 'modern.yaml'), { ...SURFACE_POLICY, servers: { ...SURFACE_POLICY.servers, two: { manifest: 'two-modern.json' } }, state: { dir: 'modern-state' } });
+    const tied = surface('alice', ['--server-request', 'sampling', '--server', 'two'], MODERN);
+    assert.equal(tied['decision'], 'allow');
+    assert.equal(tied['terms'].attribution, undefined);
+
+    assert.equal(surface('alice', ['--server-request', 'sampling', '--server', 'text'])['cause'], 'not-an-mcp-server');
+    const ghost = run(['policy', 'explain', '--config', SURFACE, '--agent', 'alice', '--server-request', 'sampling', '--server', 'gh\u001bost']);
+    assert.equal(ghost.code, 0);
+    assert.match(ghost.stdout, /^decision: deny$/m);
+    assert.match(ghost.stdout, /there is no server "gh\\u\{1b\}ost"/);
+    assert.ok(!ghost.stdout.includes('\u001b'));
+  });
+
+  it('list: prompts sorted, resource grants with their paths, server requests and what is denied by default; text and JSON', () => {
+    const text = run(['policy', 'list', '--config', SURFACE, '--agent', 'alice']);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^prompts: 4$/m);
+    const prompts = [...text.stdout.matchAll(/^ {2}(one__\S+-prompt) +(\S+)$/gm)].map((match) => [match[1], match[2]]);
+    assert.deepEqual(prompts, [
+      ['one__args-prompt', '/agents/alice/allow/0'],
+      ['one__completable-prompt', '/agents/alice/allow/1'],
+      ['one__resource-prompt', '/agents/alice/allow/1'],
+      ['one__simple-prompt', '/agents/alice/allow/0'],
+    ]);
+    assert.match(text.stdout, /^ {2}\/agents\/alice\/allow\/2 +server one: demo:\/\/resource\/static\/document\/\*, demo:\/\/resource\/dynamic\/text\/\*$/m);
+    assert.match(text.stdout, /^ {2}\/agents\/alice\/allow\/7 +server text: text:\/\/x\/\* +\[not an MCP server: matches nothing\]$/m);
+    assert.match(text.stdout, /^ {2}one +elicitation +\/agents\/alice\/allow\/4$/m);
+    assert.match(text.stdout, /^ {2}two +sampling +\/agents\/alice\/allow\/5 +\[refused: other agents reach this stdio server \(unattributable\)\]$/m);
+    assert.match(text.stdout, /^ {2}everything else is denied by default: sampling from one, elicitation from two, any request from any other server$/m);
+
+    const listing = JSON.parse(run(['policy', 'list', '--config', SURFACE, '--agent', 'alice', '--json']).stdout);
+    assert.deepEqual(listing.prompts[0], { name: 'one__args-prompt', server: 'one', grant: '/agents/alice/allow/0', quarantined: false });
+    assert.deepEqual(listing.resources.map((grant: { grant: string; server: string; serverState: string }) => [grant.grant, grant.server, grant.serverState]), [
+      ['/agents/alice/allow/2', 'one', 'ok'],
+      ['/agents/alice/allow/3', 'two', 'ok'],
+      ['/agents/alice/allow/7', 'text', 'not-an-mcp-server'],
+    ]);
+    assert.deepEqual(listing.resources[1].patterns, ['demo://resource/dynamic/text/*']);
+    assert.deepEqual(listing.serverRequests, {
+      allowed: [
+        { server: 'one', kind: 'elicitation', grant: '/agents/alice/allow/4', serverState: 'ok', unattributable: false },
+        { server: 'two', kind: 'sampling', grant: '/agents/alice/allow/5', serverState: 'ok', unattributable: true },
+      ],
+      otherwise: 'deny',
+    });
+
+    const bob = run(['policy', 'list', '--config', SURFACE, '--agent', 'bob']);
+    assert.match(bob.stdout, /^prompts: none/m);
+    assert.match(bob.stdout, /^resources: none/m);
+    assert.match(bob.stdout, /^server requests: none; no server may ask this agent's host for sampling or elicitation \(default deny\)$/m);
+    const bobJson = JSON.parse(run(['policy', 'list', '--config', SURFACE, '--agent', 'bob', '--json']).stdout);
+    assert.deepEqual([bobJson.prompts, bobJson.resources, bobJson.serverRequests], [[], [], { allowed: [], otherwise: 'deny' }]);
+  });
+
+  it('the kill switch refuses all three while on (readonly withholds none of them); a quarantine refuses each', () => {
+    const set = (state: string) => assert.equal(run(['killswitch', state, '--config', SURFACE_SWITCHED, '--by', 'ops']).code, 0);
+    set('readonly');
+    assert.equal(surface('alice', ['--prompt', 'one__simple-prompt'], SURFACE_SWITCHED)['decision'], 'allow');
+    assert.equal(surface('alice', ['--resource', 'demo://resource/static/document/a.md'], SURFACE_SWITCHED)['decision'], 'allow');
+    set('on');
+    const prompt = surface('alice', ['--prompt', 'one__simple-prompt'], SURFACE_SWITCHED);
+    assert.equal(prompt['cause'], 'kill-switch');
+    assert.equal(prompt['refusal'], 'WARDEN_KILL_SWITCH');
+    assert.equal(prompt['otherwise'], 'allow');
+    assert.match(prompt['reason'], /^the kill switch is on \(set by ops at .*\): every request is refused until it is turned off; with it off: grant \/agents\/alice\/allow\/0 covers one__simple-prompt$/);
+    // The switch comes first on these paths: an ungranted prompt is refused by it too.
+    const ungranted = surface('alice', ['--prompt', 'two__simple-prompt'], SURFACE_SWITCHED);
+    assert.equal(ungranted['refusal'], 'WARDEN_KILL_SWITCH');
+    assert.equal(ungranted['otherwise'], 'deny');
+    assert.equal(surface('alice', ['--resource', 'file:///a/../b'], SURFACE_SWITCHED)['refusal'], 'WARDEN_KILL_SWITCH');
+    const request = surface('alice', ['--server-request', 'elicitation', '--server', 'one'], SURFACE_SWITCHED);
+    assert.equal(request['cause'], 'kill-switch');
+    assert.equal(request['refusal'], 'WARDEN_SERVER_REQUEST_DENIED');
+    const listing = run(['policy', 'list', '--config', SURFACE_SWITCHED, '--agent', 'alice']);
+    assert.match(listing.stdout, /^kill switch: on .*: the agent sees no tools, prompts or resources and every request is refused/m);
+    set('off');
+
+    const config = loadConfig(SURFACE_SWITCHED, { state: 'read-only' });
+    const manifest = config.servers.get('one')!;
+    const store = openStateStore(config.state.dir, 'read-write');
+    store.recordQuarantine(manifest.name, manifest.digest, { reason: 'drift', diffDigest: 'd'.repeat(64), since: new Date().toISOString() });
+    store.close();
+    const quarantinedPrompt = surface('alice', ['--prompt', 'one__simple-prompt'], SURFACE_SWITCHED);
+    assert.deepEqual([quarantinedPrompt['decision'], quarantinedPrompt['cause'], quarantinedPrompt['refusal'], quarantinedPrompt['otherwise']], ['deny', 'quarantined', 'WARDEN_PROMPT_NOT_FOUND', 'allow']);
+    assert.equal(quarantinedPrompt['quarantine'].reason, 'drift');
+    const quarantinedResource = surface('alice', ['--resource', 'demo://resource/static/document/a.md'], SURFACE_SWITCHED);
+    assert.deepEqual([quarantinedResource['cause'], quarantinedResource['refusal']], ['quarantined', 'WARDEN_SERVER_QUARANTINED']);
+    assert.equal(surface('alice', ['--server-request', 'elicitation', '--server', 'one'], SURFACE_SWITCHED)['cause'], 'quarantined');
+    const listing2 = JSON.parse(run(['policy', 'list', '--config', SURFACE_SWITCHED, '--agent', 'alice', '--json']).stdout);
+    assert.equal(listing2.prompts[0].quarantined, true);
+    assert.equal(listing2.resources[0].serverState, 'quarantined');
+  });
+
+  it('the command decides as the broker\'s own request paths do, for the same inputs', async () => {
+    const config = loadConfig(SURFACE, { state: 'read-only' });
+    const audit = memoryAuditTrail();
+    const backend = {
+      quarantine: undefined,
+      readResource: async (uri: string) => ({ contents: [{ uri, text: 'x' }] }),
+      getPrompt: async () => ({ messages: [{ role: 'user', content: { type: 'text', text: 'x' } }] }),
+    } as unknown as McpBackend;
+    const deps: SurfaceDeps = {
+      config: () => config,
+      // As the broker's: the MCP servers' backends only.
+      backend: (server) => (server === 'one' || server === 'two' ? backend : undefined),
+      audit,
+      secretForms: () => [],
+      killSwitch: () => 'off',
+      limits: memoryLimitStore(),
+    };
+    const outcome = async (request: () => Promise<unknown>) => {
+      try {
+        await request();
+        return { decision: 'allow' };
+      } catch (error) {
+        return { decision: 'deny', refusal: (error as WardenError).code };
+      }
+    };
+    const cli = (facts: Record<string, any>) => (facts['decision'] === 'allow' ? { decision: 'allow' } : { decision: 'deny', refusal: facts['refusal'] });
+
+    for (const name of ['one__simple-prompt', 'one__resource-prompt', 'two__simple-prompt', 'one__launch', 'ghost__p']) {
+      const runtime = await outcome(() => getPrompt(deps, { agentName: 'alice' }, name, name === 'one__resource-prompt' ? { resourceType: 'Text', resourceId: '1' } : {}));
+      assert.deepEqual(cli(surface('alice', ['--prompt', name])), runtime, name);
+    }
+    for (const uri of ['demo://resource/static/document/a.md', 'demo://resource/dynamic/text/1', 'demo://resource/dynamic/blob/1', 'file:///a/../etc/passwd', 'demo://x/%2e%2e/y', 'text://x/1']) {
+      const runtime = await outcome(() => readResource(deps, { agentName: 'alice' }, uri));
+      assert.deepEqual(cli(surface('alice', ['--resource', uri])), runtime, uri);
+    }
+    const params = {
+      sampling: { messages: [{ role: 'user', content: { type: 'text', text: 'hi' } }], maxTokens: 10 },
+      elicitation: { mode: 'form', message: 'ok?', requestedSchema: { type: 'object', properties: {} } },
+    };
+    const answers = { sampling: { role: 'assistant', content: { type: 'text', text: 'hello' }, model: 'm' }, elicitation: { action: 'decline' } };
+    for (const [agent, server, kind] of [['alice', 'one', 'elicitation'], ['alice', 'one', 'sampling'], ['bob', 'two', 'sampling'], ['carol', 'two', 'elicitation']] as const) {
+      const call = { correlationId: 'c', agentName: agent, agent: config.agents.get(agent)!, server, host: { can: () => true, ask: async () => answers[kind] } };
+      const method = kind === 'sampling' ? 'sampling/createMessage' : 'elicitation/create';
+      const runtime = await outcome(() => relayServerRequest({ config, audit, secretForms: () => [] }, call, method, params[kind], AbortSignal.timeout(10_000)));
+      assert.deepEqual(cli(surface(agent, ['--server-request', kind, '--server', server])), runtime, `${agent} ${server} ${kind}`);
+    }
+    // Where the relay's grant check allows and the stdio transport cannot tie the request to
+    // one agent's call (mcp.ts), the command says both: the grant, and the refusal.
+    const runtime = await outcome(() => relayServerRequest({ config, audit, secretForms: () => [] }, { correlationId: 'c', agentName: 'alice', agent: config.agents.get('alice')!, server: 'two', host: { can: () => true, ask: async () => answers.sampling } }, 'sampling/createMessage', params.sampling, AbortSignal.timeout(10_000)));
+    assert.deepEqual(runtime, { decision: 'allow' });
+    const shared = surface('alice', ['--server-request', 'sampling', '--server', 'two']);
+    assert.deepEqual([shared['grant'].path, shared['cause']], ['/agents/alice/allow/5', 'unattributable']);
   });
 });

@@ -201,7 +201,7 @@ describe('config: servers.<key>.prefix: false', () => {
 });
 
 describe('the init workspace (examples/workspace/warden.yaml)', () => {
-  it('grants the demo agent three everything prompts and two resource patterns, all matching', () => {
+  it('grants the demo agent three everything prompts, two resource patterns (all matching) and elicitation from everything', () => {
     const workspace = writeWorkspace(join(dir, 'ws'), false);
     const loaded = loadConfig(workspace.config);
     assert.deepEqual(loaded.rejected, new Map());
@@ -210,5 +210,7 @@ describe('the init workspace (examples/workspace/warden.yaml)', () => {
     assert.deepEqual(demo.resourceGrants.map((grant) => [grant.server, grant.patterns]), [['everything', ['demo://resource/static/document/*', 'demo://resource/dynamic/text/*']]]);
     assert.ok(loaded.prompts.has('everything__resource-prompt'), 'the signed manifest declares every live prompt');
     assert.ok(!loaded.warnings.some((warning) => /prompts/.test(warning)), loaded.warnings.join('\n'));
+    // The reference server may ask the demo agent's host for elicitation, not for sampling.
+    assert.deepEqual(demo.serverRequestGrants.map((grant) => [grant.server, [...grant.kinds]]), [['everything', ['elicitation']]]);
   });
 });

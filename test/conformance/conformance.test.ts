@@ -61,7 +61,7 @@ describe('MCP conformance suite through the broker', () => {
     const details = (scenario: string): Record<string, unknown> => (results.get(scenario)?.[0]?.details ?? {}) as Record<string, unknown>;
     assert.match(JSON.stringify(details('tools-call-simple-text')), /This is a simple text response for testing\./);
     assert.match(JSON.stringify(details('tools-call-error')), /This tool intentionally returns an error for testing/);
-    assert.equal(details('tools-list')['toolCount'], 15, 'every fixture tool is listed');
+    assert.equal(details('tools-list')['toolCount'], 16, 'every fixture tool is listed');
     assert.equal(details('prompts-list')['promptCount'], 4, 'every fixture prompt is listed');
     assert.equal(details('resources-list')['resourceCount'], 3, 'every fixture resource is listed');
     assert.deepEqual(details('completion-complete')['result'], { completion: { values: ['test', 'testing'], total: 2 } }, "the fixture's completions for arg1 = test");

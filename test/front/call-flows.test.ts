@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CallFlows, type AskHost, type FlowStep, type HostQuestion } from '../../src/front/call-flows.ts';
+import { CallFlows, MAX_HELD_LOGS, type AskHost, type FlowStep, type HostQuestion, type RoundChannel } from '../../src/front/call-flows.ts';
+import type { LogMessage, Progress } from '../../src/pipeline/types.ts';
 import { WardenError } from '../../src/errors.ts';
 import { waitFor } from '../helpers.ts';
 
@@ -348,5 +349,76 @@ describe('CallFlows', () => {
     } finally {
       process.off('unhandledRejection', onUnhandled);
     }
+  });
+  it('an answer that is an Error fails its question with that error; the call goes on and ends normally', async () => {
+    const calls = flows();
+    const step = asked(
+      await calls.begin('alice', 'tool', async (ask) => {
+        const [first, second] = await Promise.allSettled([ask(SAMPLING, open()), ask(ELICITATION, open())]);
+        return [first.status === 'fulfilled' ? first.value : `failed: ${(first.reason as Error).message}`, second.status === 'fulfilled' ? second.value : 'failed'];
+      }, open()),
+    );
+    const done = await calls.resume('alice', 'tool', step, { 'server-1': new Error('the host answered with an error'), 'server-2': { action: 'decline' } }, open());
+    assert.deepEqual(done, { kind: 'done', value: ['failed: the host answered with an error', { action: 'decline' }] });
+    assert.equal(calls.size, 0);
+  });
+
+  it('progress and log messages go to the channel of the round in progress; between rounds logs are held (bounded) and progress dropped', async () => {
+    const calls = flows();
+    const seen: string[] = [];
+    const channelOf = (name: string): RoundChannel => ({
+      progress: (progress: Progress) => void seen.push(`${name} progress ${progress.progress}`),
+      log: (message: LogMessage) => void seen.push(`${name} log ${String(message.data)}`),
+    });
+    const run = script<string>();
+    let report!: Required<RoundChannel>;
+    const first = asked(
+      await calls.begin(
+        'alice',
+        'tool',
+        async (ask, signal, channel) => {
+          report = channel;
+          channel.progress({ progress: 1 });
+          channel.log({ level: 'info', data: 'one' });
+          await ask(SAMPLING, open());
+          return run.run(ask, signal);
+        },
+        open(),
+        channelOf('round1'),
+      ),
+    );
+    assert.equal(first.round, 1);
+    // Between rounds: nobody to report to.
+    report.progress({ progress: 2 });
+    for (let i = 0; i < MAX_HELD_LOGS + 5; i++) report.log({ level: 'debug', data: `held ${i}` });
+    const pending = calls.resume('alice', 'tool', first, { 'server-1': 'a' }, open(), channelOf('round2'));
+    await run.started;
+    report.progress({ progress: 3 });
+    report.log({ level: 'info', data: 'three' });
+    run.finish('done');
+    assert.deepEqual(await pending, { kind: 'done', value: 'done' });
+    const held = Array.from({ length: MAX_HELD_LOGS }, (_, i) => `round2 log held ${i}`);
+    assert.deepEqual(seen, ['round1 progress 1', 'round1 log one', ...held, 'round2 progress 3', 'round2 log three']);
+  });
+
+  it('a round whose request asked for neither progress nor logs gets neither, though the first round asked for progress', async () => {
+    const calls = flows();
+    const seen: string[] = [];
+    const run = script<string>();
+    let report!: Required<RoundChannel>;
+    const first = asked(
+      await calls.begin('alice', 'tool', async (ask, signal, channel) => {
+        report = channel;
+        await ask(SAMPLING, open());
+        return run.run(ask, signal);
+      }, open(), { progress: (progress) => void seen.push(`first ${progress.progress}`) }),
+    );
+    const pending = calls.resume('alice', 'tool', first, { 'server-1': 'a' }, open(), {});
+    await run.started;
+    report.progress({ progress: 5 });
+    report.log({ level: 'info', data: 'nobody' });
+    run.finish('ok');
+    await pending;
+    assert.deepEqual(seen, []);
   });
 });

@@ -170,6 +170,8 @@ interface Seen {
   elicitation: Record<string, unknown>[];
   logs: Record<string, unknown>[];
   updates: string[];
+  /** Progress notifications as they arrived on the wire (the SDK drops one read with its call's result). */
+  progress: Record<string, unknown>[];
 }
 
 interface Host {
@@ -193,7 +195,7 @@ async function connectHost(config: string, agent: string, era: AgentEra, capabil
       versionNegotiation: { mode: era === 'modern' ? { pin: '2026-07-28' } : 'legacy' },
     },
   );
-  const seen: Seen = { sampling: [], elicitation: [], logs: [], updates: [] };
+  const seen: Seen = { sampling: [], elicitation: [], logs: [], updates: [], progress: [] };
   const host: Host = { client, seen, sample: DEFAULT_SAMPLE, elicit: DEFAULT_ELICIT };
   if (capabilities.sampling) {
     client.setRequestHandler('sampling/createMessage', async (request) => {
@@ -219,6 +221,11 @@ async function connectHost(config: string, agent: string, era: AgentEra, capabil
   const send = transport.send.bind(transport);
   transport.send = (message: JSONRPCMessage) => send(rewriteBogus(message) as JSONRPCMessage);
   await client.connect(transport);
+  const deliver = transport.onmessage;
+  transport.onmessage = (message: JSONRPCMessage, ...rest: unknown[]) => {
+    if ('method' in message && message.method === 'notifications/progress') seen.progress.push(message.params as Record<string, unknown>);
+    (deliver as ((message: JSONRPCMessage, ...rest: unknown[]) => void) | undefined)?.call(transport, message, ...rest);
+  };
   assert.equal(client.getProtocolEra(), era);
   return host;
 }
@@ -406,51 +413,114 @@ for (const downEra of ['legacy', 'modern'] as const) {
         assert.equal(mute.seen.elicitation.length, 1);
       });
 
-      // A 2025-era agent's host is asked by the SDK on the broker's side (its input_required
-      // shim), which validates the answer itself and, when the answer is malformed or the host
-      // fails, ends the agent's call with an error of its own without coming back to the
-      // broker: the call stays open downstream, waiting for an answer nobody will send, until
-      // limits.answerTimeoutMs (then audited answer-timeout, not invalid-answer). The call
-      // left open also counts as in flight: on a stdio downstream the next question of any
-      // call cannot be tied to its call and is refused (unattributable). Run on the `mute`
-      // client (its own broker process) so the open call does not disturb the tests after it.
-      it(
-        'a malformed answer from the host is refused (invalid-answer); the broker lives on and the next calls work',
-        agentEra === 'legacy' ? { todo: 'BUG: 2025-era agents: a failed or malformed host answer orphans the call (src/front/agent-server.ts, see report)' } : {},
-        async () => {
-          const target = agentEra === 'legacy' ? mute : host;
-          target.elicit = () => ({ action: 'accept', content: { username: BOGUS, email: 'x@example.test' } });
-          try {
-            const result = await target.client.callTool({ name: 'test_elicitation', arguments: { message: 'bogus?' } });
-            assert.equal(result.isError, true, textOf(result));
-            assert.ok(!textOf(result).includes('action=bogus'), textOf(result));
-            const record = await auditRecord(downEra, since, (r) => r['event'] === 'server.request' && r['agent'] === 'granted' && r['outcome'] !== 'ok' && r['method'] === 'elicitation/create', 'malformed answer refused');
-            assert.equal(record['reason'], 'invalid-answer');
-            assert.equal(record['decision'], 'deny');
-            // The call ended with the refusal, not left open.
-            const call = await auditRecord(downEra, since, (r) => r['event'] === 'tools/call' && r['correlationId'] === record['correlationId'], 'the refused call');
-            assert.ok((call['durationMs'] as number) < 4000, `the call took ${String(call['durationMs'])} ms`);
-          } finally {
-            target.elicit = DEFAULT_ELICIT;
-          }
-          assert.equal(textOf(await target.client.callTool({ name: 'test_simple_text', arguments: {} })), 'This is a simple text response for testing.');
-          const again = await target.client.callTool({ name: 'test_elicitation', arguments: { message: 'again?' } });
-          assert.equal(textOf(again), 'User response: action=accept, content={"username":"ursula","email":"ursula@example.test"}');
-        },
-      );
-
-      // Over stdio nothing ties a server's question to the call that caused it (in either era),
-      // so with two agents using the server it is refused rather than guessed (docs/policy.md).
-      it('a stdio server used by two agents: its question cannot be tied to a call and is refused (unattributable), never guessed', async () => {
-        const result = await shared.client.callTool({ name: 'test_sampling', arguments: { prompt: 'hi' } });
-        assert.equal(result.isError, true, textOf(result));
-        assert.match(textOf(result), /WARDEN_SERVER_REQUEST_DENIED/);
-        assert.equal(shared.seen.sampling.length, 0);
-        const record = await auditRecord(downEra, since, (r) => r['event'] === 'server.request' && r['reason'] === 'unattributable', 'unattributable');
-        assert.equal(record['decision'], 'deny');
-        assert.equal(record['method'], 'sampling/createMessage');
-        assert.equal(record['agent'], undefined);
+      // Whatever the host does with a question, the call ends with it: for a 2025-era agent
+      // the broker asks the host itself within the agent's request, for a 2026-07-28 agent
+      // the answer comes with the retry. Neither leaves the call waiting for an answer that
+      // will not come (the record would then say answer-timeout).
+      it('a malformed answer from the host is refused (invalid-answer); the call ends with it and the next calls work', async () => {
+        host.elicit = () => ({ action: 'accept', content: { username: BOGUS, email: 'x@example.test' } });
+        try {
+          const result = await host.client.callTool({ name: 'test_elicitation', arguments: { message: 'bogus?' } });
+          assert.equal(result.isError, true, textOf(result));
+          assert.ok(!textOf(result).includes('action=bogus'), textOf(result));
+          const record = await auditRecord(downEra, since, (r) => r['event'] === 'server.request' && r['agent'] === 'granted' && r['outcome'] !== 'ok' && r['method'] === 'elicitation/create', 'malformed answer refused');
+          assert.equal(record['reason'], 'invalid-answer');
+          assert.equal(record['decision'], 'deny');
+          const call = await auditRecord(downEra, since, (r) => r['event'] === 'tools/call' && r['correlationId'] === record['correlationId'], 'the refused call');
+          assert.equal(call['tool'], 'test_elicitation');
+        } finally {
+          host.elicit = DEFAULT_ELICIT;
+        }
+        assert.equal(textOf(await host.client.callTool({ name: 'test_simple_text', arguments: {} })), 'This is a simple text response for testing.');
+        const again = await host.client.callTool({ name: 'test_elicitation', arguments: { message: 'again?' } });
+        assert.equal(textOf(again), 'User response: action=accept, content={"username":"ursula","email":"ursula@example.test"}');
       });
+
+      it('a host that fails the question (an error answer): the call does not wait for an answer that will not come', async () => {
+        host.elicit = () => {
+          throw new Error('the user closed the dialog');
+        };
+        try {
+          if (agentEra === 'legacy') {
+            // The broker asked the host itself: the error goes straight to the waiting call.
+            const result = await host.client.callTool({ name: 'test_elicitation', arguments: { message: 'will fail' } });
+            assert.equal(result.isError, true, textOf(result));
+            assert.ok(!textOf(result).includes('action=accept'), textOf(result));
+          } else {
+            // A 2026-07-28 client gives up its own request and never retries: the call waits
+            // for the answer time (5 s here), then the question is withdrawn and the call cancelled.
+            await assert.rejects(host.client.callTool({ name: 'test_elicitation', arguments: { message: 'will fail' } }), /the user closed the dialog/);
+          }
+          const record = await auditRecord(downEra, since, (r) => r['event'] === 'server.request' && r['agent'] === 'granted' && r['outcome'] !== 'ok' && r['method'] === 'elicitation/create', 'failed answer');
+          assert.equal(record['outcome'], 'failed');
+          assert.equal(record['reason'], agentEra === 'legacy' ? 'host-failed' : 'answer-timeout');
+          // The call has ended (its record is written when it does), so it is no longer in flight.
+          const call = await auditRecord(downEra, since, (r) => r['event'] === 'tools/call' && r['correlationId'] === record['correlationId'], 'the failed call');
+          assert.equal(call['tool'], 'test_elicitation');
+          assert.notEqual(call['outcome'], 'ok');
+        } finally {
+          host.elicit = DEFAULT_ELICIT;
+        }
+        const again = await host.client.callTool({ name: 'test_elicitation', arguments: { message: 'again?' } });
+        assert.equal(textOf(again), 'User response: action=accept, content={"username":"ursula","email":"ursula@example.test"}');
+      });
+
+      it('progress and log messages after the host has answered still reach the agent', async () => {
+        // On `mute`, whose session level no other test relies on.
+        mute.seen.logs.length = 0;
+        mute.seen.progress.length = 0;
+        mute.seen.elicitation.length = 0;
+        if (agentEra === 'legacy') await mute.client.setLoggingLevel('debug');
+        mute.elicit = () => ({ action: 'accept', content: { go: true } });
+        let result;
+        try {
+          result = await mute.client.callTool(
+            { name: 'test_elicitation_then_report', arguments: {}, ...(agentEra === 'modern' ? { _meta: logMeta('debug') } : {}) },
+            { onprogress: () => undefined },
+          );
+        } finally {
+          mute.elicit = DEFAULT_ELICIT;
+        }
+        assert.equal(textOf(result), 'Reported after: action=accept');
+        assert.equal(mute.seen.elicitation.length, 1);
+        await barrier(mute);
+        // A 2026-07-28 client reports progress of its own while it fulfils a question; only the server's counts here.
+        assert.deepEqual(mute.seen.progress.filter((update) => update['total'] === 2).map((update) => update['progress']), [1, 2]);
+        assert.deepEqual(mute.seen.logs.map((log) => log['data']), ['Reported after the answer']);
+      });
+
+      // Over stdio a 2025-era server's question carries nothing that ties it to the call that
+      // caused it, so with two agents using the server it is refused rather than guessed. A
+      // 2026-07-28 server's question comes in the answer to the broker's own request, which
+      // names its call: it is tied to it even with other calls in flight (docs/policy.md).
+      if (downEra === 'legacy') {
+        it('a 2025-era stdio server used by two agents: its question cannot be tied to a call and is refused (unattributable), never guessed', async () => {
+          const result = await shared.client.callTool({ name: 'test_sampling', arguments: { prompt: 'hi' } });
+          assert.equal(result.isError, true, textOf(result));
+          assert.match(textOf(result), /WARDEN_SERVER_REQUEST_DENIED/);
+          assert.equal(shared.seen.sampling.length, 0);
+          const record = await auditRecord(downEra, since, (r) => r['event'] === 'server.request' && r['reason'] === 'unattributable', 'unattributable');
+          assert.equal(record['decision'], 'deny');
+          assert.equal(record['method'], 'sampling/createMessage');
+          assert.equal(record['agent'], undefined);
+        });
+      } else {
+        it('a 2026-07-28 stdio server used by two agents: its question is tied to its own call, also with another call in flight', async () => {
+          shared.seen.sampling.length = 0;
+          const [sampled, other] = await Promise.all([
+            shared.client.callTool({ name: 'test_sampling', arguments: { prompt: 'whose call?' } }),
+            shared.client.callTool({ name: 'test_tool_with_progress', arguments: {} }),
+          ]);
+          assert.equal(textOf(sampled), `LLM response: ${SAMPLED}`);
+          assert.match(textOf(other), /^Progress reported under token/);
+          assert.equal(shared.seen.sampling.length, 1);
+          const record = await auditRecord(downEra, since, (r) => r['event'] === 'server.request' && r['method'] === 'sampling/createMessage', 'tied to its call');
+          assert.equal(record['decision'], 'allow');
+          assert.equal(record['agent'], 'granted');
+          const call = await auditRecord(downEra, since, (r) => r['event'] === 'tools/call' && r['correlationId'] === record['correlationId'], 'the sampling call');
+          assert.equal(call['tool'], 'test_sampling');
+        });
+      }
 
       describe('log messages during a call', () => {
         if (agentEra === 'legacy') {
@@ -534,6 +604,18 @@ for (const downEra of ['legacy', 'modern'] as const) {
             const { data } = await rpcError(host.client.unsubscribeResource({ uri: 'test://static-text' }));
             assert.equal(data?.code, 'WARDEN_RESOURCE_NOT_FOUND');
           });
+        });
+      }
+      if (agentEra === 'modern') {
+        it('a 2026-07-28 agent is not offered resource subscriptions: its listen acknowledgement leaves them out, list changes stay', async () => {
+          assert.equal(host.client.getServerCapabilities()?.resources?.subscribe, undefined);
+          assert.equal(host.client.getServerCapabilities()?.resources?.listChanged, true);
+          const subscription = await host.client.listen({ resourceSubscriptions: ['test://watched-resource'], resourcesListChanged: true });
+          try {
+            assert.deepEqual(subscription.honoredFilter, { resourcesListChanged: true });
+          } finally {
+            await subscription.close();
+          }
         });
       }
     });

@@ -32,6 +32,9 @@ const EXPECTED_TOOLS = [
   'notes__server_info',
   'everything__echo',
   'everything__get-sum',
+  // Write tools whose server asks the host during the call (elicitation granted, sampling not).
+  'everything__trigger-elicitation-request',
+  'everything__trigger-sampling-request',
   // The tickets API's native tools (their API is not running here; listing needs none).
   'tickets__list_tickets',
   'tickets__get_ticket',
