@@ -1,5 +1,6 @@
 import { creator as recommended } from '@secretlint/secretlint-rule-preset-recommend';
 import type { SecretLintRuleContext, SecretLintRuleCreator, SecretLintSourceCode } from '@secretlint/types';
+import { rulesToRun } from './rule-anchors.ts';
 
 /**
  * Detected secrets: API keys, tokens, private keys, passwords in URLs and similar, found
@@ -16,6 +17,8 @@ export const DETECTED = '[redacted: secret]';
 const MIN_SECRET_CHARS = 8;
 
 interface LoadedRule {
+  /** The rule's id without its package prefix: aws, github, ... */
+  readonly id: string;
   readonly rule: SecretLintRuleCreator<unknown>;
   readonly options: unknown;
 }
@@ -27,7 +30,7 @@ const RULES: readonly LoadedRule[] = (() => {
       sharedOptions: {},
       registerRule: (rule, defaults) => {
         // filter-comments is declared a scanner but only silences other rules' findings.
-        if (rule.meta.type === 'scanner' && !rule.meta.id.endsWith('/secretlint-rule-filter-comments')) rules.push({ rule: rule as SecretLintRuleCreator<unknown>, options: defaults?.options ?? {} });
+        if (rule.meta.type === 'scanner' && !rule.meta.id.endsWith('/secretlint-rule-filter-comments')) rules.push({ id: rule.meta.id.replace('@secretlint/secretlint-rule-', ''), rule: rule as SecretLintRuleCreator<unknown>, options: defaults?.options ?? {} });
       },
     },
     {},
@@ -36,7 +39,7 @@ const RULES: readonly LoadedRule[] = (() => {
 })();
 
 /** The ids of the rules in use, for docs and the audit. */
-export const DETECTION_RULES: readonly string[] = RULES.map(({ rule }) => rule.meta.id.replace('@secretlint/secretlint-rule-', ''));
+export const DETECTION_RULES: readonly string[] = RULES.map(({ id }) => id);
 
 /** Ranges [start, end) of text that a rule reports as a secret, merged and sorted. */
 export async function findSecrets(text: string): Promise<[number, number][]> {
@@ -52,7 +55,8 @@ export async function findSecrets(text: string): Promise<[number, number][]> {
     getFilePath: () => undefined,
     getPhysicalFilePath: () => undefined,
   } as unknown as SecretLintSourceCode;
-  for (const { rule, options } of RULES) {
+  // Only the rules that can find something in this text (rule-anchors.ts): the same findings.
+  for (const { rule, options } of rulesToRun(text, RULES)) {
     const context: SecretLintRuleContext = {
       sharedOptions: {},
       createTranslator: () => ((id: string, data: unknown) => ({ message: id, data })) as never,

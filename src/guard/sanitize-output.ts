@@ -1,4 +1,4 @@
-import { INVISIBLE } from './invisible.ts';
+import { hasInvisible, INVISIBLE } from './invisible.ts';
 import type { CallToolResult } from '@modelcontextprotocol/server';
 import { findSecrets, maskSecrets } from './detect-secrets.ts';
 
@@ -69,14 +69,21 @@ export function secretForms(values: readonly string[]): string[] {
 
 /** Cleans one string: escapes and invisible characters first, so they cannot split a secret. */
 export function cleanText(text: string, forms: readonly string[], counts: Redactions): string {
-  let clean = text.replace(ESCAPES, () => {
-    counts.invisible++;
-    return '';
-  });
-  clean = clean.replace(INVISIBLE, () => {
-    counts.invisible++;
-    return '';
-  });
+  let clean = text;
+  // Each pass only where it can match: every escape starts with ESC, and hasInvisible is
+  // INVISIBLE found faster; a text with neither is scanned once for each, not rewritten.
+  if (clean.includes('\u001b')) {
+    clean = clean.replace(ESCAPES, () => {
+      counts.invisible++;
+      return '';
+    });
+  }
+  if (hasInvisible(clean)) {
+    clean = clean.replace(INVISIBLE, () => {
+      counts.invisible++;
+      return '';
+    });
+  }
   for (const form of forms) {
     if (!clean.includes(form)) continue;
     const parts = clean.split(form);
@@ -106,7 +113,8 @@ export async function sanitizeResult(result: CallToolResult, options: SanitizeOp
     // margin so a secret that straddles the cut is still recognised and masked whole.
     const scanned = cleaned.length > budget + DETECTION_MARGIN ? truncateUtf8(cleaned, budget + DETECTION_MARGIN) : cleaned;
     const masked = await maskSecrets(scanned, counts);
-    const bytes = Buffer.byteLength(cleaned, 'utf8') - Buffer.byteLength(scanned, 'utf8') + Buffer.byteLength(masked, 'utf8');
+    // Counted once when nothing was cut before detection (a long text's bytes take a pass each).
+    const bytes = (scanned === cleaned ? 0 : Buffer.byteLength(cleaned, 'utf8') - Buffer.byteLength(scanned, 'utf8')) + Buffer.byteLength(masked, 'utf8');
     if (bytes <= budget) {
       budget -= bytes;
       return masked;
