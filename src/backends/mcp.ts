@@ -150,8 +150,8 @@ export class McpBackend implements ToolBackend {
   readonly #transportSpec: StdioTransport | HttpTransport;
   /** The agent-side progress callback of each call in flight, by the progress token the broker sent. */
   readonly #progress = new Map<string, NonNullable<ToolCall['onProgress']>>();
-  /** The broker's requests to the server awaiting an answer, by JSON-RPC id, with the request of the broker's they were sent for. */
-  readonly #sentUnder = new Map<string | number, InFlight>();
+  /** The broker's requests to the server awaiting an answer, by JSON-RPC id (as a number, as the SDK matches answers), with the request of the broker's they were sent for. */
+  readonly #sentUnder = new Map<number, InFlight>();
   /** Resource URIs some agent subscribed to on this server; subscribed again after a reconnect. */
   readonly #subscribed = new Set<string>();
   /** The change stream carrying them, on a 2026-07-28 connection. */
@@ -423,17 +423,20 @@ export class McpBackend implements ToolBackend {
     const send = transport.send.bind(transport);
     transport.send = (message, options) => {
       const under = requestScope.getStore();
-      if (under && 'method' in message && 'id' in message && this.#inFlight.has(under)) this.#sentUnder.set(message.id, under);
+      if (under && 'method' in message && 'id' in message && this.#inFlight.has(under)) this.#sentUnder.set(Number(message.id), under);
       return send(message, options);
     };
     const deliver = transport.onmessage;
     transport.onmessage = (message, extra) => {
       if (!('method' in message) && 'id' in message && message.id !== undefined && message.id !== null) {
-        const under = this.#sentUnder.get(message.id);
-        if (under) {
-          this.#sentUnder.delete(message.id);
-          if (this.#inFlight.has(under)) return requestScope.run(under, () => deliver?.call(transport, message, extra));
-        }
+        // Looked up as the SDK matches an answer to its request (Number(id)): "7" answers 7 too.
+        const id = Number(message.id);
+        const under = this.#sentUnder.get(id);
+        this.#sentUnder.delete(id);
+        if (under && this.#inFlight.has(under)) return requestScope.run(under, () => deliver?.call(transport, message, extra));
+        // Every request sent under a call is mapped, so an answer that is not needs no call's
+        // scope, and must not take that of the stream it arrived on.
+        return requestScope.exit(() => deliver?.call(transport, message, extra));
       }
       // Log messages too: the call they belong to must still be in flight when they are read.
       if ('method' in message && message.method === 'notifications/message' && !('id' in message)) {

@@ -759,7 +759,7 @@ function explainServerRequest(config: WardenConfig, agent: AgentPolicy, kind: Se
     const quarantined = quarantineFacts(config, state, key, 'its tools are withdrawn, so no call reaches it to ask during');
     if (quarantined) return { ...granted, ...quarantined };
     if (terms.attribution?.sole === false) {
-      const why = 'over a 2025-era stdio connection nothing ties a request to a call, so the broker relays one only while a single agent\'s grants reach the server (a server pinned to era: modern is not limited so)';
+      const why = 'over a 2025-era stdio connection nothing ties a request to a call, so the broker relays one only while a single agent\'s grants reach the server (a server pinned to era: modern, or one with era: auto that negotiates 2026-07-28, is not limited so)';
       return { ...granted, decision: 'deny', cause: 'unattributable', refusal: 'WARDEN_SERVER_REQUEST_DENIED', reason: `grant ${grant.path} allows it, but ${why}: ${unattributable(key, terms.attribution.agentsReaching)}` };
     }
     return { ...granted, decision: 'allow', reason: `grant ${grant.path} lets server "${key}" ask agent "${agent.name}"'s host for ${kind} during the agent's tool calls to it` };
@@ -986,7 +986,7 @@ function termsLines(agent: string, server: string, kind: ServerRequestKind, term
   const attribution = terms.attribution;
   if (attribution) {
     const verdict = attribution.sole ? `only "${agent}" does, so a request is relayed, but only while exactly one call is in flight to the server` : unattributable(server, attribution.agentsReaching);
-    lines.push(`  stdio, 2025 era: nothing ties a request to a call, so one is relayed only while one agent's grants reach the server (a server pinned to era: modern is not limited so): ${verdict}`);
+    lines.push(`  stdio, 2025 era: nothing ties a request to a call, so one is relayed only while one agent's grants reach the server (a server pinned to era: modern, or one with era: auto that negotiates 2026-07-28, is not limited so): ${verdict}`);
   }
   return lines;
 }

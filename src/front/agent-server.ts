@@ -134,7 +134,7 @@ export function createAgentServer(broker: Broker, agentName: string, options: Ag
     // The retry that carries the host's answer to a server's question: the call goes on.
     const resume = async (flow: FlowState, answers: Readonly<Record<string, unknown>> | undefined): Promise<Step> => {
       try {
-        return await broker.flows.resume(agentName, name, flow, answers, ctx.mcpReq.signal, channel);
+        return await broker.flows.resume(agentName, name, flow, answers, ctx.mcpReq.signal, channel, legacy);
       } catch (error) {
         if (error instanceof WardenError) return { kind: 'refused', result: refusal(error, broker, agentName, name) };
         throw error;
@@ -168,13 +168,14 @@ export function createAgentServer(broker: Broker, agentName: string, options: Ag
           }),
         ctx.mcpReq.signal,
         channel,
+        legacy,
       );
     }
     // A 2025-era host is asked here, by requests of this server's own within the agent's
     // request, and whatever comes back (an answer, an error, nothing in time) goes to the
     // waiting call: the call never outlives the agent's request waiting for an answer.
     while (legacy && step.kind === 'ask') {
-      const answers = await askHost(ctx, step.questions, broker.config.limits.answerTimeoutMs);
+      const answers = await askHost(ctx, step.questions, broker.config.limits.answerTimeoutMs, step.unneeded);
       step = await resume({ flowId: step.flowId, round: step.round }, answers);
     }
     if (step.kind === 'refused') return step.result;
@@ -237,11 +238,13 @@ function roundChannel(ctx: ServerContext, sessionLogLevel: LoggingLevel | undefi
  * time. An answer is passed on as it came (the broker checks it itself); a failure becomes
  * the Error its question fails with.
  */
-async function askHost(ctx: ServerContext, questions: Readonly<Record<string, HostQuestion>>, timeoutMs: number): Promise<Record<string, unknown>> {
+async function askHost(ctx: ServerContext, questions: Readonly<Record<string, HostQuestion>>, timeoutMs: number, unneeded: AbortSignal): Promise<Record<string, unknown>> {
+  // Withdrawn from the host (the SDK cancels its request) when the agent goes or the server no longer waits.
+  const signal = AbortSignal.any([ctx.mcpReq.signal, unneeded]);
   const answered = await Promise.all(
     Object.entries(questions).map(async ([key, question]): Promise<[string, unknown]> => {
       try {
-        return [key, await ctx.mcpReq.send({ method: question.method, params: question.params }, ANY_ANSWER, { timeout: timeoutMs, signal: ctx.mcpReq.signal })];
+        return [key, await ctx.mcpReq.send({ method: question.method, params: question.params }, ANY_ANSWER, { timeout: timeoutMs, signal })];
       } catch (error) {
         return [key, error instanceof Error ? error : new Error(String(error))];
       }

@@ -31,7 +31,14 @@ export interface HostQuestion {
 
 export type FlowStep<T> =
   | { readonly kind: 'done'; readonly value: T }
-  | { readonly kind: 'ask'; readonly flowId: string; readonly round: number; readonly questions: Readonly<Record<string, HostQuestion>> };
+  | {
+      readonly kind: 'ask';
+      readonly flowId: string;
+      readonly round: number;
+      readonly questions: Readonly<Record<string, HostQuestion>>;
+      /** Aborts when the round's questions need no answer any more: the call ended, or the server withdrew them all. */
+      readonly unneeded: AbortSignal;
+    };
 
 /** What a retry names: the continuation and the round it answers. */
 export interface FlowState {
@@ -72,6 +79,10 @@ interface Flow<T> {
   busy: boolean;
   done: { readonly value: T } | { readonly error: unknown } | undefined;
   expiry: NodeJS.Timeout | undefined;
+  /** The agent's request is still open while the host is asked (inline): no expiry, the same channel. */
+  inline: boolean;
+  /** Of the round whose questions are with the host. */
+  unneeded: AbortController;
   nextKey: number;
   /** The channel of the round in progress; undefined between rounds. */
   channel: RoundChannel | undefined;
@@ -105,8 +116,8 @@ export class CallFlows {
    * when the agent cancels a round or the continuation expires), and the channel to report
    * on, which forwards to the current round's.
    */
-  begin<T>(agent: string, tool: string, run: (ask: AskHost, signal: AbortSignal, report: Required<RoundChannel>) => Promise<T>, roundSignal: AbortSignal, channel: RoundChannel = {}): Promise<FlowStep<T>> {
-    const flow: Flow<T> = { id: randomUUID(), agent, tool, controller: new AbortController(), round: 0, waiting: [], asked: [], wake: undefined, busy: false, done: undefined, expiry: undefined, nextKey: 0, channel, held: [] };
+  begin<T>(agent: string, tool: string, run: (ask: AskHost, signal: AbortSignal, report: Required<RoundChannel>) => Promise<T>, roundSignal: AbortSignal, channel: RoundChannel = {}, inline = false): Promise<FlowStep<T>> {
+    const flow: Flow<T> = { id: randomUUID(), agent, tool, controller: new AbortController(), round: 0, waiting: [], asked: [], wake: undefined, busy: false, done: undefined, expiry: undefined, inline: false, unneeded: new AbortController(), nextKey: 0, channel, held: [] };
     this.#flows.set(flow.id, flow as Flow<unknown>);
     const report: Required<RoundChannel> = {
       progress: (progress) => flow.channel?.progress?.(progress),
@@ -120,14 +131,15 @@ export class CallFlows {
       // The broker's call never rejects; if it did, the agent must not wait for ever.
       (error: unknown) => this.#finish(flow, { error }),
     );
-    return this.#next(flow, roundSignal, channel);
+    return this.#next(flow, roundSignal, channel, inline);
   }
 
   /**
    * Hands the host's answers to the questions of the named round, then waits again. An
    * answer that is an Error (the host failed, or did not answer in time) fails its question.
+   * inline: the agent's request stays open while the next question is asked (2025 era).
    */
-  resume<T>(agent: string, tool: string, state: FlowState, answers: Readonly<Record<string, unknown>> | undefined, roundSignal: AbortSignal, channel: RoundChannel = {}): Promise<FlowStep<T>> {
+  resume<T>(agent: string, tool: string, state: FlowState, answers: Readonly<Record<string, unknown>> | undefined, roundSignal: AbortSignal, channel: RoundChannel = {}, inline = false): Promise<FlowStep<T>> {
     const flow = this.#flows.get(state.flowId) as Flow<T> | undefined;
     if (!flow || flow.agent !== agent || flow.tool !== tool || flow.round !== state.round || flow.busy) {
       throw new WardenError('WARDEN_CALL_EXPIRED', 'this answer belongs to a call the broker no longer holds (answered already, not answered in time, or the broker restarted); make the call again');
@@ -141,12 +153,13 @@ export class CallFlows {
       else pending.resolve(answer);
     }
     flow.asked = [];
-    return this.#next(flow, roundSignal, channel);
+    return this.#next(flow, roundSignal, channel, inline);
   }
 
   /** Waits, within one agent request, for the call's result or for the server's next question. */
-  async #next<T>(flow: Flow<T>, roundSignal: AbortSignal, channel: RoundChannel): Promise<FlowStep<T>> {
+  async #next<T>(flow: Flow<T>, roundSignal: AbortSignal, channel: RoundChannel, inline: boolean): Promise<FlowStep<T>> {
     flow.busy = true;
+    flow.inline = inline;
     flow.channel = channel;
     const held = flow.held;
     flow.held = [];
@@ -170,12 +183,16 @@ export class CallFlows {
       for (const pending of flow.waiting) questions[pending.key] = pending.question;
       flow.asked = flow.waiting;
       flow.waiting = [];
-      flow.expiry = setTimeout(() => this.#expire(flow), this.#limits.answerTimeoutMs());
-      flow.expiry.unref();
-      return { kind: 'ask', flowId: flow.id, round: flow.round, questions };
+      flow.unneeded = new AbortController();
+      // Inline, the agent's request is bounded by its own wait for the host; otherwise nobody may come back.
+      if (!inline) {
+        flow.expiry = setTimeout(() => this.#expire(flow), this.#limits.answerTimeoutMs());
+        flow.expiry.unref();
+      }
+      return { kind: 'ask', flowId: flow.id, round: flow.round, questions, unneeded: flow.unneeded.signal };
     } finally {
       flow.busy = false;
-      flow.channel = undefined;
+      if (!inline) flow.channel = undefined;
       roundSignal.removeEventListener('abort', cancel);
     }
   }
@@ -200,9 +217,11 @@ export class CallFlows {
       };
       // The server withdrew its question (cancelled it, or the answer time ran out).
       const withdraw = () => {
+        const wasAsked = flow.asked.includes(pending);
         flow.waiting = flow.waiting.filter((other) => other !== pending);
         flow.asked = flow.asked.filter((other) => other !== pending);
         pending.reject(new Error('the question was withdrawn'));
+        if (wasAsked && flow.asked.length === 0) flow.unneeded.abort();
       };
       if (signal.aborted) return withdraw();
       signal.addEventListener('abort', withdraw, { once: true });
@@ -216,9 +235,11 @@ export class CallFlows {
     for (const pending of [...flow.waiting, ...flow.asked]) pending.reject(new Error('the call has ended'));
     flow.waiting = [];
     flow.asked = [];
+    flow.unneeded.abort();
     flow.wake?.();
-    // A finished call nobody is waiting on now is collected by the next round, or expires.
-    if (!flow.busy && !flow.expiry) this.#drop(flow);
+    // A finished call nobody is waiting on now is collected by the next round (the inline
+    // request's, which is coming back), or expires.
+    if (!flow.busy && !flow.expiry && !flow.inline) this.#drop(flow);
   }
 
   /** Nobody came back with the answer: the questions are withdrawn and the call cancelled. */

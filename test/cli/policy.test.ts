@@ -611,7 +611,7 @@ describe('policy explain and list: prompts, resources and requests from servers'
     assert.match(text.stdout, /^decision: allow$/m);
     assert.match(text.stdout, /^decided by: \/agents\/alice\/allow\/4: server one, serverRequests \[elicitation\]$/m);
     assert.match(text.stdout, /agent "alice" may call 2 of one's tools/);
-    assert.match(text.stdout, /^ {2}stdio, 2025 era: nothing ties a request to a call, so one is relayed only while one agent's grants reach the server \(a server pinned to era: modern is not limited so\): only "alice" does/m);
+    assert.match(text.stdout, /^ {2}stdio, 2025 era: nothing ties a request to a call, so one is relayed only while one agent's grants reach the server \(a server pinned to era: modern, or one with era: auto that negotiates 2026-07-28, is not limited so\): only "alice" does/m);
     const facts = surface('alice', ['--server-request', 'elicitation', '--server', 'one']);
     assert.deepEqual(Object.keys(facts).slice(0, 4), ['agent', 'kind', 'serverRequest', 'decision']);
     assert.equal(facts['kind'], 'server-request');

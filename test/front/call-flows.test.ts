@@ -421,4 +421,57 @@ describe('CallFlows', () => {
     await pending;
     assert.deepEqual(seen, []);
   });
+  it('inline (the agent\'s request stays open): no expiry; a call that ends while its host is asked keeps its result, and the round says the answer is no longer needed', async () => {
+    const calls = flows({ answerTimeoutMs: 20 });
+    const run = script<string>();
+    const step = asked(
+      await calls.begin('alice', 'tool', async (ask, signal) => {
+        void ask(ELICITATION, open()).catch(() => undefined);
+        return run.run(ask, signal);
+      }, open(), {}, true),
+    );
+    await run.started;
+    assert.equal(step.unneeded.aborted, false);
+    // Longer than answerTimeoutMs: inline, nothing expires.
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    assert.equal(calls.size, 1);
+    run.finish('written once');
+    assert.ok(await waitFor(() => step.unneeded.aborted, 200, 5), 'the question is no longer needed');
+    // The inline request comes back (with whatever the host said) and gets the call's own result.
+    assert.deepEqual(await calls.resume('alice', 'tool', step, { 'server-1': new Error('withdrawn') }, open(), {}, true), { kind: 'done', value: 'written once' });
+    assert.equal(calls.size, 0);
+  });
+
+  it('inline: the round is no longer needed once the server withdraws all its questions; the call goes on', async () => {
+    const calls = flows();
+    const withdraw = new AbortController();
+    const run = script<string>();
+    const step = asked(
+      await calls.begin('alice', 'tool', async (ask, signal) => {
+        const answer = await ask(SAMPLING, withdraw.signal).catch((error: Error) => `failed: ${error.message}`);
+        return `${String(answer)}; ${await run.run(ask, signal)}`;
+      }, open(), {}, true),
+    );
+    withdraw.abort();
+    assert.equal(step.unneeded.aborted, true);
+    const pending = calls.resume('alice', 'tool', step, { 'server-1': 'too late' }, open(), {}, true);
+    await run.started;
+    run.finish('done');
+    assert.deepEqual(await pending, { kind: 'done', value: 'failed: the question was withdrawn; done' });
+  });
+
+  it('not inline: a call that ends while nobody holds its round is kept for the retry until expiry, then dropped', async () => {
+    const calls = flows({ answerTimeoutMs: 30 });
+    const run = script<string>();
+    asked(
+      await calls.begin('alice', 'tool', async (ask, signal) => {
+        void ask(SAMPLING, open()).catch(() => undefined);
+        return run.run(ask, signal);
+      }, open()),
+    );
+    await run.started;
+    run.finish('late');
+    assert.equal(calls.size, 1);
+    assert.ok(await waitFor(() => calls.size === 0, 200, 10));
+  });
 });

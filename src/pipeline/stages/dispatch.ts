@@ -84,7 +84,8 @@ export const dispatch: StageFactory = ({ audit, backends, config, identity, kill
         const live = liveConfig();
         const agent = live.agents.get(ctx.agentName);
         const call = { correlationId: ctx.correlationId, agentName: ctx.agentName, server: tool.server, killSwitch: killSwitch(), ...(agent ? { agent } : {}), ...(ctx.oauth ? { oauth: ctx.oauth } : {}), ...(ctx.host ? { host: ctx.host } : {}), ...(ctx.callSecrets ? { callSecrets: ctx.callSecrets } : {}) };
-        return relayServerRequest({ config: live, audit, secretForms }, call, method, params, signal);
+        // Withdrawn when the server cancels its request or the agent's call is cancelled (audited as cancelled).
+        return relayServerRequest({ config: live, audit, secretForms }, call, method, params, ctx.signal ? AbortSignal.any([signal, ctx.signal]) : signal);
       },
       correlationId: ctx.correlationId,
       agent: ctx.agentName,
