@@ -169,10 +169,13 @@ export class CallFlows {
     if (roundSignal.aborted) cancel();
     roundSignal.addEventListener('abort', cancel, { once: true });
     try {
-      while (!flow.done && flow.waiting.length === 0) await new Promise<void>((resolve) => (flow.wake = resolve));
-      flow.wake = undefined;
-      // Questions a server sends together (a 2026-07-28 server's input requests) go out together.
-      if (!flow.done) await nextTurn();
+      // Questions a server sends together (a 2026-07-28 server's input requests) go out
+      // together; one withdrawn meanwhile leaves nothing to ask, and the wait goes on.
+      do {
+        while (!flow.done && flow.waiting.length === 0) await new Promise<void>((resolve) => (flow.wake = resolve));
+        flow.wake = undefined;
+        if (!flow.done) await nextTurn();
+      } while (!flow.done && flow.waiting.length === 0);
       if (flow.done) {
         this.#drop(flow);
         if ('error' in flow.done) throw flow.done.error;

@@ -474,4 +474,20 @@ describe('CallFlows', () => {
     assert.equal(calls.size, 1);
     assert.ok(await waitFor(() => calls.size === 0, 200, 10));
   });
+  it('a question withdrawn before it goes out leaves no empty round: the wait goes on to the result', async () => {
+    const calls = flows();
+    const run = script<string>();
+    const pending = calls.begin('alice', 'tool', async (ask, signal) => {
+      const withdraw = new AbortController();
+      const answer = ask(SAMPLING, withdraw.signal).catch((error: Error) => `withdrawn: ${error.message}`);
+      queueMicrotask(() => withdraw.abort());
+      return `${await answer}; ${await run.run(ask, signal)}`;
+    }, open());
+    await run.started;
+    // Past the turn the round waits before its questions go out.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    run.finish('then done');
+    assert.deepEqual(await pending, { kind: 'done', value: 'withdrawn: the question was withdrawn; then done' });
+    assert.equal(calls.size, 0);
+  });
 });

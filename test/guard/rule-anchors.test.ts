@@ -72,6 +72,13 @@ describe('detection prefilter (rule anchors)', () => {
     assert.equal(PREFILTER_ACTIVE, true);
   });
 
+  it('the anchors hold for each rule with its default options, which the preset leaves empty (aws: no key-id scans)', () => {
+    recommended.create(
+      { sharedOptions: {}, registerRule: (rule, defaults) => assert.deepEqual(defaults?.options ?? {}, {}, rule.meta.id) },
+      {},
+    );
+  });
+
   it('names only rules in use, and every rule in use but gcp (which reads only .p12 and .json files) and databricks (always run)', () => {
     const unanchored = ['databricks', 'gcp'];
     assert.deepEqual(Object.keys(RULE_ANCHORS).toSorted(), DETECTION_RULES.filter((id) => !unanchored.includes(id)).toSorted());
