@@ -37,6 +37,7 @@ import {
   type ServerContext,
 } from '@modelcontextprotocol/server';
 import { serveStdio } from '@modelcontextprotocol/server/stdio';
+import { DEFAULTS_FORM, ENUMS_FORM, USER_FORM } from './forms.ts';
 
 // A 1x1 red PNG and a minimal WAV: the scenarios only check that data and mimeType are there.
 const PNG_BASE64 = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==';
@@ -222,62 +223,18 @@ async function callTool(name: string, args: Record<string, unknown>, ctx: Server
       if (typeof message !== 'string') return fail('message must be a string');
       return elicit(ctx, 'user', {
         message,
-        requestedSchema: {
-          type: 'object',
-          properties: { username: { type: 'string', description: "User's response" }, email: { type: 'string', description: "User's email address" } },
-          required: ['username', 'email'],
-        },
+        requestedSchema: USER_FORM,
       }, 'User response');
     }
     case 'test_elicitation_sep1034_defaults':
       return elicit(ctx, 'defaults', {
         message: 'Please review and update the form fields with defaults',
-        requestedSchema: {
-          type: 'object',
-          properties: {
-            name: { type: 'string', description: 'User name', default: 'John Doe' },
-            age: { type: 'integer', description: 'User age', default: 30 },
-            score: { type: 'number', description: 'User score', default: 95.5 },
-            status: { type: 'string', description: 'User status', enum: ['active', 'inactive', 'pending'], default: 'active' },
-            verified: { type: 'boolean', description: 'Verification status', default: true },
-          },
-          required: [],
-        },
+        requestedSchema: DEFAULTS_FORM,
       }, 'Elicitation completed');
     case 'test_elicitation_sep1330_enums':
       return elicit(ctx, 'enums', {
         message: 'Please select options from the enum fields',
-        requestedSchema: {
-          type: 'object',
-          properties: {
-            untitledSingle: { type: 'string', description: 'Select one option', enum: ['option1', 'option2', 'option3'] },
-            titledSingle: {
-              type: 'string',
-              description: 'Select one option with titles',
-              oneOf: [
-                { const: 'value1', title: 'First Option' },
-                { const: 'value2', title: 'Second Option' },
-                { const: 'value3', title: 'Third Option' },
-              ],
-            },
-            legacyEnum: { type: 'string', description: 'Select one option (legacy)', enum: ['opt1', 'opt2', 'opt3'], enumNames: ['Option One', 'Option Two', 'Option Three'] },
-            untitledMulti: { type: 'array', description: 'Select multiple options', minItems: 1, maxItems: 3, items: { type: 'string', enum: ['option1', 'option2', 'option3'] } },
-            titledMulti: {
-              type: 'array',
-              description: 'Select multiple options with titles',
-              minItems: 1,
-              maxItems: 3,
-              items: {
-                anyOf: [
-                  { const: 'value1', title: 'First Choice' },
-                  { const: 'value2', title: 'Second Choice' },
-                  { const: 'value3', title: 'Third Choice' },
-                ],
-              },
-            },
-          },
-          required: [],
-        },
+        requestedSchema: ENUMS_FORM,
       }, 'Elicitation completed');
     case 'json_schema_2020_12_tool':
       return text(`JSON Schema 2020-12 tool called with: ${JSON.stringify(args)}`);

@@ -81,8 +81,8 @@ interface Flow<T> {
   expiry: NodeJS.Timeout | undefined;
   /** The agent's request is still open while the host is asked (inline): no expiry, the same channel. */
   inline: boolean;
-  /** Of the round whose questions are with the host. */
-  unneeded: AbortController;
+  /** Of the round whose questions are with the host (none before the first question). */
+  unneeded: AbortController | undefined;
   nextKey: number;
   /** The channel of the round in progress; undefined between rounds. */
   channel: RoundChannel | undefined;
@@ -117,7 +117,7 @@ export class CallFlows {
    * on, which forwards to the current round's.
    */
   begin<T>(agent: string, tool: string, run: (ask: AskHost, signal: AbortSignal, report: Required<RoundChannel>) => Promise<T>, roundSignal: AbortSignal, channel: RoundChannel = {}, inline = false): Promise<FlowStep<T>> {
-    const flow: Flow<T> = { id: randomUUID(), agent, tool, controller: new AbortController(), round: 0, waiting: [], asked: [], wake: undefined, busy: false, done: undefined, expiry: undefined, inline: false, unneeded: new AbortController(), nextKey: 0, channel, held: [] };
+    const flow: Flow<T> = { id: randomUUID(), agent, tool, controller: new AbortController(), round: 0, waiting: [], asked: [], wake: undefined, busy: false, done: undefined, expiry: undefined, inline: false, unneeded: undefined, nextKey: 0, channel, held: [] };
     this.#flows.set(flow.id, flow as Flow<unknown>);
     const report: Required<RoundChannel> = {
       progress: (progress) => flow.channel?.progress?.(progress),
@@ -186,13 +186,13 @@ export class CallFlows {
       for (const pending of flow.waiting) questions[pending.key] = pending.question;
       flow.asked = flow.waiting;
       flow.waiting = [];
-      flow.unneeded = new AbortController();
+      const unneeded = (flow.unneeded = new AbortController());
       // Inline, the agent's request is bounded by its own wait for the host; otherwise nobody may come back.
       if (!inline) {
         flow.expiry = setTimeout(() => this.#expire(flow), this.#limits.answerTimeoutMs());
         flow.expiry.unref();
       }
-      return { kind: 'ask', flowId: flow.id, round: flow.round, questions, unneeded: flow.unneeded.signal };
+      return { kind: 'ask', flowId: flow.id, round: flow.round, questions, unneeded: unneeded.signal };
     } finally {
       flow.busy = false;
       if (!inline) flow.channel = undefined;
@@ -224,7 +224,7 @@ export class CallFlows {
         flow.waiting = flow.waiting.filter((other) => other !== pending);
         flow.asked = flow.asked.filter((other) => other !== pending);
         pending.reject(new Error('the question was withdrawn'));
-        if (wasAsked && flow.asked.length === 0) flow.unneeded.abort();
+        if (wasAsked && flow.asked.length === 0) flow.unneeded?.abort();
       };
       if (signal.aborted) return withdraw();
       signal.addEventListener('abort', withdraw, { once: true });
@@ -238,7 +238,7 @@ export class CallFlows {
     for (const pending of [...flow.waiting, ...flow.asked]) pending.reject(new Error('the call has ended'));
     flow.waiting = [];
     flow.asked = [];
-    flow.unneeded.abort();
+    flow.unneeded?.abort();
     flow.wake?.();
     // A finished call nobody is waiting on now is collected by the next round (the inline
     // request's, which is coming back), or expires.

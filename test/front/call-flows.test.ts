@@ -58,6 +58,19 @@ function asked<T>(step: FlowStep<T>): Extract<FlowStep<T>, { kind: 'ask' }> {
   return step as Extract<FlowStep<T>, { kind: 'ask' }>;
 }
 
+/** A call that asks once, answers nobody, then runs as the returned script says. */
+async function parkedCall(calls: CallFlows, question: HostQuestion, inline = false): Promise<{ step: Extract<FlowStep<string>, { kind: 'ask' }>; run: Script<string> }> {
+  const run = script<string>();
+  const step = asked(
+    await calls.begin<string>('alice', 'tool', async (ask, signal) => {
+      void ask(question, open()).catch(() => undefined);
+      return run.run(ask, signal);
+    }, open(), {}, inline),
+  );
+  await run.started;
+  return { step, run };
+}
+
 describe('CallFlows', () => {
   it('a call that asks once: the question goes out, the answer comes back to the run, the result ends the flow', async () => {
     const calls = flows();
@@ -334,14 +347,7 @@ describe('CallFlows', () => {
       assert.equal(calls.size, 0);
       // Rejecting while the flow is parked (nobody waiting): no unhandled rejection, and expiry collects it.
       const short = flows({ answerTimeoutMs: 20 });
-      const parked = script<string>();
-      asked(
-        await short.begin('alice', 'tool', async (ask, signal) => {
-          void ask(SAMPLING, open()).catch(() => undefined);
-          return parked.run(ask, signal);
-        }, open()),
-      );
-      await parked.started;
+      const parked = (await parkedCall(short, SAMPLING)).run;
       parked.fail(boom);
       assert.ok(await waitFor(() => short.size === 0, 200, 10));
       await new Promise((resolve) => setImmediate(resolve));
@@ -423,14 +429,7 @@ describe('CallFlows', () => {
   });
   it('inline (the agent\'s request stays open): no expiry; a call that ends while its host is asked keeps its result, and the round says the answer is no longer needed', async () => {
     const calls = flows({ answerTimeoutMs: 20 });
-    const run = script<string>();
-    const step = asked(
-      await calls.begin('alice', 'tool', async (ask, signal) => {
-        void ask(ELICITATION, open()).catch(() => undefined);
-        return run.run(ask, signal);
-      }, open(), {}, true),
-    );
-    await run.started;
+    const { step, run } = await parkedCall(calls, ELICITATION, true);
     assert.equal(step.unneeded.aborted, false);
     // Longer than answerTimeoutMs: inline, nothing expires.
     await new Promise((resolve) => setTimeout(resolve, 60));
@@ -462,14 +461,7 @@ describe('CallFlows', () => {
 
   it('not inline: a call that ends while nobody holds its round is kept for the retry until expiry, then dropped', async () => {
     const calls = flows({ answerTimeoutMs: 30 });
-    const run = script<string>();
-    asked(
-      await calls.begin('alice', 'tool', async (ask, signal) => {
-        void ask(SAMPLING, open()).catch(() => undefined);
-        return run.run(ask, signal);
-      }, open()),
-    );
-    await run.started;
+    const { run } = await parkedCall(calls, SAMPLING);
     run.finish('late');
     assert.equal(calls.size, 1);
     assert.ok(await waitFor(() => calls.size === 0, 200, 10));

@@ -7,6 +7,7 @@ import { Client, ProtocolError, type JSONRPCMessage } from '@modelcontextprotoco
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import { parse } from 'yaml';
 import { IDEMPOTENCY_META_KEY } from '../../src/pipeline/stages/deduplicate.ts';
+import { DEFAULTS_FORM, ENUMS_FORM, USER_FORM } from '../../examples/conformance-server/forms.ts';
 import { CLI, ROOT, refusalCode, stdioManifest, tempDir, textOf, waitFor, writeConfig, writeManifest } from '../helpers.ts';
 
 // A downstream server's sampling and elicitation requests, its log messages during a call
@@ -24,55 +25,6 @@ type DownEra = 'legacy' | 'modern';
 /** The tool of the roots server written in the roots tests. */
 const ROOTS_TOOLS = [{ name: 'list_roots', description: 'Asks the client for its roots and returns them as JSON.', inputSchema: { type: 'object', properties: {} } }];
 type AgentEra = 'legacy' | 'modern';
-
-/** The form schemas the fixture sends (examples/conformance-server/server.ts), as the host must receive them. */
-const ELICITATION_SCHEMA = {
-  type: 'object',
-  properties: { username: { type: 'string', description: "User's response" }, email: { type: 'string', description: "User's email address" } },
-  required: ['username', 'email'],
-};
-const SEP1034_SCHEMA = {
-  type: 'object',
-  properties: {
-    name: { type: 'string', description: 'User name', default: 'John Doe' },
-    age: { type: 'integer', description: 'User age', default: 30 },
-    score: { type: 'number', description: 'User score', default: 95.5 },
-    status: { type: 'string', description: 'User status', enum: ['active', 'inactive', 'pending'], default: 'active' },
-    verified: { type: 'boolean', description: 'Verification status', default: true },
-  },
-  required: [],
-};
-const SEP1330_SCHEMA = {
-  type: 'object',
-  properties: {
-    untitledSingle: { type: 'string', description: 'Select one option', enum: ['option1', 'option2', 'option3'] },
-    titledSingle: {
-      type: 'string',
-      description: 'Select one option with titles',
-      oneOf: [
-        { const: 'value1', title: 'First Option' },
-        { const: 'value2', title: 'Second Option' },
-        { const: 'value3', title: 'Third Option' },
-      ],
-    },
-    legacyEnum: { type: 'string', description: 'Select one option (legacy)', enum: ['opt1', 'opt2', 'opt3'], enumNames: ['Option One', 'Option Two', 'Option Three'] },
-    untitledMulti: { type: 'array', description: 'Select multiple options', minItems: 1, maxItems: 3, items: { type: 'string', enum: ['option1', 'option2', 'option3'] } },
-    titledMulti: {
-      type: 'array',
-      description: 'Select multiple options with titles',
-      minItems: 1,
-      maxItems: 3,
-      items: {
-        anyOf: [
-          { const: 'value1', title: 'First Choice' },
-          { const: 'value2', title: 'Second Choice' },
-          { const: 'value3', title: 'Third Choice' },
-        ],
-      },
-    },
-  },
-  required: [],
-};
 
 const AGENTS = {
   granted: {
@@ -332,15 +284,15 @@ for (const downEra of ['legacy', 'modern'] as const) {
         assert.equal(host.seen.elicitation.length, 1);
         const asked = host.seen.elicitation[0]!;
         assert.equal(asked['message'], 'Who are you?');
-        assert.deepEqual(asked['requestedSchema'], ELICITATION_SCHEMA);
+        assert.deepEqual(asked['requestedSchema'], USER_FORM);
         const record = await auditRecord(downEra, since, (r) => r['event'] === 'server.request' && r['agent'] === 'granted' && r['method'] === 'elicitation/create' && r['outcome'] === 'ok', 'elicitation ok');
         assert.equal(record['action'], 'accept');
         assert.ok(!JSON.stringify(record).includes('ursula'), 'the answer content is not audited');
       });
 
       for (const [tool, schema] of [
-        ['test_elicitation_sep1034_defaults', SEP1034_SCHEMA],
-        ['test_elicitation_sep1330_enums', SEP1330_SCHEMA],
+        ['test_elicitation_sep1034_defaults', DEFAULTS_FORM],
+        ['test_elicitation_sep1330_enums', ENUMS_FORM],
       ] as const) {
         it(`${tool}: the requested schema reaches the host intact`, async () => {
           host.seen.elicitation.length = 0;
