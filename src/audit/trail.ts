@@ -23,8 +23,12 @@ import { chainRecord, formatLine, GENESIS, lineHash, MAX_LINE_BYTES, signCheckpo
 import { MAX_TRAIL_SLOTS, trailFiles, trailLines, trailSlot } from './read.ts';
 import type { AuditKey } from './signing-key.ts';
 
-/** The requests of the resource, prompt and completion paths (src/surface/), one record each. */
-export type SurfaceEvent = 'resources/list' | 'resources/templates/list' | 'resources/read' | 'resources/subscribe' | 'resources/unsubscribe' | 'prompts/list' | 'prompts/get' | 'completion/complete';
+/**
+ * The requests of the resource, prompt and completion paths (src/surface/), one record each;
+ * subscriptions/listen is recorded only when refused as a whole (each URI it names is a
+ * resources/subscribe record of its own).
+ */
+export type SurfaceEvent = 'resources/list' | 'resources/templates/list' | 'resources/read' | 'resources/subscribe' | 'resources/unsubscribe' | 'subscriptions/listen' | 'prompts/list' | 'prompts/get' | 'completion/complete';
 
 /** One audit record. Argument values never appear; argsSha256 identifies them. */
 export interface AuditRecord {

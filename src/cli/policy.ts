@@ -960,7 +960,7 @@ function formatSurfaceExplanation(facts: SurfaceExplanation): string {
   const server = facts.server;
   if (server?.manifest !== undefined) lines.push(`server: ${server.key} (${server.manifest} serial ${server.serial}, ${server.transport})`);
   if (facts.arguments) lines.push(`prompt: as its signed manifest defines it; arguments: ${facts.arguments.map((argument) => `${argument.name}${argument.required ? ' (required)' : ''}`).join(', ') || 'none'}`);
-  if (facts.kind === 'resource' && facts.decision === 'allow') lines.push(`resource: read (and, by a 2025-era session, subscribed) through ${server?.key}; a read returns only the contents whose URIs its grants cover, cleaned like a tool result`);
+  if (facts.kind === 'resource' && facts.decision === 'allow') lines.push(`resource: read and subscribed through ${server?.key}; a read returns only the contents whose URIs its grants cover, cleaned like a tool result`);
   if (facts.grantedOn && facts.grantedOn.length > 1) lines.push(`granted on: ${facts.grantedOn.join(', ')}`);
   if (facts.terms && facts.serverRequest && facts.grant) lines.push(...termsLines(facts.agent, server?.key ?? '', facts.serverRequest, facts.terms));
   if (facts.grant) lines.push(`decided by: ${surfaceGrantText(facts.grant)}`);
@@ -1026,7 +1026,7 @@ function surfaceListingLines(listing: Listing): string[] {
   else lines.push(`prompts: ${prompts.length}`, ...table(prompts.map((prompt) => [prompt.name, `${prompt.grant}${prompt.quarantined ? '  [server quarantined: withdrawn]' : ''}`])));
   if (resources.length === 0) lines.push('resources: none (no resource grant)');
   else {
-    lines.push('resources: read, listed and (by 2025-era sessions) subscribed by URI pattern, once the URI passes the broker\'s URI checks; a URI granted on two servers is read from neither');
+    lines.push('resources: read, listed and subscribed by URI pattern, once the URI passes the broker\'s URI checks; a URI granted on two servers is read from neither');
     lines.push(...table(resources.map((grant) => [grant.grant, `server ${grant.server}: ${grant.patterns.join(', ')}${standingNote(grant.serverState)}`])));
   }
   if (serverRequests.allowed.length === 0) {

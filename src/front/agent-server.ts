@@ -78,11 +78,10 @@ export function createAgentServer(broker: Broker, agentName: string, options: Ag
   const server = new Server(
     { ...BROKER_INFO },
     {
-      // logging: setLevel is kept per session (below). resources: subscriptions are offered
-      // to 2025-era sessions only; a 2026-07-28 agent's subscriptions/listen is answered by
-      // the SDK's entry, which cannot tell the broker which URIs to judge and watch, so the
-      // capability is not declared to it and its listen acknowledgement says so.
-      capabilities: { tools: { listChanged: true }, prompts: { listChanged: true }, resources: legacy ? { subscribe: true, listChanged: true } : { listChanged: true }, completions: {}, logging: {} },
+      // logging: setLevel is kept per session (below). resources: a 2025-era session
+      // subscribes here; a 2026-07-28 agent names its URIs in subscriptions/listen, which the
+      // SDK's entry answers after the front has judged them (listen.ts).
+      capabilities: { tools: { listChanged: true }, prompts: { listChanged: true }, resources: { subscribe: true, listChanged: true }, completions: {}, logging: {} },
       instructions: INSTRUCTIONS,
       requestState: { verify: options.approvalState.verify },
     },
@@ -113,16 +112,18 @@ export function createAgentServer(broker: Broker, agentName: string, options: Ag
   server.setRequestHandler('resources/list', (_request, ctx) => answered(broker.listResources(surface(ctx))));
   server.setRequestHandler('resources/templates/list', (_request, ctx) => answered(broker.listResourceTemplates(surface(ctx))));
   server.setRequestHandler('resources/read', (request, ctx) => answered(broker.readResource(surface(ctx), request.params.uri)));
-  // 2025 era: subscriptions live as long as this session (a 2026-07-28 agent's listen
-  // stream is answered by the SDK's entry and carries no resource updates from the broker).
-  const subscriber: Subscriber = { request: { agentName, ...session }, notify: (uri) => void server.sendResourceUpdated({ uri }).catch(() => undefined) };
-  server.setRequestHandler('resources/subscribe', (request) => answered(broker.subscriptions.subscribe(subscriber, request.params.uri)));
-  server.setRequestHandler('resources/unsubscribe', (request) => answered(broker.subscriptions.unsubscribe(subscriber, request.params.uri)));
-  const closed = server.onclose;
-  server.onclose = () => {
-    closed?.();
-    void broker.subscriptions.dropSession(subscriber).catch(() => undefined);
-  };
+  // 2025 era: subscriptions live as long as this session. (A 2026-07-28 agent's listen
+  // stream is a subscriber of the front's: resources/subscribe is not a method of its era.)
+  if (legacy) {
+    const subscriber: Subscriber = { request: { agentName, ...session }, notify: (uri) => void server.sendResourceUpdated({ uri }).catch(() => undefined) };
+    server.setRequestHandler('resources/subscribe', (request) => answered(broker.subscriptions.subscribe(subscriber, request.params.uri)));
+    server.setRequestHandler('resources/unsubscribe', (request) => answered(broker.subscriptions.unsubscribe(subscriber, request.params.uri)));
+    const closed = server.onclose;
+    server.onclose = () => {
+      closed?.();
+      void broker.subscriptions.dropSession(subscriber).catch(() => undefined);
+    };
+  }
   server.setRequestHandler('prompts/list', (_request, ctx) => answered(broker.listPrompts(surface(ctx))));
   server.setRequestHandler('prompts/get', (request, ctx) => answered(broker.getPrompt(surface(ctx), request.params.name, request.params.arguments)));
   server.setRequestHandler('completion/complete', (request, ctx) => answered(broker.complete(surface(ctx), request.params)));

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { NodeStreamableHTTPServerTransport, toNodeHandler } from '@modelcontextprotocol/node';
-import { classifyInboundRequest, createMcpHandler, isInitializeRequest, isJsonContentType } from '@modelcontextprotocol/server';
+import { classifyInboundRequest, createMcpHandler, isInitializeRequest, isJsonContentType, type JSONRPCRequest } from '@modelcontextprotocol/server';
 import { writeOrLog } from '../audit/trail.ts';
 import type { Broker } from '../broker.ts';
 import { METADATA_PATH } from '../config/oauth-settings.ts';
@@ -10,9 +10,11 @@ import type { ListenAddress } from '../config/types.ts';
 import { WardenError } from '../errors.ts';
 import type { OAuthSession } from '../pipeline/types.ts';
 import { approvalStateCodec, createAgentServer } from './agent-server.ts';
+import { LISTEN_METHOD, ListenBus, listenedResources, listenRefusal, withResources, type ListenStream } from './listen.ts';
 import { agentForBearer } from './bearer.ts';
 import { agentForSubject, createAccessTokenVerifier, protectedResourceMetadata, type TokenFailure } from './oauth.ts';
 import { ownedBy, sessionLimits, SessionTable, type SessionLimits, type SessionOwner } from './sessions.ts';
+import type { Subscriber } from '../surface/subscriptions.ts';
 
 export const MCP_PATH = '/mcp';
 const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
@@ -54,6 +56,7 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress, opti
   const verifyAccessToken = oauth ? createAccessTokenVerifier(oauth, logger) : undefined;
   // The document at the root and at the MCP path's suffixed form (RFC 9728 section 3.1).
   const metadataPaths = new Set(oauth ? [METADATA_PATH, `${METADATA_PATH}${MCP_PATH}`] : []);
+  const bus = new ListenBus((error) => logger.warn({ err: error.message }, 'listen stream listener failed'));
   // The session's scopes come from the access token the front verified, never from a message.
   const handler = createMcpHandler(({ authInfo, era }) => {
     const session = authInfo?.extra?.['oauth'] as OAuthSession | undefined;
@@ -62,6 +65,8 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress, opti
     // 2025-era traffic is routed to sessions before it gets here; should any slip through,
     // it is refused rather than served without one.
     legacy: 'reject',
+    // 2026-07-28 listen streams: resource updates reach the stream that asked (serveListen).
+    bus,
     onerror: (error) => logger.debug({ err: error.message }, 'mcp handler rejected a request'),
   });
   // A session lasts while the config still lets its owner in the way it came: a static
@@ -198,9 +203,35 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress, opti
       mcpNameHeader: headerValue(req, 'mcp-name'),
       body,
     });
+    if (inbound.kind === 'modern' && inbound.messageKind === 'request' && inbound.message.method === LISTEN_METHOD) return serveListen(req, res, owner, inbound.message);
     // Modern requests, and those the SDK refuses (it owns those answers), go to its handler.
     if (inbound.kind !== 'legacy') return mcp(req, res, body);
     return serveSession(req, res, owner, body);
+  };
+
+  /**
+   * A 2026-07-28 listen stream. The URIs it names are judged and subscribed first (see
+   * listen.ts), and the handler serves it naming only those; the stream then takes this
+   * subscriber's updates, and its subscriptions end when its response does, however it ends.
+   */
+  const serveListen = async (req: IncomingMessage, res: ServerResponse, owner: SessionOwner, message: JSONRPCRequest): Promise<void> => {
+    const requested = listenedResources(message);
+    if (requested === undefined) return mcp(req, res, message);
+    const stream: ListenStream = {};
+    const subscriber: Subscriber = {
+      request: { agentName: owner.agent, ...(owner.oauth ? { oauth: owner.oauth } : {}) },
+      notify: (uri) => stream.listener?.({ kind: 'resource_updated', uri }),
+    };
+    res.once('close', () => void broker.subscriptions.dropSession(subscriber).catch(() => undefined));
+    let uris: string[];
+    try {
+      uris = await broker.subscriptions.listen(subscriber, requested);
+    } catch (error) {
+      if (res.headersSent) return void res.destroy();
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      return void res.end(JSON.stringify(listenRefusal(message.id, error)));
+    }
+    await bus.open(stream, () => mcp(req, res, withResources(message, uris)));
   };
 
   /**

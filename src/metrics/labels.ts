@@ -79,6 +79,7 @@ const EVENTS: Record<AuditRecord['event'], true> = {
   'resources/read': true,
   'resources/subscribe': true,
   'resources/unsubscribe': true,
+  'subscriptions/listen': true,
   'prompts/list': true,
   'prompts/get': true,
   'completion/complete': true,

@@ -1,14 +1,15 @@
 import { WardenError } from '../errors.ts';
 import { serversAllowing } from '../policy/surface-grants.ts';
-import { judged, scopesOf, surfaceTimeout, type SurfaceDeps, type SurfaceRequest } from './judge.ts';
+import { judged, scopesOf, SurfaceRefusal, surfaceTimeout, type SurfaceDeps, type SurfaceRequest } from './judge.ts';
 import { grantedResource } from './resources.ts';
 
 /**
- * Resource subscriptions (resources/subscribe, 2025-era sessions). An agent subscribes to
- * a URI it may read; the broker subscribes once per server and URI however many sessions
- * asked, and passes an update on only to the sessions that subscribed and may still read
- * the URI when it arrives (a reload may have taken the grant away). A session's
- * subscriptions end with it.
+ * Resource subscriptions: resources/subscribe of 2025-era sessions, and the URIs a
+ * 2026-07-28 agent names in subscriptions/listen (each listen stream is a subscriber of
+ * its own). An agent subscribes to a URI it may read; the broker subscribes once per server
+ * and URI however many subscribers asked, and passes an update on only to the subscribers
+ * that asked and may still read the URI when it arrives (a reload may have taken the grant
+ * away). A subscriber's subscriptions end with it.
  */
 
 /** One agent session that takes resource updates. */
@@ -17,7 +18,7 @@ export interface Subscriber {
   notify(uri: string): void;
 }
 
-/** Subscriptions one session may hold at once. */
+/** Subscriptions one session, or one listen stream, may hold at once. */
 export const MAX_SUBSCRIPTIONS_PER_SESSION = 100;
 
 export class ResourceSubscriptions {
@@ -60,6 +61,37 @@ export class ResourceSubscriptions {
       if (this.#ended.has(subscriber)) await this.#release(subscriber, key);
       return {};
     });
+  }
+
+  /**
+   * The resource subscriptions of a 2026-07-28 listen stream, all at once. The list itself
+   * is checked first (refused as a whole, and audited as subscriptions/listen, when it is
+   * not a list of at most MAX_SUBSCRIPTIONS_PER_SESSION URIs); then each URI is subscribed
+   * one at a time, exactly as resources/subscribe would be, with an audit record of its own.
+   * Returns the URIs subscribed (none if the stream ended meanwhile): one refused is left
+   * out, and the agent sees which in the acknowledgement. Anything but a refusal (the audit trail cannot be written) ends them
+   * all and is thrown.
+   */
+  async listen(subscriber: Subscriber, uris: unknown): Promise<string[]> {
+    const problem = listProblem(uris);
+    if (problem !== undefined) {
+      const facts = { resources: Array.isArray(uris) ? uris.length : null };
+      return judged<never>(this.#deps, subscriber.request, 'subscriptions/listen', facts, () => Promise.reject(new WardenError('WARDEN_ARGUMENTS_INVALID', problem)));
+    }
+    const subscribed: string[] = [];
+    for (const uri of new Set(uris as string[])) {
+      // The stream closed while its URIs were being judged: the rest are not asked for.
+      if (this.#ended.has(subscriber)) break;
+      try {
+        await this.subscribe(subscriber, uri);
+        subscribed.push(uri);
+      } catch (error) {
+        if (error instanceof SurfaceRefusal) continue;
+        await this.dropSession(subscriber);
+        throw error;
+      }
+    }
+    return this.#ended.has(subscriber) ? [] : subscribed;
   }
 
   unsubscribe(subscriber: Subscriber, uri: unknown): Promise<Record<string, never>> {
@@ -114,6 +146,15 @@ export class ResourceSubscriptions {
     uris.delete(uri);
     await this.#deps.backend(server)?.unsubscribeResource(uri, surfaceTimeout(this.#deps.config()));
   }
+}
+
+/** What is wrong with the URI list of a listen request, or undefined. */
+function listProblem(uris: unknown): string | undefined {
+  if (!Array.isArray(uris) || !uris.every((uri) => typeof uri === 'string')) return 'notifications.resourceSubscriptions must be a list of resource URIs.';
+  if (new Set(uris).size > MAX_SUBSCRIPTIONS_PER_SESSION) {
+    return `A subscriptions/listen stream may carry at most ${MAX_SUBSCRIPTIONS_PER_SESSION} resource subscriptions; open another stream for the rest.`;
+  }
+  return undefined;
 }
 
 /** URIs in audit records are cut to this length. */

@@ -559,15 +559,79 @@ for (const downEra of ['legacy', 'modern'] as const) {
         });
       }
       if (agentEra === 'modern') {
-        it('a 2026-07-28 agent is not offered resource subscriptions: its listen acknowledgement leaves them out, list changes stay', async () => {
-          assert.equal(host.client.getServerCapabilities()?.resources?.subscribe, undefined);
-          assert.equal(host.client.getServerCapabilities()?.resources?.listChanged, true);
-          const subscription = await host.client.listen({ resourceSubscriptions: ['test://watched-resource'], resourcesListChanged: true });
-          try {
-            assert.deepEqual(subscription.honoredFilter, { resourcesListChanged: true });
-          } finally {
-            await subscription.close();
-          }
+        describe('resource subscriptions (2026-07-28 agent, subscriptions/listen)', () => {
+          it('the listen acknowledgement names only the granted URIs; updates arrive on the stream; closing it ends the downstream subscription', async () => {
+            assert.equal(host.client.getServerCapabilities()?.resources?.subscribe, true);
+            host.seen.updates.length = 0;
+            const subscription = await host.client.listen({ resourceSubscriptions: ['test://watched-resource', 'test://static-binary', 'file:///etc/passwd', 'test://watched-resource'], resourcesListChanged: true });
+            try {
+              assert.deepEqual(subscription.honoredFilter, { resourcesListChanged: true, resourceSubscriptions: ['test://watched-resource'] });
+              const first = await updateWatched(host);
+              if (downEra === 'legacy') assert.match(textOf(first), /; 1 subscribed connection\(s\) notified$/);
+              assert.ok(await waitFor(() => host.seen.updates.length >= 1, 100, 20), 'the update reached the agent');
+              assert.deepEqual(host.seen.updates, ['test://watched-resource']);
+              const allowed = await auditRecord(downEra, since, (r) => r['event'] === 'resources/subscribe' && r['agent'] === 'granted' && r['uri'] === 'test://watched-resource', 'subscribe of the granted URI');
+              assert.equal(allowed['decision'], 'allow');
+              for (const uri of ['test://static-binary', 'file:///etc/passwd']) {
+                const refused = await auditRecord(downEra, since, (r) => r['event'] === 'resources/subscribe' && r['agent'] === 'granted' && r['uri'] === uri, `subscribe of ${uri}`);
+                assert.equal(refused['decision'], 'deny');
+                assert.equal(refused['reason'], 'WARDEN_RESOURCE_NOT_FOUND');
+              }
+            } finally {
+              const t0 = performance.now();
+              await subscription.close();
+              console.log('CLOSE', performance.now() - t0);
+            }
+            // The stream is gone, and with it the broker's subscription downstream (a 2025
+            // downstream counts it) once the broker has read the cancel.
+            if (downEra === 'legacy') assert.ok(await waitFor(async () => /; 0 subscribed connection\(s\) notified$/.test(textOf(await updateWatched(host))), 20, 50), 'the downstream subscription ended');
+            await barrier(host);
+            const settled = host.seen.updates.length;
+            await updateWatched(host);
+            await barrier(host);
+            assert.equal(host.seen.updates.length, settled, 'no update after the stream closed');
+          });
+
+          it('two streams naming the same URI each get the update once', async () => {
+            host.seen.updates.length = 0;
+            const [one, two] = await Promise.all([
+              host.client.listen({ resourceSubscriptions: ['test://watched-resource'] }),
+              host.client.listen({ resourceSubscriptions: ['test://watched-resource', 'test://static-text'] }),
+            ]);
+            try {
+              assert.deepEqual(two.honoredFilter, { resourceSubscriptions: ['test://watched-resource', 'test://static-text'] });
+              await updateWatched(host);
+              assert.ok(await waitFor(() => host.seen.updates.length >= 2, 100, 20), `got ${host.seen.updates.length} updates`);
+              await barrier(host);
+              assert.deepEqual(host.seen.updates, ['test://watched-resource', 'test://watched-resource']);
+            } finally {
+              await Promise.all([one.close(), two.close()]);
+            }
+          });
+
+          it('an agent with no grant for the URIs: the acknowledgement names none, each refusal is audited', async () => {
+            const subscription = await stranger.client.listen({ resourceSubscriptions: ['file:///etc/passwd'], toolsListChanged: true });
+            try {
+              assert.deepEqual(subscription.honoredFilter, { toolsListChanged: true });
+            } finally {
+              await subscription.close();
+            }
+            const refused = await auditRecord(downEra, since, (r) => r['event'] === 'resources/subscribe' && r['agent'] === 'ungranted' && r['uri'] === 'file:///etc/passwd', 'refused subscribe');
+            assert.equal(refused['decision'], 'deny');
+          });
+
+          it('a listen naming more than 100 resources is refused whole, with a code, and audited', async () => {
+            const uris = Array.from({ length: 101 }, (_, index) => `test://many/${index}`);
+            const { code, data } = await rpcError(host.client.listen({ resourceSubscriptions: uris }));
+            assert.equal(code, -32602);
+            assert.equal(data?.code, 'WARDEN_ARGUMENTS_INVALID');
+            const record = await auditRecord(downEra, since, (r) => r['event'] === 'subscriptions/listen' && r['agent'] === 'granted', 'refused listen');
+            assert.equal(record['decision'], 'deny');
+            assert.equal(record['resources'], 101);
+            // Nothing was subscribed for it, and the connection still works.
+            assert.equal(auditRecords(downEra).filter((r) => r['event'] === 'resources/subscribe' && String(r['uri']).startsWith('test://many/') && !since.has((r as Record<symbol, string>)[AT]!)).length, 0);
+            await barrier(host);
+          });
         });
       }
     });

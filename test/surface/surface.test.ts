@@ -13,6 +13,7 @@ import { complete } from '../../src/surface/complete.ts';
 import { SurfaceRefusal, type SurfaceDeps, type SurfaceRequest } from '../../src/surface/judge.ts';
 import { getPrompt, listPrompts } from '../../src/surface/prompts.ts';
 import { listResources, listResourceTemplates, readResource } from '../../src/surface/resources.ts';
+import { MAX_SUBSCRIPTIONS_PER_SESSION, ResourceSubscriptions, type Subscriber } from '../../src/surface/subscriptions.ts';
 import { tempDir, textToolsManifest, writeConfig, writeManifest } from '../helpers.ts';
 import { everythingManifest } from '../fixtures/repo-manifests.ts';
 
@@ -83,6 +84,12 @@ class FakeBackend {
   }
   complete(params: CompleteRequestParams): Promise<CompleteResult> {
     return this.#answer('complete', [params], () => this.completion(params));
+  }
+  subscribeResource(uri: string): Promise<void> {
+    return this.#answer('subscribeResource', [uri], () => undefined);
+  }
+  unsubscribeResource(uri: string): Promise<void> {
+    return this.#answer('unsubscribeResource', [uri], () => undefined);
   }
 }
 
@@ -425,6 +432,89 @@ describe('completion/complete', () => {
     await refused(complete(deps, alice, params('demo://resource/dynamic/blob/{resourceId}')), 'WARDEN_RESOURCE_NOT_FOUND');
     await refused(complete(deps, alice, params('demo://resource/static/document/../{x}')), 'WARDEN_RESOURCE_NOT_FOUND');
     assert.equal(backends.get('one')!.calls.length + backends.get('two')!.calls.length, 1);
+  });
+});
+
+describe('resource subscriptions of a listen stream', () => {
+  const DOC = 'demo://resource/static/document/a.md';
+  const stream = (request: SurfaceRequest = alice) => {
+    const told: string[] = [];
+    const subscriber: Subscriber = { request, notify: (uri) => void told.push(uri) };
+    return { subscriber, told };
+  };
+
+  it('subscribes each URI the agent may read, once; leaves the rest out; one audit record per URI', async () => {
+    const subscriptions = new ResourceSubscriptions(deps);
+    const { subscriber, told } = stream();
+    const ambiguous = 'demo://resource/dynamic/text/1';
+    const granted = await subscriptions.listen(subscriber, [DOC, 'file:///etc/passwd', DOC, ambiguous, 'demo://resource/static/document/b.md']);
+    assert.deepEqual(granted, [DOC, 'demo://resource/static/document/b.md']);
+    assert.deepEqual(records.map((record) => [record['event'], record['uri'], record['reason']]), [
+      ['resources/subscribe', DOC, null],
+      ['resources/subscribe', 'file:///etc/passwd', 'WARDEN_RESOURCE_NOT_FOUND'],
+      ['resources/subscribe', ambiguous, 'WARDEN_RESOURCE_AMBIGUOUS'],
+      ['resources/subscribe', 'demo://resource/static/document/b.md', null],
+    ]);
+    assert.deepEqual(backends.get('one')!.calls.map((call) => [call.method, call.args[0]]), [
+      ['subscribeResource', DOC],
+      ['subscribeResource', 'demo://resource/static/document/b.md'],
+    ]);
+    subscriptions.updated('one', DOC);
+    subscriptions.updated('two', DOC);
+    assert.deepEqual(told, [DOC]);
+    await subscriptions.dropSession(subscriber);
+    assert.deepEqual(backends.get('one')!.calls.slice(2).map((call) => call.method), ['unsubscribeResource', 'unsubscribeResource']);
+    subscriptions.updated('one', DOC);
+    assert.deepEqual(told, [DOC]);
+  });
+
+  it('two streams share one downstream subscription; it ends with the last of them', async () => {
+    const subscriptions = new ResourceSubscriptions(deps);
+    const first = stream();
+    const second = stream();
+    await subscriptions.listen(first.subscriber, [DOC]);
+    await subscriptions.listen(second.subscriber, [DOC]);
+    assert.equal(backends.get('one')!.calls.length, 1);
+    subscriptions.updated('one', DOC);
+    assert.deepEqual([first.told, second.told], [[DOC], [DOC]]);
+    await subscriptions.dropSession(first.subscriber);
+    assert.equal(backends.get('one')!.calls.length, 1);
+    await subscriptions.dropSession(second.subscriber);
+    assert.deepEqual(backends.get('one')!.calls.map((call) => call.method), ['subscribeResource', 'unsubscribeResource']);
+  });
+
+  it('a list that is not URIs, or names more than the limit, is refused whole and audited as subscriptions/listen; nothing is subscribed', async () => {
+    const subscriptions = new ResourceSubscriptions(deps);
+    const tooMany = Array.from({ length: MAX_SUBSCRIPTIONS_PER_SESSION + 1 }, (_, index) => `demo://resource/static/document/${index}.md`);
+    for (const [uris, count] of [['demo://x', null], [[DOC, 7], 2], [null, null], [{ 0: DOC, length: 1 }, null], [tooMany, tooMany.length]] as const) {
+      const refusal = await refused(subscriptions.listen(stream().subscriber, uris), 'WARDEN_ARGUMENTS_INVALID');
+      assert.equal(lastRecord()['event'], 'subscriptions/listen');
+      assert.equal(lastRecord()['resources'], count);
+      assert.ok(refusal.message.length > 0);
+    }
+    // The limit counts distinct URIs: the same URI many times is one.
+    assert.deepEqual(await subscriptions.listen(stream().subscriber, Array.from({ length: 500 }, () => DOC)), [DOC]);
+    assert.deepEqual(backends.get('one')!.calls.map((call) => call.method), ['subscribeResource']);
+  });
+
+  it('a stream that ends while its URIs are judged asks for no more', async () => {
+    const subscriptions = new ResourceSubscriptions(deps);
+    const { subscriber } = stream();
+    const pending = subscriptions.listen(subscriber, [DOC, 'demo://resource/static/document/b.md']);
+    await subscriptions.dropSession(subscriber);
+    assert.deepEqual(await pending, []);
+    // Whatever was subscribed downstream meanwhile is given back.
+    const calls = backends.get('one')!.calls.map((call) => call.method);
+    assert.equal(calls.filter((method) => method === 'subscribeResource').length, calls.filter((method) => method === 'unsubscribeResource').length);
+  });
+
+  it('an audit trail that throws ends every subscription of the stream and fails the listen', async () => {
+    let writes = 0;
+    deps = { ...deps, audit: { healthy: true, write: () => { if (++writes > 1) throw new Error('disk full'); }, close() {} } };
+    const subscriptions = new ResourceSubscriptions(deps);
+    const { subscriber } = stream();
+    await assert.rejects(subscriptions.listen(subscriber, [DOC, 'demo://resource/static/document/b.md']), (error: unknown) => !(error instanceof SurfaceRefusal));
+    assert.deepEqual(subscriptions.urisOf('one'), []);
   });
 });
 
