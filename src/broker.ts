@@ -129,6 +129,7 @@ export class Broker {
   #lastPrune = 0;
   readonly #resourceListeners = new Set<(agents: ReadonlySet<string>) => void>();
   readonly #toolsListeners = new Set<(agents: ReadonlySet<string>) => void>();
+  readonly #configListeners = new Set<() => void>();
   /** Sandbox workers: one pool for code tools, one for code mode (so a run never waits on itself). */
   readonly #pools: { readonly tools: SandboxPool; readonly codeMode: SandboxPool };
   readonly #codeMode: CodeModeBackend;
@@ -232,6 +233,15 @@ export class Broker {
   onToolsChanged(listener: (agents: ReadonlySet<string>) => void): () => void {
     this.#toolsListeners.add(listener);
     return () => this.#toolsListeners.delete(listener);
+  }
+
+  /**
+   * Calls the listener each time a new config is in force (before its new servers have
+   * started): fronts end what the new config no longer lets in. Returns the unsubscribe.
+   */
+  onConfigApplied(listener: () => void): () => void {
+    this.#configListeners.add(listener);
+    return () => this.#configListeners.delete(listener);
   }
 
   /**
@@ -595,6 +605,13 @@ export class Broker {
     this.logger.info({ fromSha256: previous.sha256, toSha256: next.sha256, started, stopped }, 'config reloaded');
     this.#auditManifests(next, new Set(started));
     this.#listedChanges();
+    for (const listener of this.#configListeners) {
+      try {
+        listener();
+      } catch (error) {
+        this.logger.warn({ err: (error as Error).message }, 'a config listener failed');
+      }
+    }
     await Promise.all([
       ...started.map((server) => backends.get(server)!.start()),
       ...retired.map(([, backend]) => backend.close()),

@@ -10,11 +10,11 @@ import type { ListenAddress } from '../config/types.ts';
 import { WardenError } from '../errors.ts';
 import type { OAuthSession } from '../pipeline/types.ts';
 import { approvalStateCodec, createAgentServer } from './agent-server.ts';
-import { LISTEN_METHOD, ListenBus, listenedResources, listenRefusal, withResources, type ListenStream } from './listen.ts';
+import { claimsListenRevision, LISTEN_METHOD, ListenBus, listenedResources, listenRefusal, withResources, type ListenStream } from './listen.ts';
 import { agentForBearer } from './bearer.ts';
 import { agentForSubject, createAccessTokenVerifier, protectedResourceMetadata, type TokenFailure } from './oauth.ts';
 import { ownedBy, sessionLimits, SessionTable, type SessionLimits, type SessionOwner } from './sessions.ts';
-import type { Subscriber } from '../surface/subscriptions.ts';
+import { MAX_LISTEN_STREAMS_PER_AGENT, type Subscriber } from '../surface/subscriptions.ts';
 
 export const MCP_PATH = '/mcp';
 const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
@@ -69,13 +69,16 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress, opti
     bus,
     onerror: (error) => logger.debug({ err: error.message }, 'mcp handler rejected a request'),
   });
-  // A session lasts while the config still lets its owner in the way it came: a static
-  // token on the agent, or the access token's subject mapped to it.
-  const sessions = new SessionTable(sessionLimits(options.sessions), ({ agent, oauth: token }) => {
+  // A session, or a listen stream, lasts while the config still lets its owner in the way
+  // it came: a static token on the agent, or the access token's subject mapped to it.
+  const admitted = ({ agent, oauth: token }: SessionOwner): boolean => {
     const policy = broker.config.agents.get(agent);
     if (policy === undefined) return false;
     return token === undefined ? policy.tokenSha256 !== undefined : agentForSubject(token.subject, broker.config.agents) === agent;
-  });
+  };
+  const sessions = new SessionTable(sessionLimits(options.sessions), admitted);
+  /** The open 2026-07-28 listen streams, each with who opened it. */
+  const listens = new Map<ServerResponse, SessionOwner>();
   // One publication reaches every open change stream (2026-07-28 subscriptions/listen);
   // each agent then lists again and sees only its own tools. Sessions notify their own
   // agent (createAgentServer with notifyToolsChanged).
@@ -83,8 +86,11 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress, opti
     handler.notify.toolsChanged();
     // A quarantine or a new config can change the prompts too.
     handler.notify.promptsChanged();
-    // A new config may have removed an agent: its sessions end now.
+  });
+  // A new config may have removed an agent or its token: its sessions and listen streams end now.
+  const stopConfigWatch = broker.onConfigApplied(() => {
     sessions.closeStale();
+    for (const [res, owner] of listens) if (!admitted(owner)) res.destroy();
   });
   const stopResourceNotices = broker.onResourcesChanged(() => handler.notify.resourcesChanged());
   const mcp = toNodeHandler(handler, {
@@ -215,8 +221,20 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress, opti
    * subscriber's updates, and its subscriptions end when its response does, however it ends.
    */
   const serveListen = async (req: IncomingMessage, res: ServerResponse, owner: SessionOwner, message: JSONRPCRequest): Promise<void> => {
+    let open = 0;
+    for (const other of listens.values()) if (other.agent === owner.agent) open++;
+    if (open >= MAX_LISTEN_STREAMS_PER_AGENT) {
+      writeOrLog(audit, { event: 'subscriptions/listen', correlationId: randomUUID(), agent: owner.agent, decision: 'deny', reason: 'WARDEN_RATE_LIMITED', outcome: 'refused', open }, logger);
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      const text = `mcp-warden refused the request [WARDEN_RATE_LIMITED]: an agent may have ${MAX_LISTEN_STREAMS_PER_AGENT} listen streams open at once; close one first.`;
+      return void res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, error: { code: -32603, message: text, data: { code: 'WARDEN_RATE_LIMITED' } } }));
+    }
+    listens.set(res, owner);
+    res.once('close', () => listens.delete(res));
     const requested = listenedResources(message);
     if (requested === undefined) return mcp(req, res, message);
+    // Judged for the revision the broker knows; any other is the entry's to refuse, and never carries resources.
+    if (!claimsListenRevision(message)) return mcp(req, res, withResources(message, []));
     const stream: ListenStream = {};
     const subscriber: Subscriber = {
       request: { agentName: owner.agent, ...(owner.oauth ? { oauth: owner.oauth } : {}) },
@@ -289,6 +307,7 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress, opti
   await new Promise<void>((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) => {
       stopNotifying();
+      stopConfigWatch();
       stopResourceNotices();
       sessions.closeAll();
       reject(new WardenError('WARDEN_LISTEN_FAILED', `cannot listen on ${listen.host}:${listen.port}: ${error.code ?? error.message}`, { listen }));
@@ -303,6 +322,7 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress, opti
     address,
     async close() {
       stopNotifying();
+      stopConfigWatch();
       stopResourceNotices();
       sessions.closeAll();
       await handler.close().catch(() => undefined);

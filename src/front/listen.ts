@@ -4,6 +4,7 @@ import {
   isJSONRPCNotification,
   isJSONRPCRequest,
   isJSONRPCResultResponse,
+  PROTOCOL_VERSION_META_KEY,
   SUBSCRIPTION_ID_META_KEY,
   type JSONRPCErrorResponse,
   type JSONRPCMessage,
@@ -31,6 +32,18 @@ import type { ResourceSubscriptions, Subscriber } from '../surface/subscriptions
 
 /** The method whose requests are handled here. */
 export const LISTEN_METHOD = 'subscriptions/listen';
+
+/**
+ * The protocol revision whose listen requests are judged. A listen claiming another (or
+ * none) goes on without its resources, so an entry that serves it can never watch a URI
+ * nobody judged; today's entry refuses it.
+ */
+export const LISTEN_REVISION = '2026-07-28';
+
+/** Whether a listen request claims the revision whose listens are judged. */
+export function claimsListenRevision(message: JSONRPCRequest): boolean {
+  return message.params?._meta?.[PROTOCOL_VERSION_META_KEY] === LISTEN_REVISION;
+}
 
 /** The URIs a listen request asks updates for, as sent; undefined when it names none. */
 export function listenedResources(message: JSONRPCRequest): unknown {
@@ -147,15 +160,26 @@ export class ListeningTransport implements Transport {
       const stream = this.#streams.get(message.params?._meta?.[SUBSCRIPTION_ID_META_KEY] as RequestId);
       if (stream) stream.acknowledged = true;
     }
-    // The entry's answer to a listen ends it: a refusal, or the final result of a stream it closes.
-    if ((isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message)) && message.id !== undefined) this.#end(message.id);
+    // The entry's answer to a listen ends it: a refusal, or the final result of a stream it
+    // closes (which names the stream in its _meta).
+    if (isJSONRPCErrorResponse(message) && message.id !== undefined) this.#end(message.id);
+    if (isJSONRPCResultResponse(message) && message.result._meta?.[SUBSCRIPTION_ID_META_KEY] === message.id) this.#end(message.id);
     return this.#inner.send(message, options);
   }
 
   #receive(message: JSONRPCMessage, extra?: MessageExtraInfo): void {
-    if (isJSONRPCRequest(message) && message.method === LISTEN_METHOD && listenedResources(message) !== undefined) {
-      void this.#open(message, extra);
-      return;
+    if (isJSONRPCRequest(message) && message.method === LISTEN_METHOD) {
+      // A listen reusing the id of a stream the broker holds replaces it, as the entry
+      // does: the old one ends on both sides first.
+      if (this.#streams.has(message.id)) {
+        this.#end(message.id);
+        this.onmessage?.({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: message.id } }, extra);
+      }
+      if (listenedResources(message) !== undefined) {
+        if (claimsListenRevision(message)) void this.#open(message, extra);
+        else this.onmessage?.(withResources(message, []), extra);
+        return;
+      }
     }
     if (isJSONRPCNotification(message) && message.method === 'notifications/cancelled') {
       const id = (message.params as { requestId?: unknown } | undefined)?.requestId;
@@ -165,8 +189,6 @@ export class ListeningTransport implements Transport {
   }
 
   async #open(message: JSONRPCRequest, extra?: MessageExtraInfo): Promise<void> {
-    // A request reusing the id of an open stream replaces it, as the entry does.
-    this.#end(message.id);
     const stream = {
       acknowledged: false,
       subscriber: {

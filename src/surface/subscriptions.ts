@@ -21,12 +21,17 @@ export interface Subscriber {
 /** Subscriptions one session, or one listen stream, may hold at once. */
 export const MAX_SUBSCRIPTIONS_PER_SESSION = 100;
 
+/** Listen streams one agent may hold open at once (the HTTP front counts every stream; here, those with resources). */
+export const MAX_LISTEN_STREAMS_PER_AGENT = 32;
+
 export class ResourceSubscriptions {
   readonly #deps: SurfaceDeps;
   /** By server, then URI: the sessions subscribed. */
   readonly #byServer = new Map<string, Map<string, Set<Subscriber>>>();
   /** By session: its subscriptions, as server and URI. */
   readonly #bySession = new Map<Subscriber, Set<string>>();
+  /** By agent: its listen streams with resource subscriptions. */
+  readonly #streams = new Map<string, Set<Subscriber>>();
   /** Sessions that have ended: a subscribe still waiting on its server is undone when it returns. */
   readonly #ended = new WeakSet<Subscriber>();
 
@@ -78,6 +83,15 @@ export class ResourceSubscriptions {
       const facts = { resources: Array.isArray(uris) ? uris.length : null };
       return judged<never>(this.#deps, subscriber.request, 'subscriptions/listen', facts, () => Promise.reject(new WardenError('WARDEN_ARGUMENTS_INVALID', problem)));
     }
+    const agent = subscriber.request.agentName;
+    const streams = this.#streams.get(agent) ?? new Set<Subscriber>();
+    if (!streams.has(subscriber) && streams.size >= MAX_LISTEN_STREAMS_PER_AGENT) {
+      const refusal = new WardenError('WARDEN_RATE_LIMITED', `An agent may have ${MAX_LISTEN_STREAMS_PER_AGENT} listen streams with resource subscriptions open at once; close one first.`);
+      return judged<never>(this.#deps, subscriber.request, 'subscriptions/listen', { resources: (uris as unknown[]).length, open: streams.size }, () => Promise.reject(refusal));
+    }
+    if (this.#ended.has(subscriber)) return [];
+    streams.add(subscriber);
+    this.#streams.set(agent, streams);
     const subscribed: string[] = [];
     for (const uri of new Set(uris as string[])) {
       // The stream closed while its URIs were being judged: the rest are not asked for.
@@ -109,6 +123,8 @@ export class ResourceSubscriptions {
   /** The session ended: all its subscriptions go, without audit records of their own. */
   async dropSession(subscriber: Subscriber): Promise<void> {
     this.#ended.add(subscriber);
+    const streams = this.#streams.get(subscriber.request.agentName);
+    if (streams?.delete(subscriber) && streams.size === 0) this.#streams.delete(subscriber.request.agentName);
     for (const key of [...(this.#bySession.get(subscriber) ?? [])]) await this.#release(subscriber, key);
   }
 

@@ -153,17 +153,37 @@ describe('ListeningTransport (stdio)', () => {
     const [first, second] = subscriptions.asked.map((entry) => entry.subscriber);
     await transport.send({ jsonrpc: '2.0', id: 1, error: { code: -32601, message: 'Method not found' } });
     assert.deepEqual(subscriptions.dropped, [first]);
-    await transport.send({ jsonrpc: '2.0', id: 2, result: { resultType: 'complete' } });
+    // Another request's answer reusing the id is not the stream's end; the stream's final result names it.
+    await transport.send({ jsonrpc: '2.0', id: 2, result: { tools: [] } });
+    assert.deepEqual(subscriptions.dropped, [first]);
+    await transport.send({ jsonrpc: '2.0', id: 2, result: { resultType: 'complete', _meta: { [SUBSCRIPTION_ID_META_KEY]: 2 } } });
     assert.deepEqual(subscriptions.dropped, [first, second]);
   });
 
-  it('a listen reusing an open stream\'s id replaces it', async () => {
-    const { wire, subscriptions } = setUp();
+  it('a listen reusing an open stream\'s id replaces it: the old one ends on both sides first, whatever the new one names', async () => {
+    const { wire, subscriptions, delivered } = setUp();
     wire.onmessage?.(listen(1, { resourceSubscriptions: ['ok://a'] }));
     await tick();
     wire.onmessage?.(listen(1, { resourceSubscriptions: ['ok://b'] }));
     await tick();
     assert.deepEqual(subscriptions.dropped, [subscriptions.asked[0]!.subscriber]);
+    assert.deepEqual(delivered.slice(1), [cancel(1), listen(1, { resourceSubscriptions: ['ok://b'] })]);
+    wire.onmessage?.(listen(1, { toolsListChanged: true }));
+    assert.deepEqual(subscriptions.dropped, [subscriptions.asked[0]!.subscriber, subscriptions.asked[1]!.subscriber]);
+    assert.deepEqual(delivered.slice(3), [cancel(1), listen(1, { toolsListChanged: true })]);
+  });
+
+  it('a listen not claiming the 2026-07-28 revision is never judged: it goes on without its resources', () => {
+    const { wire, subscriptions, delivered } = setUp();
+    const unclaimed: JSONRPCMessage = { jsonrpc: '2.0', id: 1, method: 'subscriptions/listen', params: { notifications: { resourceSubscriptions: ['ok://a'], toolsListChanged: true } } };
+    const other: JSONRPCMessage = { jsonrpc: '2.0', id: 2, method: 'subscriptions/listen', params: { notifications: { resourceSubscriptions: ['ok://a'] }, _meta: { 'io.modelcontextprotocol/protocolVersion': '2099-01-01' } } };
+    wire.onmessage?.(unclaimed);
+    wire.onmessage?.(other);
+    assert.equal(subscriptions.asked.length, 0);
+    assert.deepEqual(delivered, [
+      { jsonrpc: '2.0', id: 1, method: 'subscriptions/listen', params: { notifications: { toolsListChanged: true } } },
+      { jsonrpc: '2.0', id: 2, method: 'subscriptions/listen', params: { notifications: {}, _meta: { 'io.modelcontextprotocol/protocolVersion': '2099-01-01' } } },
+    ]);
   });
 
   it('the connection closing ends every stream, then tells the entry', async () => {

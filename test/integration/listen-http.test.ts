@@ -25,7 +25,7 @@ const WATCHED = 'test://watched-resource';
 const CONFIG = join(dir, 'warden.yaml');
 
 /** alice and bob may read the watched resource (bob unless told otherwise); carol may read nothing. Everyone may call the tools. */
-function policy(options: { bobReads?: boolean } = {}) {
+function policy(options: { bobReads?: boolean; bobToken?: boolean } = {}) {
   const tools = { tools: ['*'], access: ['read', 'write'] };
   return loadConfig(
     writeConfig(CONFIG, {
@@ -33,7 +33,7 @@ function policy(options: { bobReads?: boolean } = {}) {
       servers: { conformance: { manifest: 'conformance.json', prefix: false } },
       agents: {
         alice: { tokenSha256: sha256Hex(TOKENS.alice), allow: [tools, { resources: [WATCHED, 'test://static-text'], server: 'conformance' }] },
-        bob: { tokenSha256: sha256Hex(TOKENS.bob), allow: [tools, ...(options.bobReads === false ? [] : [{ resources: [WATCHED], server: 'conformance' }])] },
+        bob: { ...(options.bobToken === false ? {} : { tokenSha256: sha256Hex(TOKENS.bob) }), allow: [tools, ...(options.bobReads === false ? [] : [{ resources: [WATCHED], server: 'conformance' }])] },
         carol: { tokenSha256: sha256Hex(TOKENS.carol), allow: [tools] },
       },
     }),
@@ -152,6 +152,57 @@ describe('subscriptions/listen over HTTP (2026-07-28 agents)', () => {
     controller.abort();
     assert.equal(await stream.closed, 'local');
     assert.ok(await waitFor(async () => (await updateWatched(alice.client)) === 0, 40, 50), 'the downstream subscription ended');
+  });
+
+  it('a reload that takes the agent\'s token away ends its streams, and their subscriptions', async () => {
+    const alice = await connect('alice', 'modern');
+    const bob = await connect('bob', 'modern');
+    const stream = await bob.client.listen({ resourceSubscriptions: [WATCHED] });
+    try {
+      assert.equal(await updateWatched(alice.client), 1);
+      assert.ok(await waitFor(() => bob.updates.length >= 1, 100, 20), 'bob was told while his token held');
+      await broker.applyConfig(policy({ bobToken: false }));
+      assert.equal(await stream.closed, 'remote');
+      assert.ok(await waitFor(async () => (await updateWatched(alice.client)) === 0, 40, 50), 'the downstream subscription ended with the stream');
+      assert.deepEqual(bob.updates, [WATCHED]);
+    } finally {
+      await broker.applyConfig(policy());
+    }
+  });
+
+  it('an agent may hold 32 listen streams at once: the next is refused with WARDEN_RATE_LIMITED, and audited; closing one makes room', async () => {
+    const carol = await connect('carol', 'modern');
+    const streams = [];
+    try {
+      for (let index = 0; index < 32; index++) streams.push(await carol.client.listen({ toolsListChanged: true }));
+      await assert.rejects(carol.client.listen({ toolsListChanged: true }), (error: unknown) => {
+        assert.ok(error instanceof ProtocolError, String(error));
+        assert.equal((error.data as { code?: string }).code, 'WARDEN_RATE_LIMITED');
+        return true;
+      });
+      const [record] = fresh((r) => r.event === 'subscriptions/listen' && r['agent'] === 'carol');
+      assert.equal(record?.reason, 'WARDEN_RATE_LIMITED');
+      assert.equal(record?.['open'], 32);
+      // Another agent's streams are not counted against carol's.
+      const alice = await connect('alice', 'modern');
+      await (await alice.client.listen({ toolsListChanged: true })).close();
+      await streams.pop()!.close();
+      assert.ok(await waitFor(async () => carol.client.listen({ toolsListChanged: true }).then((stream) => (streams.push(stream), true), () => false), 20, 50), 'room again after a close');
+    } finally {
+      await Promise.all(streams.map((stream) => stream.close()));
+    }
+  });
+
+  it('a listen claiming a revision the broker does not judge is never judged: its resources are dropped and the protocol layer refuses it', async () => {
+    const body = {
+      jsonrpc: '2.0',
+      id: 9,
+      method: 'subscriptions/listen',
+      params: { notifications: { resourceSubscriptions: [WATCHED] }, _meta: { 'io.modelcontextprotocol/protocolVersion': '2099-01-01', 'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} } },
+    };
+    const answer = await post(body, TOKENS.alice);
+    assert.match(answer.body, /"error"/);
+    assert.equal(fresh((r) => r.event === 'resources/subscribe').length, 0);
   });
 
   it('a listen naming more than 100 resources is refused whole with WARDEN_ARGUMENTS_INVALID, and audited; nothing is subscribed', async () => {

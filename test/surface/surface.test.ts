@@ -13,7 +13,7 @@ import { complete } from '../../src/surface/complete.ts';
 import { SurfaceRefusal, type SurfaceDeps, type SurfaceRequest } from '../../src/surface/judge.ts';
 import { getPrompt, listPrompts } from '../../src/surface/prompts.ts';
 import { listResources, listResourceTemplates, readResource } from '../../src/surface/resources.ts';
-import { MAX_SUBSCRIPTIONS_PER_SESSION, ResourceSubscriptions, type Subscriber } from '../../src/surface/subscriptions.ts';
+import { MAX_LISTEN_STREAMS_PER_AGENT, MAX_SUBSCRIPTIONS_PER_SESSION, ResourceSubscriptions, type Subscriber } from '../../src/surface/subscriptions.ts';
 import { tempDir, textToolsManifest, writeConfig, writeManifest } from '../helpers.ts';
 import { everythingManifest } from '../fixtures/repo-manifests.ts';
 
@@ -495,6 +495,19 @@ describe('resource subscriptions of a listen stream', () => {
     // The limit counts distinct URIs: the same URI many times is one.
     assert.deepEqual(await subscriptions.listen(stream().subscriber, Array.from({ length: 500 }, () => DOC)), [DOC]);
     assert.deepEqual(backends.get('one')!.calls.map((call) => call.method), ['subscribeResource']);
+  });
+
+  it('an agent may hold 32 streams with resources at once: the next is refused whole and audited; an ended one makes room', async () => {
+    const subscriptions = new ResourceSubscriptions(deps);
+    const streams = Array.from({ length: MAX_LISTEN_STREAMS_PER_AGENT }, () => stream().subscriber);
+    for (const subscriber of streams) assert.deepEqual(await subscriptions.listen(subscriber, [DOC]), [DOC]);
+    await refused(subscriptions.listen(stream().subscriber, [DOC]), 'WARDEN_RATE_LIMITED');
+    assert.equal(lastRecord()['event'], 'subscriptions/listen');
+    assert.equal(lastRecord()['open'], MAX_LISTEN_STREAMS_PER_AGENT);
+    // Another agent's streams are counted apart.
+    assert.deepEqual(await subscriptions.listen(stream({ agentName: 'scoped', oauth: { subject: 's', scopes: new Set(['docs']) } }).subscriber, [DOC]), [DOC]);
+    await subscriptions.dropSession(streams[0]!);
+    assert.deepEqual(await subscriptions.listen(stream().subscriber, [DOC]), [DOC]);
   });
 
   it('a stream that ends while its URIs are judged asks for no more', async () => {
