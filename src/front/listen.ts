@@ -156,19 +156,25 @@ export class ListeningTransport implements Transport {
   }
 
   send(message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
-    if (isJSONRPCNotification(message) && message.method === 'notifications/subscriptions/acknowledged') {
-      const stream = this.#streams.get(message.params?._meta?.[SUBSCRIPTION_ID_META_KEY] as RequestId);
-      if (stream) stream.acknowledged = true;
+    // Every message of the connection passes here: the cheap tests come first.
+    if (this.#streams.size > 0) {
+      if ('method' in message && message.method === 'notifications/subscriptions/acknowledged' && isJSONRPCNotification(message)) {
+        const stream = this.#streams.get(message.params?._meta?.[SUBSCRIPTION_ID_META_KEY] as RequestId);
+        if (stream) stream.acknowledged = true;
+      }
+      // The entry's answer to a listen ends it: a refusal, or the final result of a stream it
+      // closes (which names the stream in its _meta).
+      if ('id' in message && message.id !== undefined && this.#streams.has(message.id)) {
+        if (isJSONRPCErrorResponse(message)) this.#end(message.id);
+        else if (isJSONRPCResultResponse(message) && message.result._meta?.[SUBSCRIPTION_ID_META_KEY] === message.id) this.#end(message.id);
+      }
     }
-    // The entry's answer to a listen ends it: a refusal, or the final result of a stream it
-    // closes (which names the stream in its _meta).
-    if (isJSONRPCErrorResponse(message) && message.id !== undefined) this.#end(message.id);
-    if (isJSONRPCResultResponse(message) && message.result._meta?.[SUBSCRIPTION_ID_META_KEY] === message.id) this.#end(message.id);
     return this.#inner.send(message, options);
   }
 
   #receive(message: JSONRPCMessage, extra?: MessageExtraInfo): void {
-    if (isJSONRPCRequest(message) && message.method === LISTEN_METHOD) {
+    const method = 'method' in message ? message.method : undefined;
+    if (method === LISTEN_METHOD && isJSONRPCRequest(message)) {
       // A listen reusing the id of a stream the broker holds replaces it, as the entry
       // does: the old one ends on both sides first.
       if (this.#streams.has(message.id)) {
@@ -181,7 +187,7 @@ export class ListeningTransport implements Transport {
         return;
       }
     }
-    if (isJSONRPCNotification(message) && message.method === 'notifications/cancelled') {
+    if (method === 'notifications/cancelled' && isJSONRPCNotification(message)) {
       const id = (message.params as { requestId?: unknown } | undefined)?.requestId;
       if (typeof id === 'string' || typeof id === 'number') this.#end(id);
     }
