@@ -201,11 +201,13 @@ export function openAuditTrail(configured: string, options: AuditTrailOptions): 
   const append = (record: Readonly<Record<string, unknown>>, time = new Date().toISOString()): string => {
     if (!healthy || closed) throw new Error('the audit trail is not writable');
     let line = formatLine(seq + 1, time, prev, record);
-    if (Buffer.byteLength(line, 'utf8') > MAX_LINE_BYTES) {
+    // Encoded once: the line's size, the bytes written, and what the next prev hashes (lineHash(line)).
+    let bytes = Buffer.from(`${line}\n`, 'utf8');
+    if (bytes.length - 1 > MAX_LINE_BYTES) {
       // Never silently dropped: the event, its correlation id and its size remain.
-      line = formatLine(seq + 1, time, prev, { event: record['event'], correlationId: record['correlationId'], oversized: true, bytes: Buffer.byteLength(line, 'utf8') });
+      line = formatLine(seq + 1, time, prev, { event: record['event'], correlationId: record['correlationId'], oversized: true, bytes: bytes.length - 1 });
+      bytes = Buffer.from(`${line}\n`, 'utf8');
     }
-    const bytes = Buffer.from(`${line}\n`, 'utf8');
     try {
       for (let offset = 0; offset < bytes.length; ) offset += writeSync(fd, bytes, offset);
       if (settings.fsyncMs === 0) fdatasyncSync(fd);
@@ -214,7 +216,7 @@ export function openAuditTrail(configured: string, options: AuditTrailOptions): 
       throw new Error(`audit write failed: ${codeOf(error)}`);
     }
     seq += 1;
-    prev = lineHash(line);
+    prev = hash('sha256', bytes.subarray(0, bytes.length - 1), 'hex');
     size += bytes.length;
     dirty = settings.fsyncMs !== 0;
     return line;

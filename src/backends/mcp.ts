@@ -235,7 +235,7 @@ export class McpBackend implements ToolBackend {
     let progressToken: string | undefined;
     // The call's timeout is the broker's own, so it can stand still while the host's user
     // answers the server's question; the SDK's is only a backstop past every such wait.
-    const deadline = new Deadline(timeoutMs);
+    const deadline = new Deadline(timeoutMs, signal);
     const entry: InFlight = { deadline, questions: 0, ...(ask ? { ask } : {}), ...(onLog ? { log: onLog } : {}), ...(agent === undefined ? {} : { agent }) };
     this.#inFlight.add(entry);
     try {
@@ -249,8 +249,7 @@ export class McpBackend implements ToolBackend {
       const logLevel = onLog && client.getProtocolEra() === 'modern' ? { [LOG_LEVEL_META_KEY]: 'debug' } : undefined;
       const _meta = progressToken || logLevel ? { ...meta, ...logLevel, ...(progressToken ? { progressToken } : {}) } : meta;
       const params = { name: tool, arguments: args, ...(_meta ? { _meta } : {}) };
-      const stop = signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal;
-      const options = { timeout: BACKSTOP_TIMEOUT_MS, resetTimeoutOnProgress: false, signal: stop };
+      const options = { timeout: BACKSTOP_TIMEOUT_MS, resetTimeoutOnProgress: false, signal: deadline.signal };
       onSend?.();
       const result = (await requestScope.run(entry, () => client.callTool(params, options))) as CallToolResult;
       this.#timeoutsInARow = 0;
@@ -889,37 +888,46 @@ const BACKSTOP_TIMEOUT_MS = 24 * 60 * 60 * 1000;
 
 /**
  * A call's timeout that stands still while held: a server's sampling or elicitation request
- * waits on a person, whose time is bounded separately (limits.answerTimeoutMs).
+ * waits on a person, whose time is bounded separately (limits.answerTimeoutMs). Its signal
+ * also aborts when the agent's does (one listener; AbortSignal.any costs more per call).
  */
 class Deadline {
   readonly #controller = new AbortController();
+  readonly #agentSignal: AbortSignal | undefined;
+  readonly #onAgentAbort = (): void => this.#controller.abort(this.#agentSignal?.reason);
   #remainingMs: number;
   #startedAt = performance.now();
   #holds = 0;
   #cleared = false;
+  #expired = false;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(timeoutMs: number) {
+  constructor(timeoutMs: number, agentSignal?: AbortSignal) {
     this.#remainingMs = timeoutMs;
+    this.#agentSignal = agentSignal;
+    if (agentSignal?.aborted) this.#onAgentAbort();
+    else agentSignal?.addEventListener('abort', this.#onAgentAbort, { once: true });
     this.#arm();
   }
 
+  /** Aborts when the time is up or the agent cancels. */
   get signal(): AbortSignal {
     return this.#controller.signal;
   }
 
+  /** Whether the time ran out (not: the agent cancelled). */
   get expired(): boolean {
-    return this.#controller.signal.aborted;
+    return this.#expired;
   }
 
   hold(): void {
-    if (this.#holds++ > 0 || this.expired) return;
+    if (this.#holds++ > 0 || this.#controller.signal.aborted) return;
     clearTimeout(this.#timer);
     this.#remainingMs -= performance.now() - this.#startedAt;
   }
 
   release(): void {
-    if (--this.#holds > 0 || this.expired || this.#cleared) return;
+    if (--this.#holds > 0 || this.#controller.signal.aborted || this.#cleared) return;
     this.#startedAt = performance.now();
     this.#arm();
   }
@@ -927,10 +935,15 @@ class Deadline {
   clear(): void {
     this.#cleared = true;
     clearTimeout(this.#timer);
+    this.#agentSignal?.removeEventListener('abort', this.#onAgentAbort);
   }
 
   #arm(): void {
-    this.#timer = setTimeout(() => this.#controller.abort(new Error('call timeout')), Math.max(0, this.#remainingMs));
+    this.#timer = setTimeout(() => {
+      if (this.#controller.signal.aborted) return;
+      this.#expired = true;
+      this.#controller.abort(new Error('call timeout'));
+    }, Math.max(0, this.#remainingMs));
   }
 }
 

@@ -80,6 +80,31 @@ describe('audit trail', () => {
     assert.equal(verifyWithKey([file]).ok, true);
   });
 
+  it('each prev is the SHA-256 of the line before, as UTF-8 bytes, also for text outside ASCII', () => {
+    const file = caseFile();
+    const trail = openAuditTrail(file, { key, ...NO_TIMER });
+    trail.write({ event: 'tools/call', correlationId: 'u-1', agent: 'zoë', tool: 'josé__naïve', reason: '漢字 \u{1F600} \u2028' });
+    trail.write({ event: 'tools/call', correlationId: 'u-2', agent: 'a' });
+    trail.close();
+    const lines = readLines(file);
+    assert.match(lines[2]!, /zoë/);
+    assert.equal(recordAt(lines, 4)['prev'], createHash('sha256').update(Buffer.from(lines[2]!, 'utf8')).digest('hex'));
+    assert.equal(recordAt(lines, 4)['prev'], lineHash(lines[2]!));
+    assert.equal(verifyWithKey([file]).ok, true);
+  });
+
+  it('a record too long for one line counts its size in UTF-8 bytes', () => {
+    const file = caseFile();
+    const trail = openAuditTrail(file, { key, ...NO_TIMER });
+    // Fewer characters than the limit, more bytes: 'é' is two bytes in UTF-8.
+    trail.write({ event: 'tools/call', correlationId: 'big-2', agent: 'a', reason: 'é'.repeat(MAX_LINE_BYTES / 2 + 10) });
+    trail.close();
+    const marker = recordAt(readLines(file), 3);
+    assert.equal(marker['oversized'], true);
+    assert.ok((marker['bytes'] as number) > MAX_LINE_BYTES + 20);
+    assert.equal(verifyWithKey([file]).ok, true);
+  });
+
   it('a record too long for one line becomes a marker with its event, correlation id and size', () => {
     const file = caseFile();
     const trail = openAuditTrail(file, { key, ...NO_TIMER });

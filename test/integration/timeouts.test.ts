@@ -84,4 +84,21 @@ describe('timeouts and cancellation', () => {
       await agent.close();
     }
   });
+
+  it('a call the agent cancels in flight ends as cancelled, not as a timeout, and the server is told', async () => {
+    const before = Number(textOf(await broker.callTool('a', 'slow__cancellations', {})));
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new Error('changed my mind')), 100);
+    const result = await broker.callTool('a', 'slow__hang', {}, { signal: controller.signal });
+    assert.equal(refusalCode(result), 'WARDEN_CALL_CANCELLED');
+    assert.ok(await waitFor(async () => Number(textOf(await broker.callTool('a', 'slow__cancellations', {}))) === before + 1, 50, 20), 'the server saw the cancellation');
+  });
+
+  it('a call whose agent has already cancelled is refused as cancelled', async () => {
+    const controller = new AbortController();
+    controller.abort(new Error('gone'));
+    const result = await broker.callTool('a', 'slow__ok', {}, { signal: controller.signal });
+    assert.equal(refusalCode(result), 'WARDEN_CALL_CANCELLED');
+  });
 });
+
