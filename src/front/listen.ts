@@ -212,6 +212,8 @@ export class ListeningTransport implements Transport {
     try {
       uris = await this.#subscriptions.listen(stream.subscriber, listenedResources(message));
     } catch (error) {
+      // Answered only while it is still the stream of that id (not cancelled or replaced meanwhile).
+      if (this.#streams.get(message.id) !== stream) return;
       this.#end(message.id);
       await this.#inner.send(listenRefusal(message.id, error)).catch(() => undefined);
       return;

@@ -137,6 +137,20 @@ describe('ListeningTransport (stdio)', () => {
     assert.equal(subscriptions.dropped.length, 1);
   });
 
+  it('refused after the agent replaced it with a stream of the same id: no answer, and the new stream is kept', async () => {
+    const { wire, subscriptions, delivered } = setUp();
+    subscriptions.held = true;
+    subscriptions.grant = (uris) => ((uris as string[]).includes('bad://x') ? new SurfaceRefusal('WARDEN_ARGUMENTS_INVALID', 'bad', 'corr-3') : (uris as string[]));
+    wire.onmessage?.(listen(1, { resourceSubscriptions: ['bad://x'] }));
+    wire.onmessage?.(listen(1, { resourceSubscriptions: ['ok://a'] }));
+    subscriptions.release();
+    await tick();
+    assert.deepEqual(wire.written, []);
+    assert.deepEqual(delivered, [cancel(1), listen(1, { resourceSubscriptions: ['ok://a'] })]);
+    // Only the replaced stream was ended.
+    assert.deepEqual(subscriptions.dropped, [subscriptions.asked[0]!.subscriber]);
+  });
+
   it('a failure that is not a refusal (the audit trail) is answered as WARDEN_INTERNAL', async () => {
     const { wire, subscriptions } = setUp();
     subscriptions.grant = () => new Error('disk full');
