@@ -229,6 +229,8 @@ export async function startHttpFront(broker: Broker, listen: ListenAddress, opti
       const text = `mcp-warden refused the request [WARDEN_RATE_LIMITED]: an agent may have ${MAX_LISTEN_STREAMS_PER_AGENT} listen streams open at once; close one first.`;
       return void res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, error: { code: -32603, message: text, data: { code: 'WARDEN_RATE_LIMITED' } } }));
     }
+    // Gone already: nothing to serve, and a close already past would never remove it.
+    if (req.socket.destroyed) return;
     listens.set(res, owner);
     res.once('close', () => listens.delete(res));
     const requested = listenedResources(message);
